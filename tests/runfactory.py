@@ -1,0 +1,313 @@
+"""Build synthetic run directories in the `tlbprobe-run/1` format (doc/run-format.md).
+
+The numbers follow FACTS.md: each sync broadcast is one CAL on each other online CPU,
+TLB shootdowns land on the CPUs that run the process's threads, and the idle windows see
+a small background of both. Noise is seeded, so a test sees the same run every time.
+
+Used by the report tests and by benchmarks/report_scale.py; keep it independent of
+tlbprobe's own code so a bug there cannot hide in the fixture too.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import yaml
+
+GiB = 1 << 30
+MiB = 1 << 20
+
+
+@dataclass
+class RunSpec:
+    workload: str = "collapse"
+    online_cpus: int = 2
+    driver_cpu: int = 0
+    threads: int = 0
+    repeats: int = 3
+    ops: int = 128  # per repeat
+    ops_expected: Optional[int] = None  # per repeat; default = ops
+    sync_per_op: float = 1.0  # broadcasts per op actually sent
+    tlb_per_op: float = 0.0  # TLB IPIs per op on each thread CPU
+    background_rate: float = 1.0  # non-TLB CAL per second per other CPU
+    background_tlb_rate: float = 5.0  # TLB per second per CPU
+    idle_s: float = 5.0
+    work_s: float = 2.0
+    flush_mode: str = "pv"
+    flush_evidence: str = "dmesg: kvm-guest: KVM setup pv remote TLB flush"
+    kernel_variant: Optional[str] = None
+    kernel_release: str = "6.18.44-fc-v657"
+    cpu_model: str = "AMD EPYC 7B13 64-Core Processor"
+    hypervisor: Optional[str] = "kvm"
+    complete: bool = True
+    status: Optional[str] = None  # default complete/interrupted from `complete`
+    repeats_done: Optional[int] = None
+    size: Optional[int] = None
+    op: Optional[str] = None  # hugetlb operation kind
+    latency: bool = False
+    trace: bool = True
+    seed: int = 0
+    extra_job: Dict[str, Any] = field(default_factory=dict)
+
+
+def make_run(base: Path, name: str, spec: Optional[RunSpec] = None, **kw: Any) -> Path:
+    """Write a run directory ``base/name`` and return its path."""
+    spec = spec or RunSpec(**kw)
+    rng = random.Random(spec.seed)
+    d = Path(base) / name
+    (d / "snapshots").mkdir(parents=True, exist_ok=True)
+    cpus = list(range(spec.online_cpus))
+    others = [c for c in cpus if c != spec.driver_cpu]
+    thread_cpus = others[: spec.threads]
+    ops_exp = spec.ops_expected if spec.ops_expected is not None else spec.ops
+    size = spec.size
+    if size is None:
+        size = spec.ops * 2 * MiB if spec.workload == "collapse" else 4 * GiB
+    done = spec.repeats if spec.repeats_done is None else spec.repeats_done
+    if not spec.complete and spec.repeats_done is None:
+        done = max(0, spec.repeats - 1)
+
+    def noisy(mean: float) -> int:
+        if mean <= 0:
+            return 0
+        return max(0, int(round(rng.gauss(mean, math.sqrt(mean)))))
+
+    t = 1_780_000_000.0
+    phases_rows: List[List[Any]] = []
+    irq_rows: List[List[Any]] = []
+    vm_rows: List[List[Any]] = []
+    attr_rows: List[List[Any]] = []
+    repeats: List[Dict[str, Any]] = []
+    collapse_alloc = 1000
+    for r in range(done):
+        phase_objs: Dict[str, Any] = {}
+        idle_rate = 0.0
+        for phase, dur in (("idle", spec.idle_s), ("workload", spec.work_s)):
+            ops = spec.ops if phase == "workload" else 0
+            cal: Dict[int, int] = {}
+            tlb: Dict[int, int] = {}
+            sync_attr = 0
+            flush_attr = 0
+            for c in cpus:
+                bg_sync = noisy(spec.background_rate * dur)
+                bg_tlb = noisy(spec.background_tlb_rate * dur)
+                work_sync = int(round(spec.sync_per_op * ops)) if c != spec.driver_cpu else 0
+                work_tlb = int(round(spec.tlb_per_op * ops)) if c in thread_cpus else 0
+                tlb[c] = bg_tlb + work_tlb
+                cal[c] = tlb[c] + bg_sync + work_sync
+                if c != spec.driver_cpu:
+                    sync_attr += work_sync
+                    flush_attr += tlb[c]
+            cal_o = sum(cal[c] for c in others)
+            tlb_o = sum(tlb[c] for c in others)
+            sync_raw = cal_o - tlb_o
+            if phase == "idle":
+                idle_rate = sync_raw / dur if dur else 0.0
+                background = 0.0
+            else:
+                background = round(idle_rate * dur, 3)
+            attributed = {}
+            if spec.trace:
+                attributed = {"flush_tlb_func": flush_attr}
+                if sync_attr:
+                    attributed["tlb_remove_table_smp_sync"] = sync_attr
+            phase_objs[phase] = {
+                "duration_s": dur,
+                "ops": ops,
+                "cal_per_cpu": {str(c): cal[c] for c in cpus},
+                "tlb_per_cpu": {str(c): tlb[c] for c in cpus},
+                "cal_other_cpus": cal_o,
+                "tlb_other_cpus": tlb_o,
+                "sync_raw": sync_raw,
+                "background_sync_ipis": background,
+                "sync_ipis": round(sync_raw - background, 3),
+                "attributed": attributed,
+            }
+            phases_rows.append(
+                [r, phase, f"{t:.3f}", f"{t + dur:.3f}", dur, ops, ops_exp if phase == "workload" else 0,
+                 "ok" if phase == "idle" or ops >= ops_exp else "partial",
+                 "" if phase == "idle" or ops >= ops_exp else "madvise: EINVAL after partial collapse"]
+            )
+            for c in cpus:
+                irq_rows.append([r, phase, "CAL", "function_call", "Function call interrupts", c, cal[c]])
+                irq_rows.append([r, phase, "TLB", "tlb_shootdown", "TLB shootdowns", c, tlb[c]])
+                irq_rows.append([r, phase, "LOC", "", "Local timer interrupts", c, int(250 * dur)])
+            irq_rows.append([r, phase, "ERR", "", "", "", 0])
+            coll = ops if spec.workload == "collapse" else 0
+            vm_rows.append([r, phase, "thp_collapse_alloc", collapse_alloc, collapse_alloc + coll, coll])
+            collapse_alloc += coll
+            if spec.trace:
+                for c in others:
+                    w = int(round(spec.sync_per_op * ops))
+                    if w:
+                        attr_rows.append([r, phase, "csd_function_entry", "tlb_remove_table_smp_sync", "", c, w])
+                    attr_rows.append([r, phase, "csd_function_entry", "flush_tlb_func", "", c, tlb[c]])
+            t += dur + 0.5
+        w = phase_objs["workload"]
+        repeats.append(
+            {
+                "repeat": r,
+                "ops": w["ops"],
+                "ops_expected": ops_exp,
+                "cal_other_cpus": w["cal_other_cpus"],
+                "tlb_other_cpus": w["tlb_other_cpus"],
+                "background_sync_ipis": w["background_sync_ipis"],
+                "sync_ipis_measured": w["sync_ipis"],
+                "attributed": w["attributed"],
+                "phases": phase_objs,
+            }
+        )
+
+    def total(key: str) -> float:
+        return sum(rep[key] for rep in repeats)
+
+    attributed_total: Dict[str, int] = {}
+    for rep in repeats:
+        for k, v in rep["attributed"].items():
+            attributed_total[k] = attributed_total.get(k, 0) + v
+    n_other = len(others)
+    ops_total = total("ops")
+    sync_total = round(total("sync_ipis_measured"), 3)
+    status = spec.status or ("complete" if spec.complete else "interrupted")
+    summary: Dict[str, Any] = {
+        "format": "tlbprobe-run/1",
+        "complete": spec.complete,
+        "status": status,
+        "error": None if spec.complete else "interrupted by SIGINT",
+        "workload": spec.workload,
+        "ops_unit": "collapses" if spec.workload == "collapse" else "unshare operations",
+        "kernel_release": spec.kernel_release,
+        "kernel_variant": spec.kernel_variant,
+        "flush_mode": spec.flush_mode,
+        "online_cpus": spec.online_cpus,
+        "driver_cpu": spec.driver_cpu,
+        "other_cpus": others,
+        "repeats_planned": spec.repeats,
+        "repeats_done": done,
+        "ops": ops_total,
+        "ops_expected": total("ops_expected"),
+        "cal_other_cpus": total("cal_other_cpus"),
+        "tlb_other_cpus": total("tlb_other_cpus"),
+        "background_sync_ipis": round(total("background_sync_ipis"), 3),
+        "sync_ipis_measured": sync_total,
+        "sync_ipis_per_op_per_cpu": round(sync_total / (ops_total * n_other), 4) if ops_total and n_other else None,
+        "attributed": attributed_total,
+        "trace_lost_events": 0,
+        "repeats": repeats,
+    }
+    if spec.latency:
+        summary["latency"] = _latency(spec, cpus, rng)
+        (d / "latency").mkdir(exist_ok=True)
+        for r in range(done):
+            for phase in ("idle", "workload"):
+                (d / "latency" / f"r{r}-{phase}.json").write_text(json.dumps(_cyclictest(spec, cpus, phase, rng)))
+    job = {
+        "workload": spec.workload,
+        "size": size,
+        "repeat": spec.repeats,
+        "cpu": spec.driver_cpu,
+        "threads": spec.threads,
+        "idle_seconds": spec.idle_s,
+        "trace": spec.trace,
+        "latency": spec.latency,
+        "kernel_variant": spec.kernel_variant,
+        "job_file": None,
+    }
+    if spec.op:
+        job["op"] = spec.op
+    job.update(spec.extra_job)
+    command = ["tlbprobe", "collect", "--workload", spec.workload, "--size", _size_text(size),
+               "--repeat", str(spec.repeats), "--cpu", str(spec.driver_cpu)]
+    if spec.threads:
+        command += ["--threads", str(spec.threads)]
+    if spec.op:
+        command += ["--op", spec.op]
+    run_yaml: Dict[str, Any] = {
+        "format": "tlbprobe-run/1",
+        "tool_version": "0.1.0",
+        "command": command,
+        "started": "2026-11-26T12:00:00+00:00",
+        "job": job,
+        "host": {
+            "kernel_release": spec.kernel_release,
+            "kernel_version": "#1 SMP PREEMPT_DYNAMIC Debian",
+            "cmdline": "BOOT_IMAGE=/vmlinuz root=/dev/vda1 ro",
+            "cpu_model": spec.cpu_model,
+            "cpu_flags": {"invlpgb": spec.flush_mode == "invlpgb", "pcid": True, "invpcid": True,
+                          "hypervisor": spec.hypervisor is not None},
+            "online_cpus": cpus,
+            "possible_cpus": cpus,
+            "hypervisor": spec.hypervisor,
+            "flush_mode": spec.flush_mode,
+            "flush_mode_evidence": spec.flush_evidence,
+            "thp": {"enabled": "madvise", "defrag": "madvise"},
+            "mem_total": 25_000_000_000,
+            "mem_available": 24_000_000_000,
+            "preempt": "none",
+            "hz": 250,
+        },
+    }
+    if spec.complete:
+        run_yaml["finished"] = "2026-11-26T12:00:40+00:00"
+    (d / "run.yaml").write_text(yaml.safe_dump(run_yaml, sort_keys=False))
+    (d / "summary.json").write_text(json.dumps(summary, indent=2))
+    _csv(d / "phases.csv", ["repeat", "phase", "start", "end", "duration_s", "ops", "ops_expected", "result", "note"], phases_rows)
+    _csv(d / "interrupts.csv", ["repeat", "phase", "label", "canonical", "description", "cpu", "delta"], irq_rows)
+    _csv(d / "vmstat.csv", ["repeat", "phase", "counter", "before", "after", "delta"], vm_rows)
+    if spec.trace:
+        _csv(d / "attribution.csv", ["repeat", "phase", "event", "function", "callsite", "cpu", "count"], attr_rows)
+    (d / "log.txt").write_text("synthetic run written by tests/runfactory.py\n")
+    return d
+
+
+def _latency(spec: RunSpec, cpus: List[int], rng: random.Random) -> Dict[str, Any]:
+    out: Dict[str, Any] = {"driver_cpu": spec.driver_cpu}
+    for phase in ("idle", "workload"):
+        out[phase] = {}
+        for c in cpus:
+            starved = phase == "workload" and c == spec.driver_cpu
+            p50 = 4.0 + rng.random() if not starved else 180.0
+            out[phase][str(c)] = {
+                "samples": 50_000,
+                "cycles_lost": 0 if not starved else 1200,
+                "p50_us": round(p50, 1),
+                "p99_us": round(p50 * 4, 1),
+                "p999_us": round(p50 * 9, 1),
+                "max_us": round(p50 * 40, 1),
+            }
+    return out
+
+
+def _cyclictest(spec: RunSpec, cpus: List[int], phase: str, rng: random.Random) -> Dict[str, Any]:
+    threads = {}
+    for i, c in enumerate(cpus):
+        starved = phase == "workload" and c == spec.driver_cpu
+        centre = 180 if starved else 5
+        hist = {}
+        for _ in range(2000):
+            us = max(1, int(rng.lognormvariate(math.log(centre), 0.6)))
+            hist[str(us)] = hist.get(str(us), 0) + 1
+        threads[str(i)] = {"histogram": hist, "cycles": 2000, "min": 1, "max": max(int(k) for k in hist),
+                           "avg": float(centre), "cpu": c, "node": 0}
+    return {"file_version": 1, "cmdline:": "cyclictest -m -p 80 -i 200 -a -q", "rt_test_version:": "2.4",
+            "num_threads": len(cpus), "resolution_in_ns": 0, "thread": threads}
+
+
+def _csv(path: Path, header: List[str], rows: List[List[Any]]) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+
+
+def _size_text(n: int) -> str:
+    for suffix, unit in (("G", GiB), ("M", MiB)):
+        if n and n % unit == 0:
+            return f"{n // unit}{suffix}"
+    return str(n)

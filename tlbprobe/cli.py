@@ -1,0 +1,60 @@
+"""Command line: argparse subcommands only. Each subcommand lives in tlbprobe/commands/<name>.py
+with ``register(subparsers)`` and ``main(args) -> int``; the work is done by the library."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import List, Optional
+
+from . import __version__
+from .errors import TlbprobeError
+
+#: Subcommand modules, in the order `tlbprobe --help` lists them.
+COMMANDS = ["collect", "report", "model", "diff", "restore", "qemu", "kernel", "repro"]
+
+DESCRIPTION = """\
+Measure what a kernel page-table operation costs in cross-CPU interrupts (IPIs)
+and real-time latency, and compare kernels.
+
+Typical use, once on the baseline kernel and once on the patched one:
+  tlbprobe collect --size 4G --repeat 5 --out base       (as root)
+  tlbprobe collect --size 4G --repeat 5 --out patched    (as root)
+  tlbprobe report base patched --format lkml
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tlbprobe", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"tlbprobe {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f".commands.{name}", __package__)
+        except ModuleNotFoundError as e:
+            if e.name and e.name.endswith(f"commands.{name}"):
+                continue  # subcommand not built yet
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except TlbprobeError as e:
+        print(f"tlbprobe: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("tlbprobe: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 1

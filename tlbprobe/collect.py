@@ -1,0 +1,275 @@
+"""`tlbprobe collect`: run a job on this host and write its run directory.
+
+The order of things matters for honest numbers:
+  preflight -> run directory + run.yaml -> system knobs (journaled) -> tracing on
+  -> per repeat: [idle window] [prepare] [workload window] [cleanup]
+  -> tracing off -> knobs restored -> summary.json complete
+Each window is: snapshot before, trace marker, the work, trace marker, snapshot after.
+Tracing is switched on once, before the first snapshot, because enabling tracepoints
+patches kernel text and that sends IPIs of its own. The whole process is pinned to the
+driver CPU so that tlbprobe itself does not run on the CPUs whose interrupts it counts
+(only --threads touchers and cyclictest do, on purpose).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import resource
+import sys
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+from . import __version__, host, procfs
+from .errors import PreflightError, TlbprobeError
+from .job import Job
+from .rundir import (ATTRIBUTION_COLUMNS, FORMAT, INTERRUPTS_COLUMNS, PHASES_COLUMNS, VMSTAT_COLUMNS,
+                     RunDir)
+from .summary import PhaseRecord, build_summary, repeat_figures
+from .sysstate import (DEFAULT_STATE_DIR, Interrupted, SystemState, check_journal, signals_blocked,
+                       stop_signals_raise)
+from .trace import PhaseCounts, TraceSession, open_session
+from .workloads import DRIVERS, PhaseOutcome, Workload
+
+
+class Console:
+    """Progress for a person: log lines (also kept in log.txt) and a transient status line."""
+
+    def __init__(self, stream=sys.stderr, quiet: bool = False):
+        self.stream = stream
+        self.quiet = quiet
+        self.tty = hasattr(stream, "isatty") and stream.isatty()
+        self.rundir: Optional[RunDir] = None
+        self._status = False
+
+    def log(self, line: str) -> None:
+        self._clear()
+        stamp = time.strftime("%H:%M:%S")
+        if not self.quiet:
+            print(f"[{stamp}] {line}", file=self.stream, flush=True)
+        if self.rundir:
+            self.rundir.log(f"[{stamp}] {line}")
+
+    def status(self, line: str) -> None:
+        if self.tty and not self.quiet:
+            self.stream.write("\r\033[K" + line)
+            self.stream.flush()
+            self._status = True
+
+    def _clear(self) -> None:
+        if self._status:
+            self.stream.write("\r\033[K")
+            self._status = False
+
+
+@dataclass
+class Snapshot:
+    """Raw texts of /proc/interrupts and /proc/vmstat at one moment."""
+
+    when: float
+    interrupts: str
+    vmstat: str
+
+    @classmethod
+    def take(cls) -> "Snapshot":
+        when = time.time()
+        return cls(when, procfs.read_text("/proc/interrupts"), procfs.read_text("/proc/vmstat"))
+
+
+def default_out(workload: str) -> Path:
+    return Path("runs") / f"{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}-{workload}"
+
+
+def preflight(job: Job, facts: host.HostFacts) -> None:
+    """The checks that apply to every workload; the workload adds its own."""
+    if os.geteuid() != 0:
+        raise PreflightError("collect needs root (it reads the kernel log, sets THP and tracing knobs): "
+                             "run it with sudo")
+    if job.cpu not in facts.online_cpus:
+        raise PreflightError(f"--cpu {job.cpu} is not an online CPU (online: "
+                             f"{','.join(map(str, facts.online_cpus))})")
+    if len(facts.online_cpus) < 2:
+        raise PreflightError("only one CPU is online: there is nobody to send IPIs to")
+
+
+@dataclass
+class Collector:
+    """One run of a job. ``run()`` returns the summary dict it wrote."""
+
+    job: Job
+    out: Path
+    console: Console = field(default_factory=Console)
+    argv: List[str] = field(default_factory=list)
+    state_dir: Optional[Path] = None
+    _observers: List[Any] = field(default_factory=list)
+
+    def run(self) -> Dict[str, Any]:
+        facts = host.gather(self.job.flush_mode)
+        preflight(self.job, facts)
+        workload: Workload = DRIVERS[self.job.workload](self.job, facts, self.console.log)
+        workload.preflight()
+        state_dir = self.state_dir or DEFAULT_STATE_DIR
+        check_journal(state_dir)
+        rundir = RunDir.create(self.out)
+        self.console.rundir = rundir
+        started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        run_yaml = {"format": FORMAT, "tool_version": __version__, "command": self.argv, "started": started,
+                    "job": self.job.to_dict(), "host": facts.to_dict()}
+        rundir.write_yaml("run.yaml", run_yaml)
+        others = [c for c in facts.online_cpus if c != self.job.cpu]
+        meta = {
+            "format": FORMAT, "complete": False, "status": "running", "error": None,
+            "workload": self.job.workload, "ops_unit": workload.ops_unit,
+            "kernel_release": facts.kernel_release, "kernel_variant": self.job.kernel_variant,
+            "flush_mode": facts.flush_mode, "online_cpus": len(facts.online_cpus),
+            "driver_cpu": self.job.cpu, "other_cpus": others, "repeats_planned": self.job.repeat,
+        }
+        repeats: List[Dict[str, Any]] = []
+        rundir.write_json("summary.json", build_summary(repeats, meta))
+        self.console.log(f"run directory {rundir.path}")
+        self.console.log(f"{workload.describe()}, {self.job.repeat} repeat(s), driver on CPU {self.job.cpu}, "
+                         f"{len(facts.online_cpus)} CPUs online, flush mode {facts.flush_mode} "
+                         f"({facts.flush_mode_evidence})")
+        try:
+            with ExitStack() as stack:
+                stack.enter_context(stop_signals_raise())
+                state = stack.enter_context(SystemState(state_dir, self.console.log))
+                stack.callback(workload.cleanup)
+                workload.configure(state)
+                old_affinity = os.sched_getaffinity(0)
+                os.sched_setaffinity(0, {self.job.cpu})
+                stack.callback(os.sched_setaffinity, 0, old_affinity)
+                trace = stack.enter_context(open_session(state, self.console.log, len(facts.online_cpus))) if self.job.trace else None
+                for obs in self._observers:
+                    obs.start(rundir, facts, self.console)
+                    stack.callback(obs.stop)
+                for r in range(self.job.repeat):
+                    records = self._one_repeat(r, workload, trace, rundir)
+                    repeats.append(repeat_figures(r, records, self.job.cpu))
+                    rundir.write_json("summary.json", build_summary(repeats, meta))
+                    self._log_repeat(repeats[-1], workload.ops_unit)
+            meta.update(complete=True, status="complete")
+        except (KeyboardInterrupt, Interrupted) as e:
+            meta.update(status="interrupted", error=str(e) or "interrupted by Ctrl-C")
+            raise Interrupted(f"run interrupted; the {len(repeats)} finished repeat(s) are kept in "
+                              f"{rundir.path}, marked incomplete") from None
+        except TlbprobeError as e:
+            meta.update(status="failed", error=str(e))
+            raise TlbprobeError(f"{e}\n(run directory {rundir.path} kept, marked incomplete)") from None
+        except BaseException as e:
+            meta.update(status="failed", error=f"{type(e).__name__}: {e}")
+            raise
+        finally:
+            with signals_blocked():
+                run_yaml["finished"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+                rundir.write_yaml("run.yaml", run_yaml)
+                summary = build_summary(repeats, meta)
+                for obs in self._observers:
+                    obs.contribute(summary)
+                rundir.write_json("summary.json", summary)
+                rundir.chown_to_invoker()
+        return summary
+
+    def add_observer(self, observer: Any) -> None:
+        """Something that runs beside every phase (cyclictest): start/stop/phase hooks."""
+        self._observers.append(observer)
+
+    # -- one repeat -----------------------------------------------------------------------
+    def _one_repeat(self, r: int, workload: Workload, trace: Optional[TraceSession],
+                    rundir: RunDir) -> List[PhaseRecord]:
+        records = []
+        if self.job.idle_seconds > 0 or self.job.workload == "idle":
+            self.console.log(f"repeat {r + 1}/{self.job.repeat}: idle window {self.job.idle_seconds:g} s")
+            records.append(self._phase(r, "idle", trace, rundir, lambda p, v: self._idle(p), workload))
+        if getattr(workload, "has_workload_phase", True):
+            workload.prepare()
+            try:
+                self.console.log(f"repeat {r + 1}/{self.job.repeat}: {workload.describe()}")
+                records.append(self._phase(r, "workload", trace, rundir, workload.run, workload))
+            finally:
+                workload.cleanup()
+        return records
+
+    def _idle(self, progress: Callable[[str], None]) -> PhaseOutcome:
+        end = time.monotonic() + self.job.idle_seconds
+        while (left := end - time.monotonic()) > 0:
+            progress(f"idle window: {left:4.1f} s left")
+            time.sleep(min(left, 0.5))
+        return PhaseOutcome(0, 0)
+
+    def _phase(self, r: int, phase: str, trace: Optional[TraceSession], rundir: RunDir,
+               body: Callable, workload: Workload) -> PhaseRecord:
+        tag = f"r{r}-{phase}"
+        for obs in self._observers:
+            obs.phase_begin(tag)
+        before = Snapshot.take()
+        if trace:
+            trace.begin(tag)
+        ru0 = resource.getrusage(resource.RUSAGE_THREAD)
+        vm_before = procfs.parse_keyvalue(before.vmstat, "/proc/vmstat")
+        outcome = body(self.console.status, vm_before)
+        ru1 = resource.getrusage(resource.RUSAGE_THREAD)
+        counts: Optional[PhaseCounts] = None
+        if trace:
+            trace.end(tag)
+        after = Snapshot.take()
+        if trace:
+            counts = trace.counts(tag)
+        for obs in self._observers:
+            obs.phase_end(tag)
+        self.console.status("")
+        irq = procfs.diff_interrupts(procfs.parse_interrupts(before.interrupts),
+                                     procfs.parse_interrupts(after.interrupts))
+        for w in irq.warnings:
+            self.console.log(f"warning: {tag}: {w}")
+        vm_after = procfs.parse_keyvalue(after.vmstat, "/proc/vmstat")
+        vm_delta = procfs.diff_keyvalue(vm_before, vm_after)
+        if phase != "idle":
+            outcome = workload.count_ops(outcome, vm_delta)
+        rec = PhaseRecord(r, phase, before.when, after.when, outcome, irq, vm_delta, counts,
+                          ru1.ru_utime - ru0.ru_utime, ru1.ru_stime - ru0.ru_stime)
+        self._write_phase(rundir, rec, before, after, vm_before, vm_after)
+        if outcome.note:
+            self.console.log(f"warning: {tag}: {outcome.note}")
+        return rec
+
+    def _write_phase(self, rundir: RunDir, rec: PhaseRecord, before: Snapshot, after: Snapshot,
+                     vm_before: Dict[str, int], vm_after: Dict[str, int]) -> None:
+        tag = f"r{rec.repeat}-{rec.phase}"
+        rundir.save_snapshot(f"{tag}-before.interrupts", before.interrupts)
+        rundir.save_snapshot(f"{tag}-after.interrupts", after.interrupts)
+        rundir.save_snapshot(f"{tag}-before.vmstat", before.vmstat)
+        rundir.save_snapshot(f"{tag}-after.vmstat", after.vmstat)
+        o = rec.outcome
+        rundir.append_csv("phases.csv", PHASES_COLUMNS, [[
+            rec.repeat, rec.phase, f"{rec.start:.6f}", f"{rec.end:.6f}", f"{rec.duration:.6f}", o.ops,
+            o.ops_expected, o.result, o.note, f"{rec.utime_s:.4f}", f"{rec.stime_s:.4f}"]])
+        rows = []
+        for line in rec.irq.lines.values():
+            if line.single is not None:
+                rows.append([rec.repeat, rec.phase, line.label, line.canonical or "", line.description, "", line.single])
+            for cpu, d in line.per_cpu.items():
+                rows.append([rec.repeat, rec.phase, line.label, line.canonical or "", line.description, cpu, d])
+        rundir.append_csv("interrupts.csv", INTERRUPTS_COLUMNS, rows)
+        rundir.append_csv("vmstat.csv", VMSTAT_COLUMNS, [
+            [rec.repeat, rec.phase, k, vm_before[k], vm_after[k], vm_after[k] - vm_before[k]]
+            for k in vm_after if k in vm_before])
+        if rec.attribution is not None:
+            rundir.append_csv("attribution.csv", ATTRIBUTION_COLUMNS, [
+                [rec.repeat, rec.phase, ev, func, site, cpu, n]
+                for (ev, func, site, cpu), n in sorted(rec.attribution.counts.items())])
+
+    def _log_repeat(self, rep: Dict[str, Any], unit: str) -> None:
+        w = rep["phases"].get("workload")
+        if not w:
+            idle = rep["phases"]["idle"]
+            self.console.log(f"  idle: CAL {idle['cal_other_cpus']} TLB {idle['tlb_other_cpus']} on the other CPUs "
+                             f"in {idle['duration_s']:.1f} s")
+            return
+        sync = w["attributed"].get("tlb_remove_table_smp_sync", "n/a")
+        self.console.log(f"  {w['ops']} {unit} in {w['duration_s']:.2f} s; other CPUs: CAL {w['cal_other_cpus']}, "
+                         f"TLB {w['tlb_other_cpus']}, sync IPIs {w['sync_ipis']:.0f} "
+                         f"(traced tlb_remove_table_smp_sync: {sync})")

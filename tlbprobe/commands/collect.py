@@ -1,0 +1,88 @@
+"""`tlbprobe collect`: measure a workload's IPIs on this host (root)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..collect import Collector, Console, default_out
+from ..host import FLUSH_MODES
+from ..job import KERNEL_VARIANTS, WORKLOADS, build_job
+from ..summary_text import render_summary
+from ..units import parse_size
+
+EPILOG = """\
+what it measures:
+  For each repeat: an idle control window (the background IPI rate), then the
+  workload. Around each window it snapshots every line of /proc/interrupts and
+  /proc/vmstat, and (unless --no-trace) attributes every function-call IPI to its
+  kernel function from tracefs. Sync IPIs = CAL minus TLB on the CPUs that did not
+  run the driver, minus the idle window's rate times the workload's duration.
+
+examples:
+  tlbprobe collect                                  # collapse sized to the machine
+  tlbprobe collect --size 20G --repeat 5 --kernel-variant baseline --out base
+  tlbprobe collect --threads 3 --cpu 0              # TLB shootdowns appear too
+  tlbprobe collect --job workloads/collapse-small.yaml --repeat 10
+  tlbprobe collect --workload idle --idle-seconds 30   # background only
+
+Every setting it changes (THP knobs, nr_hugepages, tracefs) is restored on exit; if a
+run is killed with SIGKILL, `tlbprobe restore` puts them back. The run directory format
+is described in doc/run-format.md; `tlbprobe report DIR` reads it.
+"""
+
+
+def add_collect_options(p: argparse.ArgumentParser) -> None:
+    """The options of a collect; `tlbprobe qemu collect` passes the same ones to the guest."""
+    p.add_argument("--workload", choices=WORKLOADS, help="what to measure (default: collapse)")
+    p.add_argument("--job", metavar="FILE", help="YAML job file (see workloads/); flags given here override it")
+    p.add_argument("--size", type=parse_size, metavar="SIZE",
+                   help="bytes to collapse or unshare, e.g. 512M, 20G (default: up to 4G, sized to free memory)")
+    p.add_argument("--repeat", type=int, metavar="N", help="repeats, each with its own idle window (default: 3)")
+    p.add_argument("--cpu", type=int, metavar="C", help="CPU that runs the driver (default: 0)")
+    p.add_argument("--threads", type=int, metavar="K",
+                   help="extra threads reading the range from other CPUs, so the mm runs on K+1 CPUs (default: 0)")
+    p.add_argument("--idle-seconds", type=float, metavar="S",
+                   help="idle control window before each repeat (default: 5; 0 disables background subtraction)")
+    p.add_argument("--out", type=Path, metavar="DIR", help="run directory (default: runs/<timestamp>-<workload>)")
+    p.add_argument("--no-trace", dest="trace", action="store_const", const=False,
+                   help="do not attribute IPIs with tracefs (counts from /proc/interrupts only)")
+    p.add_argument("--kernel-variant", choices=KERNEL_VARIANTS,
+                   help="say which kernel this is, for the report (default: unknown)")
+    p.add_argument("--flush-mode", choices=[m for m in FLUSH_MODES if m != "unknown"],
+                   help="override the detected TLB flush mode (recorded as given)")
+    p.add_argument("--latency", action="store_const", const=True,
+                   help="run cyclictest on every online CPU beside each phase")
+    g = p.add_argument_group("hugetlb-unshare workload")
+    g.add_argument("--operation", help="munmap (default), mprotect, madvise-dontneed, exit, partial-munmap")
+    g.add_argument("--sharers", type=int, metavar="N", help="processes sharing the page tables (default: 2)")
+    g.add_argument("--cycles", type=int, metavar="M", help="share/unshare cycles per repeat")
+    g.add_argument("--control", action="store_const", const=True,
+                   help="a layout that cannot share PMD tables (no sync IPIs expected)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines, only the summary")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("collect", help="measure IPIs of a workload on this host (root)",
+                       description=__doc__, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_collect_options(p)
+    p.set_defaults(func=main)
+
+
+def job_from_args(args: argparse.Namespace):
+    keys = ("workload", "size", "repeat", "cpu", "threads", "idle_seconds", "trace", "kernel_variant",
+            "flush_mode", "latency", "operation", "sharers", "cycles", "control")
+    return build_job({k: getattr(args, k, None) for k in keys}, args.job)
+
+
+def main(args: argparse.Namespace) -> int:
+    job = job_from_args(args)
+    out = args.out or default_out(job.workload)
+    collector = Collector(job, out, Console(quiet=args.quiet), argv=["tlbprobe"] + sys.argv[1:])
+    if job.latency:
+        from ..latency import CyclictestObserver
+        collector.add_observer(CyclictestObserver(job))
+    summary = collector.run()
+    print(render_summary(summary, out))
+    return 0

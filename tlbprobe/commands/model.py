@@ -1,0 +1,166 @@
+"""`tlbprobe model`: print what the reference model expects for a workload on a host."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import List
+
+from ..errors import InputError
+from ..model import (
+    FLUSH_MODES,
+    HUGETLB_ERAS,
+    UNSHARE_KINDS,
+    WORKLOADS,
+    ModelParams,
+    Prediction,
+    Scenario,
+    load_params,
+    ops_from_size,
+    predict,
+    tables_from_size,
+)
+from ..units import format_size, parse_size
+
+EPILOG = """\
+examples:
+  tlbprobe model --workload collapse --size 20G --cpus 64 --kernel baseline --flush native
+  tlbprobe model --workload collapse --size 1G --cpus 4 --threads 3 --kernel patched --flush native
+  tlbprobe model --workload hugetlb-unshare --size 4G --op munmap --ops 10 --cpus 2 --flush pv
+  tlbprobe model --workload hugetlb-unshare --size 4G --hugetlb-unshare per-table --cpus 8 --format json
+
+The rules and their kernel sources are in analysis/model.yaml.
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "model",
+        help="print the reference model's prediction for a workload",
+        description="Predict the sync broadcasts, sync IPIs and TLB-shootdown IPIs a workload "
+        "should cost, with the kernel rule behind each number.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--workload", required=True, choices=WORKLOADS + ("hugetlb",), help="operation to model")
+    p.add_argument("--size", help="bytes: collapse range (2M per collapse) or hugetlb mapping (1G per PMD table)")
+    p.add_argument("--ops", type=int, help="operation count (collapses, or unshare calls; default from --size, 1 for hugetlb)")
+    p.add_argument("--cpus", type=int, required=True, help="online CPUs")
+    p.add_argument("--threads", type=int, default=0, help="threads of the process besides the driver, each on its own CPU")
+    p.add_argument("--kernel", choices=("baseline", "patched", "unknown"), default="baseline", help="kernel variant")
+    p.add_argument("--flush", choices=FLUSH_MODES, default="native", help="TLB flush mode of the host")
+    p.add_argument("--op", choices=UNSHARE_KINDS, default="munmap", help="hugetlb unsharing operation (default munmap)")
+    p.add_argument("--tables-per-op", type=int, help="PMD tables one unsharing operation covers (default size/1G)")
+    p.add_argument(
+        "--hugetlb-unshare",
+        choices=HUGETLB_ERAS,
+        help="kernel's hugetlb unshare behaviour: batched (8ce720d5bd91 and later), per-table "
+        "(1013af4f585f..8ce720d5bd91), none (older); default from analysis/model.yaml",
+    )
+    p.add_argument("--params", type=Path, help="model parameters (default analysis/model.yaml)")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.set_defaults(func=main)
+
+
+def scenario_from_args(args: argparse.Namespace) -> Scenario:
+    size = parse_size(args.size) if args.size else None
+    workload = "hugetlb-unshare" if args.workload == "hugetlb" else args.workload
+    if args.ops is not None:
+        ops = args.ops
+    elif size is not None:
+        ops = ops_from_size(workload, size)
+    elif workload == "collapse":
+        raise InputError("collapse needs --size or --ops")
+    else:
+        ops = 1 if workload == "hugetlb-unshare" else 0
+    if args.tables_per_op is not None:
+        tables = args.tables_per_op
+    else:
+        tables = tables_from_size(size) if size else 1
+    if args.threads < 0:
+        raise InputError(f"--threads must not be negative, got {args.threads}")
+    return Scenario(
+        workload=workload,
+        ops=ops,
+        online_cpus=args.cpus,
+        mm_cpus=min(1 + args.threads, max(args.cpus, 1)),
+        variant=None if args.kernel == "unknown" else args.kernel,
+        flush_mode=args.flush,
+        unshare_kind=args.op if workload == "hugetlb-unshare" else None,
+        tables_per_op=tables,
+        hugetlb_unshare=args.hugetlb_unshare,
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    params = load_params(args.params)
+    scenario = scenario_from_args(args)
+    pred = predict(scenario, params)
+    if args.format == "json":
+        out = pred.to_dict()
+        if args.size:
+            out["scenario"]["size"] = parse_size(args.size)
+        out["rules"] = {rid: _rule_dict(params, rid) for rid in _rules_used(pred)}
+        print(json.dumps(out, indent=2, sort_keys=True))
+    else:
+        print("\n".join(render_text(pred, params, args.size)))
+    return 0
+
+
+def _rules_used(pred: Prediction) -> List[str]:
+    seen: List[str] = []
+    for f in (pred.sync_broadcasts, pred.sync_ipis, pred.tlb_ipis):
+        for r in f.rules:
+            if r not in seen:
+                seen.append(r)
+    return seen
+
+
+def _rule_dict(params: ModelParams, rid: str) -> dict:
+    r = params.rule(rid)
+    return {"function": r.function, "file": r.file, "since": r.since, "text": r.text}
+
+
+def render_text(pred: Prediction, params: ModelParams, size_text: "str | None" = None) -> List[str]:
+    s = pred.scenario
+    what = {
+        "collapse": f"MADV_COLLAPSE: {s.ops} collapse{'s' if s.ops != 1 else ''}",
+        "hugetlb-unshare": f"hugetlb unshare ({s.unshare_kind}): {s.ops} operation{'s' if s.ops != 1 else ''}"
+        f" x {s.tables_per_op} PMD table{'s' if s.tables_per_op != 1 else ''}",
+        "idle": "idle window",
+    }[s.workload]
+    if size_text:
+        what += f" ({format_size(parse_size(size_text))})"
+    lines = [
+        f"Workload:  {what}",
+        f"Host:      {s.online_cpus} online CPUs, mm on {s.mm_cpus}, flush mode {s.flush_mode}, "
+        f"{s.variant or 'unknown'} kernel",
+        "",
+    ]
+    rows = [
+        ("sync broadcasts", pred.sync_broadcasts.value, pred.sync_broadcasts),
+        ("sync IPIs (other CPUs)", pred.sync_ipis.value, pred.sync_ipis),
+        ("TLB-shootdown IPIs", pred.tlb_ipis.value, pred.tlb_ipis),
+    ]
+    for label, value, fig in rows:
+        shown = _fmt(value) if value is not None else "?"
+        lines.append(f"{label:<24}{shown:>12}   {fig.why}")
+    if pred.tlb_ipis.value is None and pred.tlb_ipis_max is not None:
+        lines.append(f"{'  (TLB upper bound)':<24}{_fmt(pred.tlb_ipis_max):>12}")
+    cal = pred.cal_other_cpus
+    lines.append(f"{'CAL on other CPUs':<24}{(_fmt(cal) if cal is not None else '?'):>12}   sync + TLB (x86 CAL counts both)")
+    for k, v in pred.alternatives.items():
+        lines.append(f"  {k}: {_fmt(v)} sync IPIs")
+    lines.append("")
+    lines.append("Rules:")
+    for rid in _rules_used(pred):
+        r = params.rule(rid)
+        lines.append(f"  [{rid}] {r.cite()}; since {r.since}")
+    for n in pred.notes:
+        lines.append(f"Note: {n}")
+    return lines
+
+
+def _fmt(v: float) -> str:
+    return f"{int(v):,}" if float(v).is_integer() else f"{v:,.1f}"

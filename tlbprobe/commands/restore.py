@@ -1,0 +1,31 @@
+"""`tlbprobe restore`: undo the system changes of a run that was killed before it could."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from ..errors import PreflightError
+from ..sysstate import DEFAULT_STATE_DIR, restore_from_journal
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "restore", help="put back THP, nr_hugepages and tracing settings of a killed run",
+        description=__doc__ + "\n\nA run journals every change it makes in " + str(DEFAULT_STATE_DIR) +
+        "/journal.json before making it. A run that ends normally (or by Ctrl-C) undoes its "
+        "own changes; one killed with SIGKILL leaves the journal, and this command replays it.",
+    )
+    p.add_argument("--force", action="store_true", help="restore even if the run's process is still alive")
+    p.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR, help=argparse.SUPPRESS)
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    if os.geteuid() != 0:
+        raise PreflightError("restore needs root: run it with sudo")
+    n = restore_from_journal(args.state_dir, args.force)
+    if n:
+        print(f"restored {n} setting(s)")
+    return 0

@@ -1,0 +1,209 @@
+"""Facts about the machine a run measures, and how its kernel flushes remote TLBs.
+
+The flush mode decides what the model predicts for a patched kernel: the series that skips
+tlb_remove_table_sync_one() only does so when the preceding flush went out as real IPIs
+(x86 native_flush_tlb_multi(), arch/x86/mm/tlb.c). A paravirtual flush (KVM's
+kvm_flush_tlb_multi() in arch/x86/kernel/kvm.c, Hyper-V's hyperv_flush_tlb_multi(), Xen
+PV's xen_flush_tlb_multi()) skips preempted vCPUs, and INVLPGB flushes without IPIs, so
+there the sync broadcast stays.
+
+How the flush mode is found (first match wins; the evidence is recorded with the run):
+1. the kernel log: kvm_guest_init() prints "KVM setup pv remote TLB flush" when it
+   installs kvm_flush_tlb_multi; Hyper-V prints "Using hypercall for remote TLB flush";
+2. the CPU flag ``invlpgb`` in /proc/cpuinfo without a hypervisor: the kernel uses
+   broadcast invalidation (Linux 6.15+ on AMD Zen 3 and later);
+3. no ``hypervisor`` flag: bare metal, native IPIs;
+4. a guest whose kernel log still starts at boot and shows no PV flush line: native (e.g.
+   a QEMU TCG guest, or KVM with -cpu ...,-kvm-pv-tlb-flush);
+5. otherwise ``unknown`` (a long-running guest whose boot messages have rotated away).
+The log is read with ``dmesg`` (root); `--flush-mode` on the command line overrides all this.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+from . import __version__
+from .procfs import parse_cpulist, read_meminfo, read_text
+
+THP_DIR = Path("/sys/kernel/mm/transparent_hugepage")
+CPU_DIR = Path("/sys/devices/system/cpu")
+
+FLUSH_MODES = ("native", "pv", "invlpgb", "unknown")
+
+_PV_FLUSH_PATTERNS = [
+    (re.compile(r"KVM setup pv remote TLB flush"), "kvm"),
+    (re.compile(r"Using hypercall for remote TLB flush", re.I), "hyperv"),
+]
+
+
+@dataclass
+class HostFacts:
+    """What the run records about its host; see doc/run-format.md (run.yaml ``host``)."""
+
+    kernel_release: str
+    kernel_version: str
+    cmdline: str
+    cpu_model: str
+    cpu_flags: Dict[str, bool]
+    online_cpus: List[int]
+    possible_cpus: List[int]
+    hypervisor: Optional[str]
+    flush_mode: str
+    flush_mode_evidence: str
+    thp: Dict[str, str]
+    mem_total: int
+    mem_available: int
+    hugepage_size: int
+    preempt: Optional[str]
+    tool_version: str = __version__
+    notes: List[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def kernel_version_tuple(release: str) -> Tuple[int, int]:
+    """(major, minor) from a release string such as '6.12.117+deb12-amd64'."""
+    m = re.match(r"(\d+)\.(\d+)", release)
+    return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+
+
+def read_cpuinfo(path: str = "/proc/cpuinfo") -> Tuple[str, List[str]]:
+    """CPU model name and the flags of the first CPU."""
+    model, flags = "unknown", []
+    try:
+        text = read_text(path)
+    except OSError:
+        return model, flags
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key in ("model name", "CPU part", "cpu model") and model == "unknown":
+            model = value.strip()
+        elif key in ("flags", "Features") and not flags:
+            flags = value.split()
+    return model, flags
+
+
+def read_cpu_list(name: str) -> List[int]:
+    """Online or possible CPUs from /sys/devices/system/cpu/<name>."""
+    try:
+        return parse_cpulist(read_text(str(CPU_DIR / name)))
+    except OSError:
+        return list(range(os.cpu_count() or 1))
+
+
+def sysfs_choice(text: str) -> str:
+    """The selected value of a sysfs choice file: 'always [madvise] never' -> 'madvise'."""
+    m = re.search(r"\[([^\]]+)\]", text)
+    return m.group(1) if m else text.strip()
+
+
+def read_thp_settings(root: Path = THP_DIR) -> Dict[str, str]:
+    """Every THP knob (enabled, defrag, khugepaged/*), selected values only."""
+    out: Dict[str, str] = {}
+    if not root.is_dir():
+        return out
+    for path in sorted(list(root.iterdir()) + list((root / "khugepaged").glob("*"))):
+        if path.is_file():
+            try:
+                out[str(path.relative_to(root))] = sysfs_choice(path.read_text())
+            except OSError:
+                continue
+    return out
+
+
+def read_kernel_log() -> Tuple[str, bool]:
+    """The kernel log and whether it still reaches back to boot.
+
+    Uses dmesg (needs root, or kernel.dmesg_restrict=0). The log reaches back to boot when
+    its first line is the kernel's banner at time zero.
+    """
+    try:
+        out = subprocess.run(["dmesg"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "", False
+    if out.returncode != 0:
+        return "", False
+    first = out.stdout.splitlines()[:1]
+    from_boot = bool(first) and bool(re.match(r"\[\s*0\.000000\]", first[0]))
+    return out.stdout, from_boot
+
+
+def detect_flush_mode(cpu_flags: List[str], log: str, log_from_boot: bool) -> Tuple[str, str]:
+    """(flush mode, evidence) by the rules in this module's docstring."""
+    for pattern, who in _PV_FLUSH_PATTERNS:
+        m = pattern.search(log)
+        if m:
+            return "pv", f"kernel log ({who}): {m.group(0)}"
+    is_guest = "hypervisor" in cpu_flags
+    if "invlpgb" in cpu_flags and not is_guest:
+        return "invlpgb", "cpu flag invlpgb on bare metal"
+    if not is_guest:
+        return "native", "no hypervisor cpu flag: bare metal, native IPIs"
+    if log_from_boot:
+        return "native", "guest, and the kernel log from boot has no PV TLB flush line"
+    return "unknown", "guest, but the kernel log no longer reaches back to boot"
+
+
+def detect_hypervisor(cpu_flags: List[str], log: str) -> Optional[str]:
+    try:
+        return Path("/sys/hypervisor/type").read_text().strip() or None
+    except OSError:
+        pass
+    m = re.search(r"Hypervisor detected: (\S+)", log)
+    if m:
+        return m.group(1).lower()
+    return "unknown" if "hypervisor" in cpu_flags else None
+
+
+def detect_preempt(log: str) -> Optional[str]:
+    m = re.search(r"Dynamic Preempt: (\w+)", log)
+    if m:
+        return m.group(1)
+    version = os.uname().version
+    for model in ("PREEMPT_RT", "PREEMPT_DYNAMIC", "PREEMPT"):
+        if model in version:
+            return model.lower()
+    return None
+
+
+def gather(flush_mode_override: Optional[str] = None) -> HostFacts:
+    """Collect the host facts. Cheap (a few file reads and one dmesg), safe to call often."""
+    uname = os.uname()
+    model, flags = read_cpuinfo()
+    log, from_boot = read_kernel_log()
+    mode, evidence = detect_flush_mode(flags, log, from_boot)
+    notes = []
+    if flush_mode_override:
+        notes.append(f"flush mode detected as {mode} ({evidence}); overridden to {flush_mode_override}")
+        mode, evidence = flush_mode_override, "given on the command line"
+    mem = read_meminfo()
+    try:
+        cmdline = read_text("/proc/cmdline").strip()
+    except OSError:
+        cmdline = ""
+    return HostFacts(
+        kernel_release=uname.release,
+        kernel_version=uname.version,
+        cmdline=cmdline,
+        cpu_model=model,
+        cpu_flags={f: f in flags for f in ("invlpgb", "pcid", "invpcid", "hypervisor", "pdpe1gb")},
+        online_cpus=read_cpu_list("online"),
+        possible_cpus=read_cpu_list("possible"),
+        hypervisor=detect_hypervisor(flags, log),
+        flush_mode=mode,
+        flush_mode_evidence=evidence,
+        thp=read_thp_settings(),
+        mem_total=mem.get("MemTotal", 0),
+        mem_available=mem.get("MemAvailable", 0),
+        hugepage_size=mem.get("Hugepagesize", 2 << 20),
+        preempt=detect_preempt(log),
+        notes=notes,
+    )

@@ -1,0 +1,424 @@
+"""The reference model: how many sync broadcasts and IPIs a page-table operation should cost.
+
+Every number the model gives comes from a rule in ``analysis/model.yaml``, and every rule
+mirrors a kernel function (the YAML names it, with the commit that introduced the
+behaviour). In short:
+
+* ``collapse_huge_page()`` (mm/khugepaged.c) calls ``tlb_remove_table_sync_one()`` once
+  per collapsed PMD (since 2ba99c5e0881).
+* hugetlb PMD unsharing calls it once per mmu_gather via ``huge_pmd_unshare_flush()`` ->
+  ``tlb_flush_unshared_tables()`` (since 8ce720d5bd91), once per unshared table between
+  1013af4f585f and that commit, and not at all before 1013af4f585f.
+* ``tlb_remove_table_sync_one()`` (mm/mmu_gather.c) is ``smp_call_function()``: one IPI on
+  every online CPU except the caller.
+* The patch under test makes it return early when ``tlb_table_flush_implies_ipi_broadcast()``,
+  which x86 sets only when the TLB flush is ``native_flush_tlb_multi()`` and there is no
+  INVLPGB. Under PV flush (``kvm_flush_tlb_multi()``) or INVLPGB the sync stays.
+* TLB shootdowns go to the other CPUs of ``mm_cpumask`` (``native_flush_tlb_multi()``):
+  exact for native flush, an upper bound under PV flush, unknown under INVLPGB.
+
+The model is pure: a :class:`Scenario` in, a :class:`Prediction` out, parameters passed in
+explicitly (:class:`ModelParams`), no global state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+from .errors import InputError
+from .units import GiB, MiB
+
+WORKLOADS = ("collapse", "hugetlb-unshare", "idle")
+WORKLOAD_ALIASES = {"hugetlb": "hugetlb-unshare", "unshare": "hugetlb-unshare", "hugetlb_unshare": "hugetlb-unshare"}
+FLUSH_MODES = ("native", "pv", "invlpgb", "unknown")
+VARIANTS = ("baseline", "patched")
+UNSHARE_KINDS = ("munmap", "mprotect", "madvise-dontneed", "exit", "partial-munmap")
+UNSHARE_ALIASES = {
+    "dontneed": "madvise-dontneed",
+    "madv-dontneed": "madvise-dontneed",
+    "madv_dontneed": "madvise-dontneed",
+    "madvise_dontneed": "madvise-dontneed",
+    "partial_munmap": "partial-munmap",
+    "munmap-partial": "partial-munmap",
+}
+HUGETLB_ERAS = ("batched", "per-table", "none")
+
+#: The PMD size on x86-64: one collapse covers this much.
+PMD_SIZE = 2 * MiB
+#: One shared hugetlb PMD table maps this much (PUD_SIZE on x86-64).
+PUD_SIZE = GiB
+
+DEFAULT_PARAMS_PATH = Path(__file__).resolve().parent.parent / "analysis" / "model.yaml"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One rule of the model, as written in analysis/model.yaml."""
+
+    id: str
+    function: str
+    file: str
+    since: str
+    text: str
+    per_op: Optional[float] = None
+    per_table: Optional[float] = None
+    per_op_per_mm_cpu: Optional[float] = None
+    skips_when_flush_mode: Tuple[str, ...] = ()
+
+    def cite(self) -> str:
+        """'function (file)' for one-line citations."""
+        return f"{self.function}() ({self.file})" if self.function != "none" else self.text
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """How far measured may be from expected before the verdict says 'does not match'."""
+
+    sigma: float = 3.0
+    relative: float = 0.02
+    absolute: float = 3.0
+    noisy_fraction: float = 0.25
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    rules: Mapping[str, Rule]
+    default_hugetlb_unshare: str = "batched"
+    verdict: Tolerance = Tolerance()
+    source: str = "built-in"
+
+    def rule(self, rule_id: str) -> Rule:
+        try:
+            return self.rules[rule_id]
+        except KeyError:
+            raise InputError(f"{self.source}: the model needs rule {rule_id!r}, which is missing") from None
+
+
+REQUIRED_RULES = (
+    "collapse-sync",
+    "sync-fanout",
+    "hugetlb-unshare-batched",
+    "hugetlb-unshare-per-table",
+    "hugetlb-unshare-none",
+    "patched-skip",
+    "tlb-native",
+    "tlb-pv",
+    "tlb-invlpgb",
+    "tlb-hugetlb",
+    "idle",
+)
+
+
+def load_params(path: Optional[Path] = None) -> ModelParams:
+    """Read the model's parameters from YAML (analysis/model.yaml unless ``path`` is given).
+
+    Raises InputError naming the file when it is missing or malformed, so a typo in the
+    parameters never silently turns into a wrong prediction.
+    """
+    import yaml  # imported here so `tlbprobe --help` stays fast
+
+    p = Path(path) if path else DEFAULT_PARAMS_PATH
+    try:
+        data = yaml.safe_load(p.read_text())
+    except FileNotFoundError:
+        raise InputError(f"{p}: model parameters not found (pass --params FILE)") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise InputError(f"{p}{where}: not valid YAML: {problem}") from None
+    if not isinstance(data, dict) or data.get("format") != "tlbprobe-model/1":
+        raise InputError(f"{p}: not a tlbprobe model file (expected 'format: tlbprobe-model/1')")
+    raw_rules = data.get("rules")
+    if not isinstance(raw_rules, dict):
+        raise InputError(f"{p}: 'rules' must be a mapping of rule id to rule")
+    rules: Dict[str, Rule] = {}
+    for rid, r in raw_rules.items():
+        if not isinstance(r, dict):
+            raise InputError(f"{p}: rule {rid!r} must be a mapping")
+        missing = [k for k in ("function", "file", "since", "text") if k not in r]
+        if missing:
+            raise InputError(f"{p}: rule {rid!r} lacks {', '.join(missing)}")
+        try:
+            rules[rid] = Rule(
+                id=str(rid),
+                function=str(r["function"]),
+                file=str(r["file"]),
+                since=str(r["since"]),
+                text=str(r["text"]),
+                per_op=_opt_float(r.get("per_op")),
+                per_table=_opt_float(r.get("per_table")),
+                per_op_per_mm_cpu=_opt_float(r.get("per_op_per_mm_cpu")),
+                skips_when_flush_mode=tuple(r.get("skips_when_flush_mode") or ()),
+            )
+        except (TypeError, ValueError) as e:
+            raise InputError(f"{p}: rule {rid!r}: {e}") from None
+    for rid in REQUIRED_RULES:
+        if rid not in rules:
+            raise InputError(f"{p}: rule {rid!r} is missing")
+    era = data.get("default_hugetlb_unshare", "batched")
+    if era not in HUGETLB_ERAS:
+        raise InputError(f"{p}: default_hugetlb_unshare must be one of {', '.join(HUGETLB_ERAS)}")
+    v = data.get("verdict") or {}
+    try:
+        tol = Tolerance(**{k: float(v[k]) for k in ("sigma", "relative", "absolute", "noisy_fraction") if k in v})
+    except (TypeError, ValueError) as e:
+        raise InputError(f"{p}: verdict: {e}") from None
+    return ModelParams(rules=rules, default_hugetlb_unshare=era, verdict=tol, source=str(p))
+
+
+def _opt_float(v: Any) -> Optional[float]:
+    return None if v is None else float(v)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """What was (or will be) run: the model's inputs.
+
+    ``ops`` counts operations: collapsed PMDs, or unsharing calls (munmap, mprotect, ...).
+    ``mm_cpus`` counts CPUs that run the process's mm (the driver plus its threads).
+    ``variant`` None and ``flush_mode`` "unknown" are allowed: the model then answers
+    only where the answer does not depend on them.
+    """
+
+    workload: str
+    ops: int
+    online_cpus: int
+    mm_cpus: int = 1
+    variant: Optional[str] = "baseline"
+    flush_mode: str = "native"
+    unshare_kind: Optional[str] = None
+    tables_per_op: int = 1
+    hugetlb_unshare: Optional[str] = None
+
+    def validated(self) -> "Scenario":
+        """A normalised copy; InputError for anything the model cannot reason about."""
+        workload = WORKLOAD_ALIASES.get(self.workload, self.workload)
+        if workload not in WORKLOADS:
+            raise InputError(f"unknown workload {self.workload!r}: use one of {', '.join(WORKLOADS)}")
+        if self.flush_mode not in FLUSH_MODES:
+            raise InputError(f"unknown flush mode {self.flush_mode!r}: use one of {', '.join(FLUSH_MODES)}")
+        if self.variant is not None and self.variant not in VARIANTS:
+            raise InputError(f"unknown kernel variant {self.variant!r}: use baseline or patched")
+        if int(self.online_cpus) < 1:
+            raise InputError(f"online CPUs must be at least 1, got {self.online_cpus}")
+        if int(self.ops) < 0:
+            raise InputError(f"operation count must not be negative, got {self.ops}")
+        if not 1 <= int(self.mm_cpus) <= int(self.online_cpus):
+            raise InputError(
+                f"CPUs running the mm ({self.mm_cpus}) must be between 1 and the online CPUs ({self.online_cpus})"
+            )
+        if int(self.tables_per_op) < 1:
+            raise InputError(f"PMD tables per operation must be at least 1, got {self.tables_per_op}")
+        if self.hugetlb_unshare is not None and self.hugetlb_unshare not in HUGETLB_ERAS:
+            raise InputError(f"unknown hugetlb unshare behaviour {self.hugetlb_unshare!r}: use {', '.join(HUGETLB_ERAS)}")
+        kind = self.unshare_kind
+        if kind is not None:
+            kind = UNSHARE_ALIASES.get(kind, kind)
+        return Scenario(
+            workload=workload,
+            ops=int(self.ops),
+            online_cpus=int(self.online_cpus),
+            mm_cpus=int(self.mm_cpus),
+            variant=self.variant,
+            flush_mode=self.flush_mode,
+            unshare_kind=kind if workload == "hugetlb-unshare" else None,
+            tables_per_op=int(self.tables_per_op),
+            hugetlb_unshare=self.hugetlb_unshare,
+        )
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One predicted number with the rules that produced it. ``value`` None: the model cannot say."""
+
+    value: Optional[float]
+    rules: Tuple[str, ...]
+    why: str
+
+
+@dataclass(frozen=True)
+class Prediction:
+    scenario: Scenario
+    sync_broadcasts: Figure
+    sync_ipis: Figure
+    tlb_ipis: Figure
+    tlb_ipis_max: Optional[float] = None
+    notes: Tuple[str, ...] = ()
+    #: When the answer depends on an unknown input: {"baseline": n, "patched": m} etc.
+    alternatives: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def cal_other_cpus(self) -> Optional[float]:
+        """CAL expected on the other CPUs beyond background: on x86 CAL counts TLB IPIs too."""
+        if self.sync_ipis.value is None or self.tlb_ipis.value is None:
+            return None
+        return self.sync_ipis.value + self.tlb_ipis.value
+
+    @property
+    def sync_ipis_per_other_cpu(self) -> Optional[float]:
+        """Each other online CPU receives every broadcast once."""
+        return self.sync_broadcasts.value
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {
+            "scenario": asdict(self.scenario),
+            "sync_broadcasts_expected": self.sync_broadcasts.value,
+            "sync_ipis_expected": self.sync_ipis.value,
+            "sync_ipis_per_other_cpu_expected": self.sync_ipis_per_other_cpu,
+            "tlb_ipis_expected": self.tlb_ipis.value,
+            "tlb_ipis_max": self.tlb_ipis_max,
+            "cal_other_cpus_expected": self.cal_other_cpus,
+            "figures": {
+                name: {"value": f.value, "rules": list(f.rules), "why": f.why}
+                for name, f in (
+                    ("sync_broadcasts", self.sync_broadcasts),
+                    ("sync_ipis", self.sync_ipis),
+                    ("tlb_ipis", self.tlb_ipis),
+                )
+            },
+            "alternatives": dict(self.alternatives),
+            "notes": list(self.notes),
+        }
+
+
+def ops_from_size(workload: str, size: int) -> int:
+    """Operations a size implies: 2 MiB ranges for collapse; for hugetlb the size gives
+    tables (see :func:`tables_from_size`), and the operation count defaults to one."""
+    workload = WORKLOAD_ALIASES.get(workload, workload)
+    if size < 0:
+        raise InputError(f"size must not be negative, got {size}")
+    if workload == "collapse":
+        return size // PMD_SIZE
+    if workload == "hugetlb-unshare":
+        return 1
+    return 0
+
+
+def tables_from_size(size: int) -> int:
+    """Shared PMD tables a hugetlb mapping of ``size`` bytes uses: one per 1 GiB (PUD_SIZE)."""
+    return max(1, size // PUD_SIZE)
+
+
+def predict(scenario: Scenario, params: ModelParams) -> Prediction:
+    """Apply the rules of ``params`` to ``scenario``."""
+    s = scenario.validated()
+    notes: List[str] = []
+    base, base_rules, base_why = _unpatched_broadcasts(s, params, notes)
+    broadcasts, rules, why, alternatives = _apply_variant(s, params, base, base_rules, base_why)
+    fanout = params.rule("sync-fanout")
+    others = s.online_cpus - 1
+    if broadcasts is None:
+        ipis: Optional[float] = None
+        ipi_why = "unknown, because the number of broadcasts is unknown"
+    else:
+        ipis = broadcasts * others
+        ipi_why = f"{_n(broadcasts)} broadcasts x {others} other online CPU{'s' if others != 1 else ''}"
+    tlb, tlb_max, tlb_rules, tlb_why = _tlb_ipis(s, params, notes)
+    if others == 0:
+        notes.append("one online CPU: a broadcast has no target")
+    return Prediction(
+        scenario=s,
+        sync_broadcasts=Figure(broadcasts, rules, why),
+        sync_ipis=Figure(ipis, rules + (fanout.id,), ipi_why),
+        tlb_ipis=Figure(tlb, tlb_rules, tlb_why),
+        tlb_ipis_max=tlb_max,
+        notes=tuple(notes),
+        alternatives={k: v * others for k, v in alternatives.items()},
+    )
+
+
+def _unpatched_broadcasts(s: Scenario, params: ModelParams, notes: List[str]) -> Tuple[float, Tuple[str, ...], str]:
+    """Broadcasts an unpatched kernel sends for the scenario."""
+    if s.workload == "idle":
+        r = params.rule("idle")
+        return 0.0, (r.id,), r.text
+    if s.workload == "collapse":
+        r = params.rule("collapse-sync")
+        per = r.per_op if r.per_op is not None else 1.0
+        return s.ops * per, (r.id,), f"{_n(s.ops)} collapses x {_n(per)}: {r.text}"
+    era = s.hugetlb_unshare or params.default_hugetlb_unshare
+    if s.unshare_kind == "partial-munmap":
+        notes.append(
+            "partial munmap: a boundary that is not 1 GiB-aligned also unshares the table it cuts "
+            "(VMA split -> hugetlb_unshare_pmds(), its own mmu_gather): one more broadcast"
+        )
+    if s.unshare_kind is not None and s.unshare_kind not in UNSHARE_KINDS:
+        notes.append(f"unshare operation {s.unshare_kind!r} is not one the model knows; treated like munmap")
+    if era == "batched":
+        r = params.rule("hugetlb-unshare-batched")
+        per = r.per_op if r.per_op is not None else 1.0
+        return s.ops * per, (r.id,), f"{_n(s.ops)} unshare operations x {_n(per)}: {r.text}"
+    if era == "per-table":
+        r = params.rule("hugetlb-unshare-per-table")
+        per = r.per_table if r.per_table is not None else 1.0
+        n = s.ops * s.tables_per_op * per
+        return n, (r.id,), f"{_n(s.ops)} operations x {s.tables_per_op} tables: {r.text}"
+    r = params.rule("hugetlb-unshare-none")
+    return 0.0, (r.id,), r.text
+
+
+def _apply_variant(
+    s: Scenario, params: ModelParams, base: float, base_rules: Tuple[str, ...], base_why: str
+) -> Tuple[Optional[float], Tuple[str, ...], str, Dict[str, float]]:
+    """The patch removes the broadcast only where the preceding flush already IPI'd everyone."""
+    if base == 0:
+        return base, base_rules, base_why, {}
+    skip = params.rule("patched-skip")
+    skips = s.flush_mode in (skip.skips_when_flush_mode or ("native",))
+    rules = base_rules + (skip.id,)
+    if s.variant == "baseline":
+        return base, base_rules, base_why, {}
+    if s.flush_mode == "unknown":
+        if s.variant == "patched":
+            why = f"flush mode unknown: a patched kernel sends {_n(base)} under pv/invlpgb, 0 under native"
+        else:
+            why = f"kernel variant and flush mode unknown: {_n(base)} unless a patched kernel runs native flush"
+        return None, rules, why, {"if native": 0.0, "if pv or invlpgb": base}
+    if s.variant == "patched":
+        if skips:
+            return 0.0, rules, f"{skip.text}: flush mode is {s.flush_mode}, all {_n(base)} skipped", {}
+        return base, rules, f"{base_why}; {skip.text}: flush mode {s.flush_mode} keeps them", {}
+    # variant unknown
+    if skips:
+        why = f"kernel variant unknown: baseline sends {_n(base)}, patched 0 under {s.flush_mode} flush"
+        return None, rules, why, {"baseline": base, "patched": 0.0}
+    return base, rules, f"{base_why} (either variant: {s.flush_mode} flush keeps the sync)", {}
+
+
+def _tlb_ipis(
+    s: Scenario, params: ModelParams, notes: List[str]
+) -> Tuple[Optional[float], Optional[float], Tuple[str, ...], str]:
+    """TLB-shootdown IPIs on the other CPUs: they follow mm_cpumask, not the online CPUs."""
+    others = s.mm_cpus - 1
+    if s.workload == "idle":
+        r = params.rule("idle")
+        return 0.0, 0.0, (r.id,), r.text
+    native = params.rule("tlb-native")
+    if others == 0:
+        notes.append(
+            "TLB shootdowns: the mm runs on one CPU, so none are expected; CPUs the task ran on "
+            "before pinning can stay in mm_cpumask until it is trimmed and add a few"
+        )
+        return 0.0, 0.0, (native.id,), "the mm runs on the driver CPU only: no remote flush"
+    if s.workload == "hugetlb-unshare":
+        r = params.rule("tlb-hugetlb")
+        return None, None, (r.id,), r.text
+    per = native.per_op_per_mm_cpu if native.per_op_per_mm_cpu is not None else 1.0
+    upper = s.ops * others * per
+    if s.flush_mode == "native":
+        return upper, upper, (native.id,), f"{_n(s.ops)} collapses x {others} other mm CPUs: {native.text}"
+    if s.flush_mode == "pv":
+        r = params.rule("tlb-pv")
+        return None, upper, (r.id,), f"at most {_n(upper)}: {r.text}"
+    if s.flush_mode == "invlpgb":
+        r = params.rule("tlb-invlpgb")
+        return None, upper, (r.id,), f"at most {_n(upper)}: {r.text}"
+    return None, upper, (native.id,), f"flush mode unknown: at most {_n(upper)}"
+
+
+def _n(x: float) -> str:
+    """A count without a spurious '.0'."""
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"

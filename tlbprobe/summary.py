@@ -1,0 +1,118 @@
+"""From measured phases to the figures of summary.json (doc/run-format.md), and the
+one-screen text summary printed at the end of a collect.
+
+Sync IPIs are CAL minus TLB on the CPUs that did not run the driver: on x86 the CAL line
+counts every function-call IPI, including the TLB-shootdown ones (flush_tlb_func runs as
+a function call), and TLB counts those alone. The idle window before each repeat gives
+the background rate of the same quantity; scaled to the workload phase's duration it is
+subtracted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional
+
+from .procfs import InterruptsDiff
+from .trace import PhaseCounts
+from .workloads.base import PhaseOutcome
+
+
+@dataclass
+class PhaseRecord:
+    """Everything measured in one phase."""
+
+    repeat: int
+    phase: str                      # idle | workload
+    start: float
+    end: float
+    outcome: PhaseOutcome
+    irq: InterruptsDiff
+    vmstat_delta: Dict[str, int]
+    attribution: Optional[PhaseCounts]
+    utime_s: float = 0.0
+    stime_s: float = 0.0
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+
+def phase_figures(rec: PhaseRecord, driver_cpu: int, background_rate: float) -> Dict[str, Any]:
+    """The PHASE object of summary.json."""
+    cal = rec.irq.canonical_per_cpu("function_call")
+    tlb = rec.irq.canonical_per_cpu("tlb_shootdown")
+    others = [c for c in rec.irq.cpus if c != driver_cpu]
+    cal_o = sum(cal[c] for c in others)
+    tlb_o = sum(tlb[c] for c in others)
+    background = background_rate * rec.duration if rec.phase != "idle" else 0.0
+    return {
+        "duration_s": round(rec.duration, 4),
+        "ops": rec.outcome.ops,
+        "ops_expected": rec.outcome.ops_expected,
+        "result": rec.outcome.result,
+        "note": rec.outcome.note,
+        "cal_per_cpu": {str(c): n for c, n in cal.items()},
+        "tlb_per_cpu": {str(c): n for c, n in tlb.items()},
+        "cal_other_cpus": cal_o,
+        "tlb_other_cpus": tlb_o,
+        "sync_raw": cal_o - tlb_o,
+        "background_sync_ipis": round(background, 2),
+        "sync_ipis": round(cal_o - tlb_o - background, 2),
+        "attributed": rec.attribution.received(others) if rec.attribution else {},
+        "trace_lost_events": rec.attribution.lost if rec.attribution else 0,
+        "driver_utime_s": round(rec.utime_s, 4),
+        "driver_stime_s": round(rec.stime_s, 4),
+    }
+
+
+def idle_rate(idle: Optional[Dict[str, Any]]) -> float:
+    """CAL-minus-TLB per second on the other CPUs in an idle window (0 without one)."""
+    if not idle or idle["duration_s"] <= 0:
+        return 0.0
+    return idle["sync_raw"] / idle["duration_s"]
+
+
+def repeat_figures(repeat: int, records: List[PhaseRecord], driver_cpu: int) -> Dict[str, Any]:
+    """One entry of summary.json ``repeats``: its phases, and the workload's totals."""
+    idle_rec = next((r for r in records if r.phase == "idle"), None)
+    idle = phase_figures(idle_rec, driver_cpu, 0.0) if idle_rec else None
+    rate = idle_rate(idle)
+    phases: Dict[str, Any] = {"idle": idle} if idle else {}
+    work_rec = next((r for r in records if r.phase == "workload"), None)
+    if work_rec is not None:
+        phases["workload"] = phase_figures(work_rec, driver_cpu, rate)
+    main = phases.get("workload") or idle or {}
+    return {
+        "repeat": repeat,
+        "ops": main.get("ops", 0),
+        "ops_expected": main.get("ops_expected", 0),
+        "cal_other_cpus": main.get("cal_other_cpus", 0),
+        "tlb_other_cpus": main.get("tlb_other_cpus", 0),
+        "background_sync_ipis": main.get("background_sync_ipis", 0.0),
+        "sync_ipis_measured": main.get("sync_ipis", 0.0),
+        "attributed": main.get("attributed", {}),
+        "phases": phases,
+    }
+
+
+def build_summary(repeats: List[Dict[str, Any]], meta: Dict[str, Any]) -> Dict[str, Any]:
+    """summary.json from the finished repeats; ``meta`` carries the run-level fields."""
+    out: Dict[str, Any] = dict(meta)
+    n_other = len(meta.get("other_cpus", [])) or 1
+    for key in ("ops", "ops_expected", "cal_other_cpus", "tlb_other_cpus"):
+        out[key] = sum(r[key] for r in repeats)
+    out["background_sync_ipis"] = round(sum(r["background_sync_ipis"] for r in repeats), 2)
+    out["sync_ipis_measured"] = round(sum(r["sync_ipis_measured"] for r in repeats), 2)
+    out["sync_ipis_per_op_per_cpu"] = (
+        round(out["sync_ipis_measured"] / out["ops"] / n_other, 4) if out["ops"] else None)
+    attributed: Dict[str, int] = {}
+    for r in repeats:
+        for func, n in r["attributed"].items():
+            attributed[func] = attributed.get(func, 0) + n
+    out["attributed"] = dict(sorted(attributed.items(), key=lambda kv: -kv[1]))
+    out["trace_lost_events"] = sum(
+        p.get("trace_lost_events", 0) for r in repeats for p in r["phases"].values())
+    out["repeats_done"] = len(repeats)
+    out["repeats"] = repeats
+    return out

@@ -1,0 +1,75 @@
+"""The one-screen summary printed at the end of `tlbprobe collect`."""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Any, Dict, List
+
+MAX_CPUS_LISTED = 16
+
+
+def per_cpu_line(name: str, values: Dict[str, int]) -> str:
+    """'CAL  CPU1 512  CPU2 510 ...', or min/median/max over CPUs beyond 16 CPUs."""
+    if not values:
+        return f"{name}: none"
+    if len(values) <= MAX_CPUS_LISTED:
+        return f"{name}: " + "  ".join(f"CPU{c} {n}" for c, n in values.items())
+    v = sorted(values.values())
+    return (f"{name}: {len(v)} CPUs, min {v[0]}  median {statistics.median(v):g}  max {v[-1]}  "
+            f"(per CPU in interrupts.csv)")
+
+
+def _sum_per_cpu(phases: List[Dict[str, Any]], key: str, cpus: List[int]) -> Dict[str, int]:
+    out = {str(c): 0 for c in cpus}
+    for ph in phases:
+        for c in out:
+            out[c] += ph[key].get(c, 0)
+    return out
+
+
+def render_summary(summary: Dict[str, Any], path: Path) -> str:
+    unit = summary.get("ops_unit", "operations")
+    others = summary.get("other_cpus", [])
+    n_other = len(others) or 1
+    state = "complete" if summary.get("complete") else f"INCOMPLETE ({summary.get('status')})"
+    lines = [
+        f"tlbprobe: {summary['workload']}, {summary['repeats_done']}/{summary['repeats_planned']} repeat(s), {state}",
+        f"kernel {summary['kernel_release']} ({summary.get('kernel_variant') or 'variant not given'}), "
+        f"{summary['online_cpus']} CPUs online, flush mode {summary['flush_mode']}, driver on CPU {summary['driver_cpu']}",
+        f"run directory: {path}",
+        "",
+        f"{'repeat':>6} {'phase':<9}{'secs':>7} {unit:>10} {'CAL other':>10} {'TLB other':>10} "
+        f"{'bg':>7} {'sync IPIs':>10} {'/op/CPU':>8}",
+    ]
+    for rep in summary["repeats"]:
+        for name, ph in rep["phases"].items():
+            per = ""
+            if name != "idle" and ph["ops"]:
+                per = f"{ph['sync_ipis'] / ph['ops'] / n_other:8.3f}"
+            lines.append(
+                f"{rep['repeat'] + 1:>6} {name:<9}{ph['duration_s']:7.2f} {ph['ops']:>10} {ph['cal_other_cpus']:>10} "
+                f"{ph['tlb_other_cpus']:>10} {ph['background_sync_ipis']:7.1f} {ph['sync_ipis']:10.1f} {per:>8}")
+    work = [r["phases"]["workload"] for r in summary["repeats"] if "workload" in r["phases"]]
+    lines.append("")
+    if work:
+        ratio = summary.get("sync_ipis_per_op_per_cpu")
+        lines.append(
+            f"workload total: {summary['ops']} {unit} (asked for {summary['ops_expected']}); other CPUs received "
+            f"CAL {summary['cal_other_cpus']}, TLB {summary['tlb_other_cpus']}")
+        lines.append(
+            f"sync IPIs (CAL - TLB - background {summary['background_sync_ipis']:.1f}): "
+            f"{summary['sync_ipis_measured']:.1f}" +
+            (f" = {ratio:.3f} per {unit.rstrip('s')} per other CPU" if ratio is not None else ""))
+        lines.append(per_cpu_line("CAL per CPU", _sum_per_cpu(work, "cal_per_cpu", others)))
+        lines.append(per_cpu_line("TLB per CPU", _sum_per_cpu(work, "tlb_per_cpu", others)))
+    if summary.get("attributed"):
+        top = ", ".join(f"{f} {n}" for f, n in list(summary["attributed"].items())[:6])
+        lines.append(f"traced IPIs received by the other CPUs: {top}")
+    if summary.get("trace_lost_events"):
+        lines.append(f"warning: the trace lost {summary['trace_lost_events']} event(s); attribution is short")
+    notes = {ph.get("note") for r in summary["repeats"] for ph in r["phases"].values() if ph.get("note")}
+    lines.extend(f"note: {n}" for n in sorted(notes))
+    if summary.get("error"):
+        lines.append(f"error: {summary['error']}")
+    return "\n".join(lines)

@@ -1,0 +1,235 @@
+"""Change kernel knobs for a run and put every one of them back, even after SIGKILL.
+
+Every change goes through a SystemState: it appends an entry to an on-disk journal
+*before* touching the system (so a kill between the two leaves at worst a harmless
+no-op to undo), applies the change, and undoes all changes in reverse order when the
+run ends, whatever the exit path. A run killed with SIGKILL leaves the journal behind;
+`tlbprobe restore` replays it.
+
+The journal lives in /run/tlbprobe (a tmpfs): after a reboot the kernel's knobs are back
+at their defaults and the journal is gone with them, which is exactly right.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, List, Optional, Tuple
+
+from .errors import PreflightError, TlbprobeError
+from .host import sysfs_choice
+
+DEFAULT_STATE_DIR = Path(os.environ.get("TLBPROBE_STATE_DIR", "/run/tlbprobe"))
+
+#: Signals that end a run cleanly (their handlers raise Interrupted so `finally` runs).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class Interrupted(TlbprobeError):
+    """The run was stopped by a signal (Ctrl-C, SIGTERM, SIGHUP)."""
+
+    exit_code = 130
+
+
+@dataclass
+class Change:
+    """One journal entry. ``kind``: write (file value), mkdir (remove on undo), mount (umount on undo)."""
+
+    kind: str
+    path: str
+    old: Optional[str] = None
+    new: Optional[str] = None
+
+    def undo(self) -> None:
+        if self.kind == "write":
+            write_knob(self.path, self.old or "")
+        elif self.kind == "mkdir":
+            if os.path.isdir(self.path):
+                os.rmdir(self.path)
+        elif self.kind == "mount":
+            if os.path.ismount(self.path):
+                subprocess.run(["umount", self.path], check=True, capture_output=True)
+        else:
+            raise ValueError(f"unknown journal entry kind {self.kind!r}")
+
+
+def read_knob(path: str) -> str:
+    """A knob's current value; for choice files ('always [madvise] never') the selected one."""
+    return sysfs_choice(Path(path).read_text())
+
+
+def write_knob(path: str, value: str) -> None:
+    with open(path, "w") as f:
+        f.write(value)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class SystemState:
+    """The journal of one run. Use as a context manager: changes are undone on exit."""
+
+    def __init__(self, state_dir: Path = DEFAULT_STATE_DIR, log: Callable[[str], None] = lambda s: None):
+        self.state_dir = Path(state_dir)
+        self.journal = self.state_dir / "journal.json"
+        self.changes: List[Change] = []
+        self.log = log
+
+    # -- journal file -------------------------------------------------------------------
+    def _save(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.journal.with_suffix(".tmp")
+        data = {"pid": os.getpid(), "started": time.time(), "changes": [c.__dict__ for c in self.changes]}
+        with open(tmp, "w") as f:
+            json.dump(data, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.journal)
+
+    def __enter__(self) -> "SystemState":
+        check_journal(self.state_dir)
+        self._save()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        with signals_blocked():
+            self.restore()
+
+    # -- changes ------------------------------------------------------------------------
+    def set_knob(self, path: str, value: str) -> None:
+        """Write a sysfs/procfs knob, remembering its old value."""
+        old = read_knob(path)
+        if old == value:
+            return
+        self.changes.append(Change("write", path, old, value))
+        self._save()
+        self.log(f"set {path} = {value} (was {old})")
+        write_knob(path, value)
+
+    def mkdir(self, path: str) -> None:
+        self.changes.append(Change("mkdir", path))
+        self._save()
+        os.mkdir(path)
+
+    def mount(self, fstype: str, path: str) -> None:
+        self.changes.append(Change("mount", path))
+        self._save()
+        res = subprocess.run(["mount", "-t", fstype, "nodev", path], capture_output=True, text=True)
+        if res.returncode != 0:
+            self.changes.pop()
+            self._save()
+            raise PreflightError(f"cannot mount {fstype} at {path}: {res.stderr.strip()}")
+
+    def restore(self) -> List[str]:
+        """Undo every change, newest first; returns the problems (empty when all went back).
+
+        Changes that could not be undone stay in the journal for `tlbprobe restore`.
+        """
+        failed, problems = undo_changes(self.changes, self.log)
+        self.changes = failed
+        if failed:
+            self._save()
+            for p in problems:
+                self.log(f"warning: {p}; `tlbprobe restore` will retry")
+        else:
+            self.journal.unlink(missing_ok=True)
+        return problems
+
+
+def undo_changes(changes: List[Change], log: Callable[[str], None]) -> Tuple[List[Change], List[str]]:
+    """Undo changes newest first; returns (changes that failed, oldest first; messages)."""
+    failed: List[Change] = []
+    problems: List[str] = []
+    for change in reversed(changes):
+        try:
+            change.undo()
+            log(f"restored {change.kind} {change.path}" + (f" = {change.old}" if change.kind == "write" else ""))
+        except (OSError, subprocess.CalledProcessError) as e:
+            failed.insert(0, change)
+            detail = e.stderr.strip() if isinstance(e, subprocess.CalledProcessError) and e.stderr else e
+            problems.append(f"could not undo {change.kind} {change.path}: {detail}")
+    return failed, problems
+
+
+def check_journal(state_dir: Path) -> None:
+    """Refuse to start while another run's changes are live or were never undone."""
+    journal = Path(state_dir) / "journal.json"
+    existing = load_journal(journal)
+    if existing is None:
+        return
+    pid = existing.get("pid", 0)
+    if pid_alive(pid):
+        raise PreflightError(f"another tlbprobe run (pid {pid}) is changing system settings; wait for it to end")
+    raise PreflightError(
+        f"a previous run (pid {pid}) was killed before it restored system settings "
+        f"({len(existing.get('changes', []))} change(s) in {journal}); run `tlbprobe restore` first")
+
+
+def load_journal(path: Path) -> Optional[dict]:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        raise TlbprobeError(f"{path}: unreadable state journal ({e}); inspect it and delete it by hand") from None
+
+
+def restore_from_journal(state_dir: Path = DEFAULT_STATE_DIR, force: bool = False,
+                         log: Callable[[str], None] = print) -> int:
+    """What `tlbprobe restore` does. Returns the number of changes undone."""
+    journal = Path(state_dir) / "journal.json"
+    data = load_journal(journal)
+    if data is None:
+        log(f"nothing to restore: no journal at {journal}")
+        return 0
+    pid = data.get("pid", 0)
+    if pid_alive(pid) and pid != os.getpid() and not force:
+        raise TlbprobeError(f"tlbprobe run pid {pid} is still running and will restore its own settings "
+                            "(stop it with Ctrl-C or kill it; --force to restore anyway)")
+    changes = [Change(**c) for c in data.get("changes", [])]
+    failed, problems = undo_changes(changes, log)
+    if failed:
+        data["changes"] = [c.__dict__ for c in failed]
+        journal.write_text(json.dumps(data, indent=1))
+        raise TlbprobeError("; ".join(problems) + f" (journal kept at {journal})")
+    journal.unlink(missing_ok=True)
+    return len(changes)
+
+
+@contextmanager
+def signals_blocked() -> Iterator[None]:
+    """Hold off Ctrl-C and friends while restoring, so a second Ctrl-C cannot cut it short."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+@contextmanager
+def stop_signals_raise() -> Iterator[None]:
+    """Turn SIGTERM and SIGHUP into Interrupted (Ctrl-C already raises KeyboardInterrupt)."""
+
+    def handler(signum, frame):
+        raise Interrupted(f"stopped by {signal.Signals(signum).name}")
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)

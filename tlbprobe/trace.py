@@ -1,0 +1,241 @@
+"""Attribute every function-call IPI to the kernel function it ran, from tracefs.
+
+The CAL line of /proc/interrupts says how many function-call IPIs a CPU took, not why.
+Two tracepoint families say why:
+
+* ``csd:csd_function_entry`` (kernel/smp.c, csd_do_func(); Linux 6.5+) fires on the CPU
+  that runs a cross-CPU function call, with ``func=`` the function, e.g.
+  ``tlb_remove_table_smp_sync`` (mm/mmu_gather.c) or ``flush_tlb_func`` (arch/x86/mm/tlb.c).
+* ``ipi:ipi_send_cpu`` / ``ipi:ipi_send_cpumask`` (kernel/smp.c, kernel/sched/core.c;
+  Linux 6.4+) fire on the sender with the target(s), the callsite and the callback. With
+  two CPUs a broadcast has one target and shows as ipi_send_cpu; with more, as
+  ipi_send_cpumask. We count both, one per target CPU.
+
+We use a private instance (instances/tlbprobe-<pid>) so we never fight another tracer,
+delimit phases with trace_marker writes (markers and events share the instance's clock
+and buffer, so every event lands in the right phase), and read the buffer only between
+phases, with non-blocking reads: a reader waiting on trace_pipe during a phase would be
+woken through irq_work and add interrupts of its own.
+
+Enabling a tracepoint patches kernel text, which itself sends IPIs (do_sync_core): the
+session is opened before the first snapshot and closed after the last.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import Counter
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Tuple
+
+from .errors import PreflightError
+from .procfs import parse_cpulist
+from .sysstate import SystemState
+
+TRACEFS = Path("/sys/kernel/tracing")
+EVENTS = ("csd/csd_function_entry", "ipi/ipi_send_cpu", "ipi/ipi_send_cpumask")
+MARK = "tlbprobe-phase"
+
+_LINE = re.compile(
+    r"^\s*(?P<task>.*?)-(?P<pid>\d+)\s+(?:\(\s*[-\d]+\)\s+)?\[(?P<cpu>\d+)\]\s+(?:\S+\s+)?"
+    r"(?P<ts>\d+\.\d+):\s+(?P<event>\w+):\s+(?P<body>.*)$"
+)
+_LOST = re.compile(r"CPU:(\d+) \[LOST (\d+) EVENTS\]")
+_FIELD = re.compile(r"(\w+)=(\S+)")
+
+#: Key of one attribution count: (event, function, callsite, cpu).
+Key = Tuple[str, str, str, int]
+
+
+def symbol(text: str) -> str:
+    """'flush_tlb_func+0x0/0x1c0' -> 'flush_tlb_func'; '0x0' (no callback) -> '(none)'."""
+    name = text.rstrip(",").split("+", 1)[0]
+    return "(none)" if name in ("0x0", "0", "(nil)") else name
+
+
+def parse_event(body_event: str, body: str, cpu: int) -> List[Key]:
+    """The attribution keys one trace line counts for (a cpumask counts once per target)."""
+    fields = dict(_FIELD.findall(body))
+    if body_event == "csd_function_entry":
+        return [("csd_function_entry", symbol(fields.get("func", "?")), "", cpu)]
+    if body_event == "ipi_send_cpu":
+        return [("ipi_send_cpu", symbol(fields.get("callback", "0x0")), symbol(fields.get("callsite", "?")),
+                 int(fields.get("cpu", -1)))]
+    if body_event == "ipi_send_cpumask":
+        targets = parse_cpulist(fields.get("cpumask", ""))
+        cb, cs = symbol(fields.get("callback", "0x0")), symbol(fields.get("callsite", "?"))
+        return [("ipi_send_cpumask", cb, cs, t) for t in targets]
+    return []
+
+
+@dataclass
+class PhaseCounts:
+    """Attribution counts of one phase, plus events the kernel reported lost."""
+
+    counts: Counter = field(default_factory=Counter)
+    lost: int = 0
+
+    def received(self, cpus: List[int]) -> Dict[str, int]:
+        """{function: csd_function_entry count} on the given (receiving) CPUs."""
+        out: Counter = Counter()
+        cpuset = set(cpus)
+        for (event, func, _, cpu), n in self.counts.items():
+            if event == "csd_function_entry" and cpu in cpuset:
+                out[func] += n
+        return dict(out.most_common())
+
+
+class TraceSession:
+    """A private tracefs instance whose IPI events are aggregated per phase.
+
+    Use :func:`open_session`; call :meth:`begin` and :meth:`end` around each phase and
+    :meth:`counts` after it. The trace is read only between phases, never during one:
+    a reader blocked on trace_pipe is woken through irq_work and would add interrupts
+    of its own to the phase it measures. The per-CPU buffer must therefore hold one
+    phase's events; losses are counted (per_cpu/cpu*/stats) and reported.
+    """
+
+    def __init__(self, instance: Path, log=lambda s: None):
+        self.instance = instance
+        self.log = log
+        self.enabled: List[str] = []
+        self._current: Optional[str] = None
+        self._phases: Dict[str, PhaseCounts] = {}
+        self._overrun_seen = 0
+        self._pending = b""
+        self.unparsed = 0
+
+    def drain(self) -> None:
+        """Consume everything in the buffer now (non-blocking reads of trace_pipe)."""
+        fd = os.open(self.instance / "trace_pipe", os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            while True:
+                try:
+                    chunk = os.read(fd, 1 << 16)
+                except BlockingIOError:
+                    break
+                if not chunk:
+                    break
+                self._pending += chunk
+                *lines, self._pending = self._pending.split(b"\n")
+                for raw in lines:
+                    self._handle(raw.decode("utf-8", "replace"))
+        finally:
+            os.close(fd)
+
+    def _handle(self, line: str) -> None:
+        lost = _LOST.search(line)
+        if lost:
+            if self._current:
+                self._phases[self._current].lost += int(lost.group(2))
+            return
+        m = _LINE.match(line)
+        if not m:
+            if line.strip():
+                self.unparsed += 1
+            return
+        event, body = m.group("event"), m.group("body")
+        if event in ("tracing_mark_write", "print"):
+            parts = body.split()
+            if len(parts) == 3 and parts[0] == MARK:
+                self._current = parts[2] if parts[1] == "begin" else None
+                if self._current:
+                    self._phases.setdefault(self._current, PhaseCounts())
+            return
+        if self._current:
+            keys = parse_event(event, body, int(m.group("cpu")))
+            self._phases[self._current].counts.update(keys)
+
+    # -- phases ---------------------------------------------------------------------------
+    def _mark(self, what: str, tag: str) -> None:
+        with open(self.instance / "trace_marker", "w") as f:
+            f.write(f"{MARK} {what} {tag}\n")
+
+    def begin(self, tag: str) -> None:
+        """Open a phase (call right after the "before" snapshot)."""
+        self.drain()  # whatever came before belongs to no phase
+        self._mark("begin", tag)
+
+    def end(self, tag: str) -> None:
+        """Close a phase (call right before the "after" snapshot)."""
+        self._mark("end", tag)
+
+    def counts(self, tag: str) -> PhaseCounts:
+        """A closed phase's counts (reads the buffer)."""
+        self.drain()
+        counts = self._phases.pop(tag, PhaseCounts())
+        counts.lost += self.overruns_since_last()
+        if counts.lost:
+            self.log(f"warning: {tag}: the trace buffer lost {counts.lost} event(s); attribution is short")
+        return counts
+
+    def overruns_since_last(self) -> int:
+        """Events dropped or overwritten since the previous call (per_cpu/*/stats)."""
+        total = 0
+        for stats in (self.instance / "per_cpu").glob("cpu*/stats"):
+            try:
+                for line in stats.read_text().splitlines():
+                    key, _, value = line.partition(":")
+                    if key.strip() in ("overrun", "dropped events"):
+                        total += int(value.strip() or 0)
+            except (OSError, ValueError):
+                continue
+        new, self._overrun_seen = total - self._overrun_seen, total
+        return max(new, 0)
+
+    def close(self) -> None:
+        for ev in self.enabled:
+            try:
+                (self.instance / "events" / ev / "enable").write_text("0")
+            except OSError:
+                pass
+
+
+def buffer_kb_for(ncpus: int) -> int:
+    """Per-CPU buffer: 8 MiB on small machines, less per CPU on big ones (256 MiB in all at most).
+
+    An event takes about 40 bytes, so even 1 MiB holds 25,000 IPIs per CPU per phase: a
+    20 GiB collapse sends 10,240 broadcasts.
+    """
+    return max(1024, min(8192, (256 * 1024) // max(ncpus, 1)))
+
+
+def tracefs_root(state: SystemState) -> Path:
+    """The tracefs mount, mounting it (journaled, undone at the end) when it is absent."""
+    if (TRACEFS / "instances").is_dir():
+        return TRACEFS
+    if not TRACEFS.is_dir():
+        raise PreflightError(f"{TRACEFS} does not exist: kernel without CONFIG_TRACING? (use --no-trace)")
+    state.mount("tracefs", str(TRACEFS))
+    return TRACEFS
+
+
+@contextmanager
+def open_session(state: SystemState, log=lambda s: None, ncpus: int = 1) -> Iterator[TraceSession]:
+    """Create the private instance, enable the IPI events, stream them; tear down on exit."""
+    root = tracefs_root(state)
+    instance = root / "instances" / f"tlbprobe-{os.getpid()}"
+    state.mkdir(str(instance))
+    session = TraceSession(instance, log)
+    try:
+        (instance / "buffer_size_kb").write_text(str(buffer_kb_for(ncpus)))
+        clocks = (instance / "trace_clock").read_text()
+        if "mono" in clocks.replace("[", " ").replace("]", " ").split():
+            (instance / "trace_clock").write_text("mono")
+        for ev in EVENTS:
+            enable = instance / "events" / ev / "enable"
+            if enable.exists():
+                enable.write_text("1")
+                session.enabled.append(ev)
+        missing = [ev for ev in EVENTS if ev not in session.enabled]
+        if missing:
+            log(f"warning: this kernel lacks trace events {', '.join(missing)}; attribution is partial")
+        if not session.enabled:
+            raise PreflightError("no IPI trace events on this kernel (need Linux 6.5+); use --no-trace")
+        session.overruns_since_last()
+        yield session
+    finally:
+        session.close()

@@ -1,0 +1,180 @@
+"""MADV_COLLAPSE over a large private anonymous range: one sync broadcast per 2 MiB.
+
+What the kernel does per collapsed range (mm/khugepaged.c, collapse_huge_page()): it
+clears the PMD with pmdp_collapse_flush(), which flushes the TLBs of the CPUs in the mm's
+cpumask, then calls tlb_remove_table_sync_one() (mm/mmu_gather.c) so that no lock-less
+GUP-fast walker still looks at the old page table; that call IPIs every other online CPU
+(smp_call_function(tlb_remove_table_smp_sync, ...)). So a collapse of S bytes sends
+S / 2 MiB broadcasts.
+
+The driver follows what FACTS.md found on real kernels:
+* private anonymous memory (MAP_PRIVATE|MAP_ANONYMOUS): Python's mmap gives MAP_SHARED
+  shmem, which MADV_COLLAPSE refuses for this purpose;
+* the range aligned to 2 MiB by us, so every PMD range is whole;
+* faulted in as small pages: MADV_NOHUGEPAGE first, then MADV_POPULATE_WRITE;
+* MADV_HUGEPAGE, then MADV_COLLAPSE in chunks (a progress line between chunks).
+madvise() stops at the first error and may fail after collapsing part of a chunk, so the
+count of collapses comes from /proc/vmstat thp_collapse_alloc, not from return codes.
+
+khugepaged is stopped for the run by setting THP ``enabled`` to ``never`` (restored at the
+end): khugepaged would otherwise wake as soon as MADV_HUGEPAGE registers our mm
+(__khugepaged_enter()) and collapse some of our ranges itself, from another CPU, sending
+its broadcasts to our driver CPU and bumping the same counter. Pausing it with a long
+scan_sleep_millisecs is not enough for that reason. MADV_COLLAPSE does not depend on the
+sysfs mode (madvise_collapse() does not enforce it), so it works under ``never``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import threading
+from collections import Counter
+from typing import Dict, List, Optional
+
+from ..errors import PreflightError, WorkloadError
+from ..host import THP_DIR, kernel_version_tuple
+from ..sysstate import SystemState
+from ..units import MiB, format_size
+from . import libc
+from .base import PhaseOutcome, Progress, Workload
+
+CHUNK = 128 * MiB
+#: Memory we leave free beside the range: page tables, the copies a collapse makes, the rest
+#: of the system.
+MARGIN_MIN = 512 * MiB
+
+
+def default_size(mem_available: int) -> int:
+    """A size that shows the effect clearly and fits: up to 4 GiB, at most a third of free memory."""
+    size = min(4 << 30, max(mem_available - MARGIN_MIN, 0) // 3)
+    return max(size // libc.PMD_SIZE * libc.PMD_SIZE, 0)
+
+
+class CollapseWorkload(Workload):
+    name = "collapse"
+    ops_unit = "collapses"
+
+    def __init__(self, job, facts, log):
+        super().__init__(job, facts, log)
+        if job.size is None:
+            job.size = default_size(facts.mem_available)
+        self.size = job.size // libc.PMD_SIZE * libc.PMD_SIZE
+        self.base: Optional[int] = None
+        self.addr = 0
+        self._threads: List[threading.Thread] = []
+        self._stop = threading.Event()
+
+    def describe(self) -> str:
+        threads = f", {self.job.threads} touching thread(s)" if self.job.threads else ""
+        return f"MADV_COLLAPSE of {format_size(self.size)} ({self.size // libc.PMD_SIZE} x 2 MiB){threads}"
+
+    # -- per run --------------------------------------------------------------------------
+    def preflight(self) -> None:
+        if kernel_version_tuple(self.facts.kernel_release) < (6, 1):
+            raise PreflightError(
+                f"kernel {self.facts.kernel_release} has no MADV_COLLAPSE (added in Linux 6.1)")
+        if not THP_DIR.is_dir():
+            raise PreflightError(f"{THP_DIR} is missing: kernel built without CONFIG_TRANSPARENT_HUGEPAGE")
+        if self.job.size % libc.PMD_SIZE:
+            raise PreflightError(f"--size {self.job.size} is not a multiple of 2 MiB (try {format_size(self.size)})")
+        if self.size < libc.PMD_SIZE:
+            raise PreflightError("--size must be at least 2M (one huge page)")
+        need = self.size + max(MARGIN_MIN, self.size // 10)
+        if need > self.facts.mem_available:
+            raise PreflightError(
+                f"--size {format_size(self.size)} needs about {need >> 20} MiB free but MemAvailable is "
+                f"{self.facts.mem_available >> 20} MiB; pick a smaller --size")
+        others = [c for c in self.facts.online_cpus if c != self.job.cpu]
+        if self.job.threads and not others:
+            raise PreflightError("--threads needs a second online CPU")
+
+    def configure(self, state: SystemState) -> None:
+        state.set_knob(str(THP_DIR / "enabled"), "never")
+
+    # -- per repeat -----------------------------------------------------------------------
+    def prepare(self) -> None:
+        length = self.size + libc.PMD_SIZE
+        flags = libc.MAP_PRIVATE | libc.MAP_ANONYMOUS | libc.MAP_NORESERVE
+        try:
+            self.base = libc.mmap(length, libc.PROT_READ | libc.PROT_WRITE, flags)
+        except OSError as e:
+            raise WorkloadError(f"cannot map {format_size(self.size)}: {e.strerror}") from None
+        self.addr = libc.align_up(self.base, libc.PMD_SIZE)
+        libc.madvise(self.addr, self.size, libc.MADV_NOHUGEPAGE)
+        try:
+            libc.madvise(self.addr, self.size, libc.MADV_POPULATE_WRITE)
+        except OSError as e:
+            if e.errno != errno.EINVAL:  # EINVAL: kernel before 5.14, touch by hand
+                raise WorkloadError(f"cannot fault in {format_size(self.size)}: {e.strerror}") from None
+            libc.touch(self.addr, self.size)
+        libc.madvise(self.addr, self.size, libc.MADV_HUGEPAGE)
+        self._start_threads()
+
+    def run(self, progress: Progress, vmstat_before: Dict[str, int]) -> PhaseOutcome:
+        errors: Counter = Counter()
+        done = 0
+        total = self.size
+        while done < total:
+            n = min(CHUNK, total - done)
+            for attempt in (1, 2):
+                try:
+                    libc.madvise(self.addr + done, n, libc.MADV_COLLAPSE)
+                    break
+                except OSError as e:
+                    if e.errno == errno.EAGAIN and attempt == 1:
+                        continue  # transient (a page was busy): retry once
+                    errors[errno.errorcode.get(e.errno, str(e.errno))] += 1
+                    break
+            done += n
+            progress(f"collapse {done >> 20}/{total >> 20} MiB ({100 * done // total}%)")
+        note = ""
+        if errors:
+            note = "MADV_COLLAPSE failed on " + ", ".join(f"{k} x{v}" for k, v in errors.items()) + \
+                   f" of {-(-total // CHUNK)} chunk(s)"
+        return PhaseOutcome(ops=0, ops_expected=total // libc.PMD_SIZE, note=note)
+
+    def count_ops(self, outcome: PhaseOutcome, vmstat_delta: Dict[str, int]) -> PhaseOutcome:
+        outcome.ops = vmstat_delta.get("thp_collapse_alloc", 0)
+        failed = vmstat_delta.get("thp_collapse_alloc_failed", 0)
+        notes = [outcome.note] if outcome.note else []
+        if failed:
+            notes.append(f"{failed} huge page allocation(s) failed (thp_collapse_alloc_failed)")
+        if outcome.ops > outcome.ops_expected:
+            notes.append(f"{outcome.ops - outcome.ops_expected} collapse(s) beyond ours: khugepaged or another process")
+        outcome.note = "; ".join(notes)
+        return outcome
+
+    def cleanup(self) -> None:
+        self._stop_threads()
+        if self.base is not None:
+            libc.munmap(self.base, self.size + libc.PMD_SIZE)
+            self.base = None
+
+    # -- touching threads -----------------------------------------------------------------
+    def _start_threads(self) -> None:
+        others = [c for c in self.facts.online_cpus if c != self.job.cpu]
+        self._stop.clear()
+        for i in range(self.job.threads):
+            cpu = others[i % len(others)]
+            t = threading.Thread(target=self._touch_loop, args=(cpu, i), name=f"toucher-{cpu}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def _touch_loop(self, cpu: int, index: int) -> None:
+        """Read the range in 256 KiB steps from another CPU, so the mm stays live there and
+        the collapse's TLB flush must reach that CPU (shootdowns appear in TLB)."""
+        os.sched_setaffinity(0, {cpu})
+        step = 256 << 10
+        scratch = ctypes.create_string_buffer(step)
+        off = (index * 64 * MiB) % self.size
+        while not self._stop.is_set():
+            libc.read_into(ctypes.addressof(scratch), self.addr + off, step)
+            off = (off + step) % self.size
+
+    def _stop_threads(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=10)
+        self._threads = []
