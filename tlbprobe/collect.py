@@ -28,7 +28,7 @@ from .errors import PreflightError, TlbprobeError
 from .job import Job
 from .rundir import (ATTRIBUTION_COLUMNS, FORMAT, INTERRUPTS_COLUMNS, PHASES_COLUMNS, VMSTAT_COLUMNS,
                      RunDir)
-from .summary import PhaseRecord, build_summary, repeat_figures
+from .summary import PhaseRecord, all_repeats, build_summary
 from .sysstate import (DEFAULT_STATE_DIR, Interrupted, SystemState, check_journal, signals_blocked,
                        stop_signals_raise)
 from .trace import PhaseCounts, TraceSession, open_session
@@ -111,6 +111,9 @@ class Collector:
         preflight(self.job, facts)
         workload: Workload = DRIVERS[self.job.workload](self.job, facts, self.console.log)
         workload.preflight()
+        for obs in self._observers:  # e.g. cyclictest missing: refuse before anything is measured
+            if hasattr(obs, "preflight"):
+                obs.preflight(facts)
         state_dir = self.state_dir or DEFAULT_STATE_DIR
         check_journal(state_dir)
         rundir = RunDir.create(self.out)
@@ -144,12 +147,13 @@ class Collector:
                 stack.callback(os.sched_setaffinity, 0, old_affinity)
                 trace = stack.enter_context(open_session(state, self.console.log, len(facts.online_cpus))) if self.job.trace else None
                 for obs in self._observers:
+                    stack.callback(obs.stop)  # registered first: stop() runs even if start() fails
                     obs.start(rundir, facts, self.console)
-                    stack.callback(obs.stop)
+                records: List[List[PhaseRecord]] = []
                 for r in range(self.job.repeat):
-                    records = self._one_repeat(r, workload, trace, rundir)
-                    repeats.append(repeat_figures(r, records, self.job.cpu))
-                    rundir.write_json("summary.json", build_summary(repeats, meta))
+                    records.append(self._one_repeat(r, workload, trace, rundir))
+                    repeats[:] = all_repeats(records, self.job.cpu)
+                    rundir.write_json("summary.json", self._summary(repeats, meta))
                     self._log_repeat(repeats[-1], workload.ops_unit)
             meta.update(complete=True, status="complete")
         except (KeyboardInterrupt, Interrupted) as e:
@@ -166,16 +170,25 @@ class Collector:
             with signals_blocked():
                 run_yaml["finished"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
                 rundir.write_yaml("run.yaml", run_yaml)
-                summary = build_summary(repeats, meta)
-                for obs in self._observers:
-                    obs.contribute(summary)
+                summary = self._summary(repeats, meta)
                 rundir.write_json("summary.json", summary)
                 rundir.chown_to_invoker()
         return summary
 
     def add_observer(self, observer: Any) -> None:
-        """Something that runs beside every phase (cyclictest): start/stop/phase hooks."""
+        """Something that runs beside every phase (cyclictest). Hooks, in call order:
+        preflight(facts) (optional, before the run directory exists), start(rundir, facts,
+        console), per phase phase_begin(tag) before the 'before' snapshot and phase_end(tag)
+        after the 'after' snapshot, contribute(summary) whenever summary.json is written,
+        stop() on every exit path."""
         self._observers.append(observer)
+
+    def _summary(self, repeats: List[Dict[str, Any]], meta: Dict[str, Any]) -> Dict[str, Any]:
+        """summary.json with the observers' sections, so a killed run keeps them too."""
+        summary = build_summary(repeats, meta)
+        for obs in self._observers:
+            obs.contribute(summary)
+        return summary
 
     # -- one repeat -----------------------------------------------------------------------
     def _one_repeat(self, r: int, workload: Workload, trace: Optional[TraceSession],
@@ -194,10 +207,19 @@ class Collector:
         return records
 
     def _idle(self, progress: Callable[[str], None]) -> PhaseOutcome:
+        """The control window. By default the driver CPU spins in user space: a busy CPU
+        makes the scheduler send IPIs of its own to idle CPUs (nohz idle-balance and
+        blocked-load kicks, nohz_csd_func, every ~32 ms), as it does while the workload
+        runs, and those belong to the background, not to the operation measured."""
         end = time.monotonic() + self.job.idle_seconds
-        while (left := end - time.monotonic()) > 0:
-            progress(f"idle window: {left:4.1f} s left")
-            time.sleep(min(left, 0.5))
+        spin = self.job.idle_mode == "spin"
+        next_status = 0.0
+        while (now := time.monotonic()) < end:
+            if now >= next_status:
+                progress(f"idle window ({self.job.idle_mode}): {end - now:4.1f} s left")
+                next_status = now + 0.5
+            if not spin:
+                time.sleep(min(end - now, 0.5))
         return PhaseOutcome(0, 0)
 
     def _phase(self, r: int, phase: str, trace: Optional[TraceSession], rundir: RunDir,

@@ -24,6 +24,7 @@ from .units import parse_size
 
 WORKLOADS = ("collapse", "hugetlb-unshare", "idle")
 KERNEL_VARIANTS = ("baseline", "patched")
+IDLE_MODES = ("spin", "sleep")
 
 
 @dataclass
@@ -36,6 +37,7 @@ class Job:
     cpu: int = 0                        # the CPU that runs the driver
     threads: int = 0                    # extra threads touching the range on other CPUs
     idle_seconds: float = 5.0
+    idle_mode: str = "spin"             # spin: driver CPU busy in user space; sleep: all idle
     trace: bool = True
     latency: bool = False
     kernel_variant: Optional[str] = None
@@ -64,6 +66,8 @@ class Job:
             raise InputError(f"--threads {self.threads} is out of range (0..4096)")
         if not 0 <= self.idle_seconds <= 3600:
             raise InputError(f"--idle-seconds {self.idle_seconds} is out of range (0..3600)")
+        if self.idle_mode not in IDLE_MODES:
+            raise InputError(f"--idle-mode must be one of {', '.join(IDLE_MODES)}")
         if self.kernel_variant not in (None,) + KERNEL_VARIANTS:
             raise InputError(f"--kernel-variant must be one of {', '.join(KERNEL_VARIANTS)}")
         if self.sharers < 2 or self.sharers > 64:

@@ -5,7 +5,7 @@ Sync IPIs are CAL minus TLB on the CPUs that did not run the driver: on x86 the 
 counts every function-call IPI, including the TLB-shootdown ones (flush_tlb_func runs as
 a function call), and TLB counts those alone. The idle window before each repeat gives
 the background rate of the same quantity; scaled to the workload phase's duration it is
-subtracted.
+subtracted (the rate pooled over all idle windows of the run).
 """
 
 from __future__ import annotations
@@ -66,23 +66,22 @@ def phase_figures(rec: PhaseRecord, driver_cpu: int, background_rate: float) -> 
     }
 
 
-def idle_rate(idle: Optional[Dict[str, Any]]) -> float:
-    """CAL-minus-TLB per second on the other CPUs in an idle window (0 without one)."""
-    if not idle or idle["duration_s"] <= 0:
-        return 0.0
-    return idle["sync_raw"] / idle["duration_s"]
+def pooled_idle_rate(records: List[PhaseRecord], driver_cpu: int) -> float:
+    """CAL-minus-TLB per second on the other CPUs over all idle windows of the run.
+
+    Pooled rather than per repeat: the background comes in bursts (scheduler kicks,
+    other processes' TLB flushes), so one short window is a noisy estimate and all of
+    them together a steadier one.
+    """
+    idle = [phase_figures(r, driver_cpu, 0.0) for r in records if r.phase == "idle"]
+    seconds = sum(p["duration_s"] for p in idle)
+    return sum(p["sync_raw"] for p in idle) / seconds if seconds > 0 else 0.0
 
 
-def repeat_figures(repeat: int, records: List[PhaseRecord], driver_cpu: int) -> Dict[str, Any]:
+def repeat_figures(repeat: int, records: List[PhaseRecord], driver_cpu: int, rate: float) -> Dict[str, Any]:
     """One entry of summary.json ``repeats``: its phases, and the workload's totals."""
-    idle_rec = next((r for r in records if r.phase == "idle"), None)
-    idle = phase_figures(idle_rec, driver_cpu, 0.0) if idle_rec else None
-    rate = idle_rate(idle)
-    phases: Dict[str, Any] = {"idle": idle} if idle else {}
-    work_rec = next((r for r in records if r.phase == "workload"), None)
-    if work_rec is not None:
-        phases["workload"] = phase_figures(work_rec, driver_cpu, rate)
-    main = phases.get("workload") or idle or {}
+    phases: Dict[str, Any] = {r.phase: phase_figures(r, driver_cpu, rate) for r in records}
+    main = phases.get("workload") or phases.get("idle") or {}
     return {
         "repeat": repeat,
         "ops": main.get("ops", 0),
@@ -94,6 +93,12 @@ def repeat_figures(repeat: int, records: List[PhaseRecord], driver_cpu: int) -> 
         "attributed": main.get("attributed", {}),
         "phases": phases,
     }
+
+
+def all_repeats(records_by_repeat: List[List[PhaseRecord]], driver_cpu: int) -> List[Dict[str, Any]]:
+    """summary.json ``repeats`` for the finished repeats, background from all idle windows."""
+    rate = pooled_idle_rate([r for recs in records_by_repeat for r in recs], driver_cpu)
+    return [repeat_figures(i, recs, driver_cpu, rate) for i, recs in enumerate(records_by_repeat)]
 
 
 def build_summary(repeats: List[Dict[str, Any]], meta: Dict[str, Any]) -> Dict[str, Any]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..collect import Collector, Console, default_out
 from ..host import FLUSH_MODES
-from ..job import KERNEL_VARIANTS, WORKLOADS, build_job
+from ..job import IDLE_MODES, KERNEL_VARIANTS, WORKLOADS, build_job
 from ..summary_text import render_summary
 from ..units import parse_size
 
@@ -18,7 +18,9 @@ what it measures:
   workload. Around each window it snapshots every line of /proc/interrupts and
   /proc/vmstat, and (unless --no-trace) attributes every function-call IPI to its
   kernel function from tracefs. Sync IPIs = CAL minus TLB on the CPUs that did not
-  run the driver, minus the idle window's rate times the workload's duration.
+  run the driver, minus the idle windows' rate times the workload's duration.
+  During the idle window the driver CPU spins in user space (--idle-mode spin), so
+  IPIs the scheduler sends because a CPU is busy count as background.
 
 examples:
   tlbprobe collect                                  # collapse sized to the machine
@@ -45,6 +47,9 @@ def add_collect_options(p: argparse.ArgumentParser) -> None:
                    help="extra threads reading the range from other CPUs, so the mm runs on K+1 CPUs (default: 0)")
     p.add_argument("--idle-seconds", type=float, metavar="S",
                    help="idle control window before each repeat (default: 5; 0 disables background subtraction)")
+    p.add_argument("--idle-mode", choices=IDLE_MODES,
+                   help="spin (default): the driver CPU busy-loops in user space during the idle window, so "
+                        "scheduler IPIs a busy CPU causes count as background; sleep: everything idle")
     p.add_argument("--out", type=Path, metavar="DIR", help="run directory (default: runs/<timestamp>-<workload>)")
     p.add_argument("--no-trace", dest="trace", action="store_const", const=False,
                    help="do not attribute IPIs with tracefs (counts from /proc/interrupts only)")
@@ -71,7 +76,7 @@ def register(sub) -> None:
 
 
 def job_from_args(args: argparse.Namespace):
-    keys = ("workload", "size", "repeat", "cpu", "threads", "idle_seconds", "trace", "kernel_variant",
+    keys = ("workload", "size", "repeat", "cpu", "threads", "idle_seconds", "idle_mode", "trace", "kernel_variant",
             "flush_mode", "latency", "operation", "sharers", "cycles", "control")
     return build_job({k: getattr(args, k, None) for k in keys}, args.job)
 

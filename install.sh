@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Install what tlbprobe needs on Debian 12, as root: the Debian packages it drives
+# (cyclictest from rt-tests, dmesg/mount from util-linux) and a virtualenv in .venv with
+# tlbprobe and its Python dependencies. Safe to run again; it only adds what is missing.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+if [ "$(id -u)" != 0 ]; then
+    echo "install.sh: run me as root (e.g. sudo ./install.sh): I install Debian packages" >&2
+    exit 1
+fi
+
+APT_PACKAGES=(python3 python3-venv python3-pip rt-tests util-linux procps)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "install.sh: installing Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# Debian's own python3, so the venv does not depend on whatever python3 is first in PATH.
+PY=/usr/bin/python3
+if [ ! -x .venv/bin/python ]; then
+    echo "install.sh: creating .venv"
+    "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+echo "install.sh: ready: .venv/bin/tlbprobe --help"

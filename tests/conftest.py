@@ -1,0 +1,49 @@
+"""Shared fixtures. Tests marked ``root`` use the real kernel (madvise, /proc, tracefs,
+sysfs knobs) and are skipped unless run as root."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Dict
+
+import pytest
+
+TRACEFS = Path("/sys/kernel/tracing")
+THP = Path("/sys/kernel/mm/transparent_hugepage")
+JOURNAL = Path("/run/tlbprobe/journal.json")
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.geteuid() == 0:
+        return
+    skip = pytest.mark.skip(reason="needs root: the real kernel interfaces (run the suite as root)")
+    for item in items:
+        if "root" in item.keywords:
+            item.add_marker(skip)
+
+
+def system_state() -> Dict[str, object]:
+    """Everything a run may change, as it is now: compare before and after a run."""
+    state: Dict[str, object] = {
+        "tracefs_mounted": os.path.ismount(TRACEFS),
+        "journal": JOURNAL.exists(),
+        "nr_hugepages": Path("/proc/sys/vm/nr_hugepages").read_text().strip(),
+    }
+    for p in sorted(list(THP.glob("*")) + list(THP.glob("khugepaged/*"))):
+        if p.is_file():
+            state[str(p.relative_to(THP))] = p.read_text().strip()
+    if (TRACEFS / "instances").is_dir():
+        state["instances"] = sorted(os.listdir(TRACEFS / "instances"))
+    return state
+
+
+@pytest.fixture
+def unchanged_system():
+    """Asserts that the test leaves every knob tlbprobe touches as it found it."""
+    if JOURNAL.exists():
+        pytest.fail(f"{JOURNAL} exists before the test: a previous run was not restored")
+    before = system_state()
+    yield before
+    after = system_state()
+    assert after == before
