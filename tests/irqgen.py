@@ -83,11 +83,18 @@ def values_for(counts: Optional[Counts], cpus: Sequence[int]) -> List[int]:
     return [counts.get(c, 0) for c in cpus]
 
 
-def x86_interrupts(cpus: Sequence[int], counts: Optional[Dict[str, Counts]] = None, prec: int = 3) -> str:
-    """A whole x86 /proc/interrupts: device lines, arch lines, ERR/MIS, posted-interrupt lines."""
+def x86_interrupts(
+    cpus: Sequence[int], counts: Optional[Dict[str, Counts]] = None, prec: int = 3, queues: int = 0
+) -> str:
+    """A whole x86 /proc/interrupts: device lines, arch lines, ERR/MIS, posted-interrupt lines.
+
+    ``queues`` adds that many MSI-X queue lines (IRQ 100, 101, ...), as a multi-queue NVMe
+    or network device has one per CPU on a big server: the realistic size of the file.
+    """
     counts = counts or {}
     rows = [header(cpus, prec)]
-    for irq, desc in X86_DEVICES:
+    devices = X86_DEVICES + [(100 + q, f"PCI-MSIX-0000:03:00.0  {q + 2}-edge      nvme0q{q + 2}") for q in range(queues)]
+    for irq, desc in devices:
         rows.append(count_row(str(irq), values_for(counts.get(str(irq)), cpus), desc, prec, sep=" "))
     for label, desc in X86_LINES:
         rows.append(count_row(label, values_for(counts.get(label), cpus), desc, prec))

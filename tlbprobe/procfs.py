@@ -163,7 +163,7 @@ def _parse_line(row: str, cpus: Sequence[int], source: str, lineno: int, extra: 
     ncounts = _leading_counts(tokens, len(cpus))
     if ncounts == 0:
         raise InputError(f"{source}:{lineno}: no counts on line {label!r}: {row.strip()[:60]!r}")
-    counts = [int(tok) for tok in tokens[:ncounts]]
+    counts = list(map(int, tokens[:ncounts]))
     skip = ncounts
     while skip < len(tokens) and _is_count(tokens[skip]):
         skip += 1
@@ -354,7 +354,7 @@ def diff_interrupts(before: Interrupts, after: Interrupts) -> InterruptsDiff:
                 f"{label}: description changed ({b.description!r} -> {a.description!r}); "
                 "another device may own this IRQ now"
             )
-        lines[label] = _diff_line(b, a, cpus, warnings)
+        lines[label] = _diff_line(b, a, cpus, not (gone or came), warnings)
     only_before = [label for label in before.lines if label not in after.lines]
     if only_before:
         warnings.append(f"{_names(only_before)}: only in the first snapshot; left out")
@@ -363,36 +363,50 @@ def diff_interrupts(before: Interrupts, after: Interrupts) -> InterruptsDiff:
     return InterruptsDiff(cpus, lines, warnings)
 
 
-def _diff_line(b: IrqLine, a: IrqLine, cpus: Sequence[int], warnings: List[str]) -> LineDelta:
-    """The delta of one line present in both snapshots; anomalies are appended to ``warnings``."""
-    label = a.label
+def _diff_line(
+    b: IrqLine, a: IrqLine, cpus: Sequence[int], all_cpus_in_both: bool, warnings: List[str]
+) -> LineDelta:
+    """The delta of one line present in both snapshots; anomalies are appended to ``warnings``.
+
+    ``all_cpus_in_both`` says both headers list exactly ``cpus``: then a line with one
+    count per CPU in both snapshots has every CPU of ``cpus`` as a key.
+    """
     if a.single is not None or b.single is not None:
-        if (a.single is None) != (b.single is None):
-            warnings.append(f"{label}: one count in one snapshot, per-CPU counts in the other; compared totals")
-        delta = _counter_delta(b.total, a.total)
-        if delta < 0:
-            warnings.append(f"{label}: counter went backwards ({b.total} -> {a.total})")
-        elif a.total < b.total:
-            warnings.append(f"{label}: counter wrapped past 2^32 ({b.total} -> {a.total}); assumed one wrap")
-        return LineDelta(label, a.description, a.canonical, {}, single=delta)
+        return _diff_single(b, a, warnings)
+    if len(a.per_cpu) == len(b.per_cpu) == len(cpus) and all_cpus_in_both:
+        # Fast path (most lines, most of the time): every CPU in both, nothing went down.
+        per_cpu = {cpu: a.per_cpu[cpu] - b.per_cpu[cpu] for cpu in cpus}
+        if min(per_cpu.values(), default=0) >= 0:
+            return LineDelta(a.label, a.description, a.canonical, per_cpu)
     seen = _Anomalies()
-    per_cpu: Dict[int, int] = {}
+    per_cpu = {}
     for cpu in cpus:
         old, new = b.per_cpu.get(cpu), a.per_cpu.get(cpu)
         if old is None or new is None:
             if old is not None or new is not None:
                 seen.missing.append(cpu)
             continue
-        d = new - old
-        if d < 0:
-            d = _counter_delta(old, new)
-            if d < 0:
-                seen.backwards.append((cpu, old, new))
-            else:
-                seen.wrapped.append(cpu)
-        per_cpu[cpu] = d
-    warnings.extend(_anomaly_warnings(label, seen))
-    return LineDelta(label, a.description, a.canonical, per_cpu)
+        delta = _counter_delta(old, new)
+        if delta < 0:
+            seen.backwards.append((cpu, old, new))
+        elif new < old:
+            seen.wrapped.append(cpu)
+        per_cpu[cpu] = delta
+    warnings.extend(_anomaly_warnings(a.label, seen))
+    return LineDelta(a.label, a.description, a.canonical, per_cpu)
+
+
+def _diff_single(b: IrqLine, a: IrqLine, warnings: List[str]) -> LineDelta:
+    """A single-value line (ERR, MIS): the delta of the totals."""
+    label = a.label
+    if (a.single is None) != (b.single is None):
+        warnings.append(f"{label}: one count in one snapshot, per-CPU counts in the other; compared totals")
+    delta = _counter_delta(b.total, a.total)
+    if delta < 0:
+        warnings.append(f"{label}: counter went backwards ({b.total} -> {a.total})")
+    elif a.total < b.total:
+        warnings.append(f"{label}: counter wrapped past 2^32 ({b.total} -> {a.total}); assumed one wrap")
+    return LineDelta(label, a.description, a.canonical, {}, single=delta)
 
 
 def _counter_delta(old: int, new: int) -> int:

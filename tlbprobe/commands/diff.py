@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Sequence
 
 from ..errors import InputError
 from ..procfs import (
@@ -135,7 +135,8 @@ def render_text(diff: InterruptsDiff, show_all: bool = False) -> str:
     return heading + "\n\n" + render_table(headers, rows)
 
 
-def _row(line: LineDelta, cpus: Any) -> List[str]:
+def _row(line: LineDelta, cpus: Sequence[int]) -> List[str]:
+    """label, total, per-CPU cells, description with the canonical name in brackets."""
     description = line.description
     if line.canonical:
         description = f"{description} [{line.canonical}]".strip()
