@@ -49,8 +49,11 @@ class RunSpec:
     status: Optional[str] = None  # default complete/interrupted from `complete`
     repeats_done: Optional[int] = None
     size: Optional[int] = None
-    op: Optional[str] = None  # hugetlb operation kind
+    op: Optional[str] = None  # hugetlb operation kind (job key "operation", as tlbprobe/job.py)
+    sharers: int = 2
+    control: bool = False
     latency: bool = False
+    latency_layout: str = "collect"  # "collect": tlbprobe/latency.py's; "flat": {phase: {cpu: ...}}
     trace: bool = True
     seed: int = 0
     extra_job: Dict[str, Any] = field(default_factory=dict)
@@ -202,7 +205,17 @@ def make_run(base: Path, name: str, spec: Optional[RunSpec] = None, **kw: Any) -
         "repeats": repeats,
     }
     if spec.latency:
-        summary["latency"] = _latency(spec, cpus, rng)
+        flat = _latency(spec, cpus, rng)
+        if spec.latency_layout == "flat":
+            summary["latency"] = flat
+        else:  # as tlbprobe/latency.py CyclictestObserver.summary() writes it
+            summary["latency"] = {
+                "tool": "cyclictest v2.40", "interval_us": 200, "priority": 80, "histogram_us": 2000,
+                "driver_cpu": spec.driver_cpu,
+                "phases": {f"r{r}-{ph}": flat[ph] for r in range(done) for ph in ("idle", "workload")},
+                "aggregate": {ph: flat[ph] for ph in ("idle", "workload")},
+                "missing": {}, "damaged": {},
+            }
         (d / "latency").mkdir(exist_ok=True)
         for r in range(done):
             for phase in ("idle", "workload"):
@@ -219,15 +232,15 @@ def make_run(base: Path, name: str, spec: Optional[RunSpec] = None, **kw: Any) -
         "kernel_variant": spec.kernel_variant,
         "job_file": None,
     }
-    if spec.op:
-        job["op"] = spec.op
+    if spec.workload == "hugetlb-unshare":
+        job.update(operation=spec.op or "munmap", sharers=spec.sharers, control=spec.control)
     job.update(spec.extra_job)
     command = ["tlbprobe", "collect", "--workload", spec.workload, "--size", _size_text(size),
                "--repeat", str(spec.repeats), "--cpu", str(spec.driver_cpu)]
     if spec.threads:
         command += ["--threads", str(spec.threads)]
     if spec.op:
-        command += ["--op", spec.op]
+        command += ["--operation", spec.op]
     run_yaml: Dict[str, Any] = {
         "format": "tlbprobe-run/1",
         "tool_version": "0.1.0",
@@ -274,6 +287,7 @@ def _latency(spec: RunSpec, cpus: List[int], rng: random.Random) -> Dict[str, An
             starved = phase == "workload" and c == spec.driver_cpu
             p50 = 4.0 + rng.random() if not starved else 180.0
             out[phase][str(c)] = {
+                "role": "driver" if c == spec.driver_cpu else "receiver",
                 "samples": 50_000,
                 "cycles_lost": 0 if not starved else 1200,
                 "p50_us": round(p50, 1),

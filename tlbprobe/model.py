@@ -6,9 +6,11 @@ behaviour). In short:
 
 * ``collapse_huge_page()`` (mm/khugepaged.c) calls ``tlb_remove_table_sync_one()`` once
   per collapsed PMD (since 2ba99c5e0881).
-* hugetlb PMD unsharing calls it once per mmu_gather via ``huge_pmd_unshare_flush()`` ->
-  ``tlb_flush_unshared_tables()`` (since 8ce720d5bd91), once per unshared table between
-  1013af4f585f and that commit, and not at all before 1013af4f585f.
+* hugetlb PMD unsharing calls it once per mmu_gather that left a table exclusive, via
+  ``huge_pmd_unshare_flush()`` -> ``tlb_flush_unshared_tables()`` (since 8ce720d5bd91),
+  so with N sharers unsharing in turn once per N-1 operations; once per unshared table
+  between 1013af4f585f and that commit; not at all before 1013af4f585f, nor for a
+  mapping that cannot share (``vma_shareable()``).
 * ``tlb_remove_table_sync_one()`` (mm/mmu_gather.c) is ``smp_call_function()``: one IPI on
   every online CPU except the caller.
 * The patch under test makes it return early when ``tlb_table_flush_implies_ipi_broadcast()``,
@@ -102,6 +104,7 @@ REQUIRED_RULES = (
     "hugetlb-unshare-batched",
     "hugetlb-unshare-per-table",
     "hugetlb-unshare-none",
+    "hugetlb-no-share",
     "patched-skip",
     "tlb-native",
     "tlb-pv",
@@ -179,6 +182,9 @@ class Scenario:
 
     ``ops`` counts operations: collapsed PMDs, or unsharing calls (munmap, mprotect, ...).
     ``mm_cpus`` counts CPUs that run the process's mm (the driver plus its threads).
+    Hugetlb: ``sharers`` processes map the range (one holds it, the others unshare in
+    turn, as the hugetlb workload does), ``control`` means a MAP_PRIVATE mapping that
+    cannot share.
     ``variant`` None and ``flush_mode`` "unknown" are allowed: the model then answers
     only where the answer does not depend on them.
     """
@@ -192,6 +198,8 @@ class Scenario:
     unshare_kind: Optional[str] = None
     tables_per_op: int = 1
     hugetlb_unshare: Optional[str] = None
+    sharers: int = 2
+    control: bool = False
 
     def validated(self) -> "Scenario":
         """A normalised copy; InputError for anything the model cannot reason about."""
@@ -212,6 +220,8 @@ class Scenario:
             )
         if int(self.tables_per_op) < 1:
             raise InputError(f"PMD tables per operation must be at least 1, got {self.tables_per_op}")
+        if int(self.sharers) < 2:
+            raise InputError(f"sharers must be at least 2 (the holder and one unsharer), got {self.sharers}")
         if self.hugetlb_unshare is not None and self.hugetlb_unshare not in HUGETLB_ERAS:
             raise InputError(f"unknown hugetlb unshare behaviour {self.hugetlb_unshare!r}: use {', '.join(HUGETLB_ERAS)}")
         kind = self.unshare_kind
@@ -227,6 +237,8 @@ class Scenario:
             unshare_kind=kind if workload == "hugetlb-unshare" else None,
             tables_per_op=int(self.tables_per_op),
             hugetlb_unshare=self.hugetlb_unshare,
+            sharers=int(self.sharers),
+            control=bool(self.control),
         )
 
 
@@ -340,22 +352,30 @@ def _unpatched_broadcasts(s: Scenario, params: ModelParams, notes: List[str]) ->
         per = r.per_op if r.per_op is not None else 1.0
         return s.ops * per, (r.id,), f"{_n(s.ops)} collapses x {_n(per)}: {r.text}"
     era = s.hugetlb_unshare or params.default_hugetlb_unshare
-    if s.unshare_kind == "partial-munmap":
-        notes.append(
-            "partial munmap: a boundary that is not 1 GiB-aligned also unshares the table it cuts "
-            "(VMA split -> hugetlb_unshare_pmds(), its own mmu_gather): one more broadcast"
-        )
     if s.unshare_kind is not None and s.unshare_kind not in UNSHARE_KINDS:
         notes.append(f"unshare operation {s.unshare_kind!r} is not one the model knows; treated like munmap")
+    if s.control:
+        r = params.rule("hugetlb-no-share")
+        return 0.0, (r.id,), r.text
+    if s.unshare_kind == "partial-munmap":
+        notes.append(
+            "partial munmap inside a shared 1 GiB range: the VMA split unshares the table it cuts "
+            "(hugetlb_split() -> hugetlb_unshare_pmds(), its own mmu_gather); the unmap then finds "
+            "nothing shared: one table per operation"
+        )
     if era == "batched":
         r = params.rule("hugetlb-unshare-batched")
-        per = r.per_op if r.per_op is not None else 1.0
-        return s.ops * per, (r.id,), f"{_n(s.ops)} unshare operations x {_n(per)}: {r.text}"
+        per = (r.per_op if r.per_op is not None else 1.0) / (s.sharers - 1)
+        why = f"{_n(s.ops)} unshare operations"
+        if s.sharers > 2:
+            why += f" / {s.sharers - 1} unsharers (only the last of each round leaves a table exclusive)"
+        return s.ops * per, (r.id,), f"{why}: {r.text}"
     if era == "per-table":
         r = params.rule("hugetlb-unshare-per-table")
         per = r.per_table if r.per_table is not None else 1.0
-        n = s.ops * s.tables_per_op * per
-        return n, (r.id,), f"{_n(s.ops)} operations x {s.tables_per_op} tables: {r.text}"
+        tables = 1 if s.unshare_kind == "partial-munmap" else s.tables_per_op
+        n = s.ops * tables * per
+        return n, (r.id,), f"{_n(s.ops)} operations x {tables} table{'s' if tables != 1 else ''}: {r.text}"
     r = params.rule("hugetlb-unshare-none")
     return 0.0, (r.id,), r.text
 

@@ -29,6 +29,7 @@ examples:
   tlbprobe model --workload collapse --size 1G --cpus 4 --threads 3 --kernel patched --flush native
   tlbprobe model --workload hugetlb-unshare --size 4G --op munmap --ops 10 --cpus 2 --flush pv
   tlbprobe model --workload hugetlb-unshare --size 4G --hugetlb-unshare per-table --cpus 8 --format json
+  tlbprobe model --workload hugetlb-unshare --size 1G --ops 300 --sharers 4 --cpus 2 --flush pv
 
 The rules and their kernel sources are in analysis/model.yaml.
 """
@@ -51,6 +52,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--kernel", choices=("baseline", "patched", "unknown"), default="baseline", help="kernel variant")
     p.add_argument("--flush", choices=FLUSH_MODES, default="native", help="TLB flush mode of the host")
     p.add_argument("--op", choices=UNSHARE_KINDS, default="munmap", help="hugetlb unsharing operation (default munmap)")
+    p.add_argument("--sharers", type=int, default=2,
+                   help="hugetlb: processes mapping the range, one holder plus unsharers taking turns (default 2)")
+    p.add_argument("--control", action="store_true", help="hugetlb: MAP_PRIVATE mapping that cannot share")
     p.add_argument("--tables-per-op", type=int, help="PMD tables one unsharing operation covers (default size/1G)")
     p.add_argument(
         "--hugetlb-unshare",
@@ -90,6 +94,8 @@ def scenario_from_args(args: argparse.Namespace) -> Scenario:
         unshare_kind=args.op if workload == "hugetlb-unshare" else None,
         tables_per_op=tables,
         hugetlb_unshare=args.hugetlb_unshare,
+        sharers=args.sharers,
+        control=args.control,
     )
 
 
@@ -127,7 +133,8 @@ def render_text(pred: Prediction, params: ModelParams, size_text: "str | None" =
     what = {
         "collapse": f"MADV_COLLAPSE: {s.ops} collapse{'s' if s.ops != 1 else ''}",
         "hugetlb-unshare": f"hugetlb unshare ({s.unshare_kind}): {s.ops} operation{'s' if s.ops != 1 else ''}"
-        f" x {s.tables_per_op} PMD table{'s' if s.tables_per_op != 1 else ''}",
+        f" x {s.tables_per_op} PMD table{'s' if s.tables_per_op != 1 else ''}, {s.sharers} sharers"
+        f"{', MAP_PRIVATE control' if s.control else ''}",
         "idle": "idle window",
     }[s.workload]
     if size_text:

@@ -1,0 +1,109 @@
+"""`tlbprobe report RUN [RUN ...]`: compare runs with each other and with the reference model."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+from ..errors import InputError
+from ..model import FLUSH_MODES, HUGETLB_ERAS
+
+FORMATS = ("text", "lkml", "markdown", "html", "json")
+
+EPILOG = """\
+examples:
+  tlbprobe report base patched                      terminal report, base is the baseline
+  tlbprobe report base patched --format lkml        72-column text for a cover letter
+  tlbprobe report base patched --format html --plots figs -o report.html
+  tlbprobe report run1 --format json                one run against the model, for scripts
+  tlbprobe report base patched --variant-pattern 'patched=-syncskip$'
+  tlbprobe report crashed-run --allow-incomplete    report the repeats that finished
+
+The first run is the baseline; every other run is compared with it. Each run is also
+checked against the reference model (analysis/model.yaml; see `tlbprobe model`). The kernel
+variant comes from `collect --kernel-variant` (run.yaml job.kernel_variant), else from a
+--variant-pattern matched against the kernel release; the flush mode from the host facts
+recorded at collect time (run.yaml host.flush_mode), unless --flush-mode overrides it.
+Exit status: 0 report written, 2 bad input (damaged, foreign or incomplete run).
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "report",
+        help="compare runs and check them against the reference model",
+        description="Report run directories: measured sync IPIs with their spread, the model's "
+        "prediction and verdict, and the comparison of each run with the first.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run directories written by `tlbprobe collect`")
+    p.add_argument("--format", choices=FORMATS, default="text", help="output format (default text)")
+    p.add_argument("-o", "--output", type=Path, help="write the report to FILE instead of stdout")
+    p.add_argument("--plots", type=Path, metavar="DIR", help="write PNG figures to DIR (html embeds them)")
+    p.add_argument("--allow-incomplete", action="store_true", help="report runs that did not finish")
+    p.add_argument(
+        "--variant-pattern",
+        action="append",
+        default=[],
+        metavar="VARIANT=REGEX",
+        help="recognise a kernel variant (baseline or patched) from the kernel release, e.g. 'patched=syncskip'; "
+        "used only for runs collected without --kernel-variant; repeatable",
+    )
+    p.add_argument("--flush-mode", choices=[m for m in FLUSH_MODES if m != "unknown"],
+                   help="override the flush mode recorded in the runs")
+    p.add_argument("--hugetlb-unshare", choices=HUGETLB_ERAS,
+                   help="hugetlb unshare behaviour of the kernels (default from analysis/model.yaml)")
+    p.add_argument("--params", type=Path, help="model parameters (default analysis/model.yaml)")
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    from ..report import ReportOptions, build_report
+    from ..report.analyze import parse_variant_pattern
+
+    options = ReportOptions(
+        allow_incomplete=args.allow_incomplete,
+        variant_patterns=tuple(parse_variant_pattern(t) for t in args.variant_pattern),
+        flush_override=args.flush_mode,
+        hugetlb_unshare=args.hugetlb_unshare,
+        params_path=args.params,
+    )
+    report = build_report(args.runs, options)
+    if args.plots:
+        from ..report.plots import write_plots
+
+        report.plots = write_plots(report, args.plots)
+    if args.format == "html" and not args.plots:
+        from ..report.plots import write_plots
+
+        with tempfile.TemporaryDirectory(prefix="tlbprobe-plots-") as tmp:
+            report.plots = write_plots(report, Path(tmp))
+            text = _render(report, args.format)
+        report.plots = []
+    else:
+        text = _render(report, args.format)
+    if args.output:
+        try:
+            args.output.write_text(text)
+        except OSError as e:
+            raise InputError(f"{args.output}: cannot write: {e.strerror}") from None
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _render(report, fmt: str) -> str:
+    if fmt == "lkml":
+        from ..report import render_lkml as r
+    elif fmt == "markdown":
+        from ..report import render_markdown as r
+    elif fmt == "html":
+        from ..report import render_html as r
+    elif fmt == "json":
+        from ..report import render_json as r
+    else:
+        from ..report import render_text as r
+    return r.render(report)

@@ -1,0 +1,67 @@
+"""`tlbprobe report`: run directories -> model predictions -> comparison -> renderers.
+
+The library entry point is :func:`build_report`; renderers in this package turn the
+:class:`Report` into text, LKML plain text, Markdown, HTML or JSON, and ``plots`` draws
+the figures. ``tlbprobe/commands/report.py`` only parses arguments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+from .. import __version__
+from ..errors import InputError
+from ..model import ModelParams, load_params
+from .analyze import RunAnalysis, VariantPattern, analyze_run
+from .compare import Comparison, compare_all
+from .load import Run, load_run
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    allow_incomplete: bool = False
+    variant_patterns: Sequence[VariantPattern] = ()
+    flush_override: Optional[str] = None
+    hugetlb_unshare: Optional[str] = None
+    params_path: Optional[Path] = None
+
+
+@dataclass
+class Report:
+    runs: List[RunAnalysis]
+    comparisons: List[Comparison]
+    params: ModelParams
+    paths: List[str]
+    tool_version: str = __version__
+    plots: List["PlotFile"] = field(default_factory=list)  # noqa: F821 - filled by plots.write_plots
+
+
+def build_report(paths: Sequence[str], options: ReportOptions = ReportOptions()) -> Report:
+    """Load, check, model and compare the runs, in the order given (the first is the baseline)."""
+    if not paths:
+        raise InputError("give at least one run directory")
+    params = load_params(options.params_path)
+    runs: List[Run] = [load_run(Path(p)) for p in paths]
+    refuse_incomplete(runs, options.allow_incomplete)
+    analyses = [
+        analyze_run(run, i, params, options.variant_patterns, options.flush_override, options.hugetlb_unshare)
+        for i, run in enumerate(runs)
+    ]
+    return Report(analyses, compare_all(analyses) if len(analyses) > 1 else [], params, [str(p) for p in paths])
+
+
+def refuse_incomplete(runs: Sequence[Run], allow: bool) -> None:
+    """An unfinished run's numbers look like a result but are not one: refuse it by default."""
+    bad = [r for r in runs if not r.complete]
+    if not bad or allow:
+        return
+    r = bad[0]
+    done = f"{len(r.repeats)} of {r.summary.get('repeats_planned', '?')} repeats done"
+    err = r.summary.get("error")
+    more = f" (and {len(bad) - 1} more incomplete run{'s' if len(bad) > 2 else ''})" if len(bad) > 1 else ""
+    raise InputError(
+        f"{r.path / 'summary.json'}: incomplete run (status {r.status}, {done}"
+        f"{'; ' + str(err) if err else ''}){more}; pass --allow-incomplete to report the finished repeats"
+    )

@@ -1,0 +1,321 @@
+"""One run against the model: which kernel it was, what it should have cost, whether it did.
+
+The verdict's tolerance follows from the run's own noise: the idle windows give a
+background rate of sync-looking IPIs (CAL minus TLB on the other CPUs) and its spread
+over the repeats; scaled to the workload phases' duration that is how far the
+background-subtracted count can wander by chance. A small relative term covers the odd
+stray IPI per thousand operations (FACTS.md: 1.0015 per collapse).
+
+When measured and expected disagree, the model is asked again under other assumptions
+(other flush mode, other variant, other hugetlb kernel behaviour, the asked-for operation
+count) and the first one that fits is given as the likely reason.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field, replace
+from typing import Dict, List, Optional, Pattern, Sequence, Tuple
+
+from ..errors import InputError
+from ..model import (
+    FLUSH_MODES,
+    HUGETLB_ERAS,
+    WORKLOAD_ALIASES,
+    WORKLOADS,
+    ModelParams,
+    Prediction,
+    Scenario,
+    predict,
+    tables_from_size,
+)
+from .load import Run
+from .stats import Spread, describe
+
+SYNC_FUNCTION = "tlb_remove_table_smp_sync"
+FLUSH_FUNCTION = "flush_tlb_func"
+#: job keys the collect side may use for the hugetlb operation kind
+UNSHARE_KIND_KEYS = ("operation", "op", "unshare_op", "kind")
+
+
+@dataclass(frozen=True)
+class Sourced:
+    """A fact and where it came from, so the report can say which it used."""
+
+    value: Optional[str]
+    source: str
+
+
+@dataclass(frozen=True)
+class VariantPattern:
+    variant: str
+    regex: Pattern[str]
+
+    @property
+    def text(self) -> str:
+        return f"{self.variant}={self.regex.pattern}"
+
+
+def parse_variant_pattern(text: str) -> VariantPattern:
+    """'patched=REGEX' -> VariantPattern; InputError for anything else."""
+    name, sep, rx = text.partition("=")
+    if not sep or name not in ("baseline", "patched") or not rx:
+        raise InputError(f"bad --variant-pattern {text!r}: use baseline=REGEX or patched=REGEX")
+    try:
+        return VariantPattern(name, re.compile(rx))
+    except re.error as e:
+        raise InputError(f"bad --variant-pattern {text!r}: {e}") from None
+
+
+def resolve_variant(run: Run, patterns: Sequence[VariantPattern]) -> Sourced:
+    """The kernel variant: given at collect time, else recognised from the release string."""
+    v = run.job.get("kernel_variant")
+    if v in ("baseline", "patched"):
+        return Sourced(v, "run.yaml job.kernel_variant")
+    v = run.summary.get("kernel_variant")
+    if v in ("baseline", "patched"):
+        return Sourced(v, "summary.json kernel_variant")
+    rel = run.kernel_release
+    for p in patterns:
+        if p.regex.search(rel):
+            return Sourced(p.variant, f"kernel release {rel} matches --variant-pattern {p.text}")
+    return Sourced(None, "unknown (not named at collect time; no --variant-pattern matched)")
+
+
+def resolve_flush(run: Run, override: Optional[str]) -> Sourced:
+    """The TLB flush mode: command line override, else the host facts recorded at collect time."""
+    if override:
+        if override not in FLUSH_MODES:
+            raise InputError(f"bad --flush-mode {override!r}: use one of {', '.join(FLUSH_MODES)}")
+        return Sourced(override, "command line --flush-mode")
+    fm = run.host.get("flush_mode")
+    if fm in FLUSH_MODES:
+        ev = run.host.get("flush_mode_evidence")
+        return Sourced(fm, f"run.yaml host.flush_mode ({ev})" if ev else "run.yaml host.flush_mode")
+    fm = run.summary.get("flush_mode")
+    if fm in FLUSH_MODES:
+        return Sourced(fm, "summary.json flush_mode")
+    return Sourced("unknown", "unknown (not recorded)")
+
+
+def scenario_for(run: Run, variant: Optional[str], flush: str, hugetlb_unshare: Optional[str]) -> Scenario:
+    """The model's inputs for a run: its counted ops, CPUs, threads, kernel and host."""
+    workload = WORKLOAD_ALIASES.get(run.workload, run.workload)
+    if workload not in WORKLOADS:
+        raise InputError(f"{run.path / 'summary.json'}: workload {run.workload!r} is not one the model knows")
+    threads = int(run.job.get("threads") or 0)
+    size = run.job.get("size")
+    kind = next((run.job[k] for k in UNSHARE_KIND_KEYS if isinstance(run.job.get(k), str)), None)
+    sharers = run.job.get("sharers")
+    return Scenario(
+        workload=workload,
+        ops=run.ops,
+        online_cpus=run.online_cpus,
+        mm_cpus=max(1, min(1 + threads, run.online_cpus)),
+        variant=variant,
+        flush_mode=flush,
+        unshare_kind=(kind or "munmap") if workload == "hugetlb-unshare" else None,
+        tables_per_op=tables_from_size(int(size)) if isinstance(size, int) and size > 0 else 1,
+        hugetlb_unshare=hugetlb_unshare,
+        sharers=int(sharers) if isinstance(sharers, int) and sharers >= 2 else 2,
+        control=run.job.get("control") is True,
+    )
+
+
+@dataclass(frozen=True)
+class Verdict:
+    status: str  # "matches" | "differs" | "undetermined" | "no data"
+    measured: Optional[float]
+    expected: Optional[float]
+    ratio: Optional[float]
+    tolerance: Optional[float]
+    reason: Optional[str]
+    warnings: Tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> Optional[bool]:
+        return {"matches": True, "differs": False}.get(self.status)
+
+
+@dataclass
+class RunAnalysis:
+    run: Run
+    index: int
+    variant: Sourced
+    flush: Sourced
+    scenario: Scenario
+    prediction: Prediction
+    verdict: Verdict
+    stats: Dict[str, Spread] = field(default_factory=dict)
+    per_repeat: Dict[str, List[float]] = field(default_factory=dict)
+    background_rate: Optional[Spread] = None  # per second, summed over the other CPUs
+
+    @property
+    def label(self) -> str:
+        return chr(ord("A") + self.index) if self.index < 26 else f"R{self.index + 1}"
+
+
+def analyze_run(
+    run: Run,
+    index: int,
+    params: ModelParams,
+    patterns: Sequence[VariantPattern] = (),
+    flush_override: Optional[str] = None,
+    hugetlb_unshare: Optional[str] = None,
+) -> RunAnalysis:
+    if hugetlb_unshare is not None and hugetlb_unshare not in HUGETLB_ERAS:
+        raise InputError(f"bad --hugetlb-unshare {hugetlb_unshare!r}: use one of {', '.join(HUGETLB_ERAS)}")
+    variant = resolve_variant(run, patterns)
+    flush = resolve_flush(run, flush_override)
+    scen = scenario_for(run, variant.value, flush.value or "unknown", hugetlb_unshare)
+    pred = predict(scen, params)
+    per_repeat = per_repeat_figures(run)
+    stats = {k: s for k, v in per_repeat.items() if (s := describe(v)) is not None}
+    bg = describe(per_repeat.get("background_rate", []))
+    verdict = judge(run, scen, pred, params, bg)
+    return RunAnalysis(run, index, variant, flush, scen, pred, verdict, stats, per_repeat, bg)
+
+
+def per_repeat_figures(run: Run) -> Dict[str, List[float]]:
+    """Each compared figure, one value per finished repeat."""
+    n_other = max(1, len(run.other_cpus))
+    out: Dict[str, List[float]] = {
+        "ops": [],
+        "sync_ipis": [],
+        "sync_per_op_per_cpu": [],
+        "cal_other_cpus": [],
+        "tlb_other_cpus": [],
+        "background_sync_ipis": [],
+        "background_rate": [],
+        "attributed_sync": [],
+        "ms_per_op": [],
+    }
+    for r in run.repeats:
+        out["ops"].append(r.ops)
+        out["sync_ipis"].append(r.sync_ipis_measured)
+        if r.ops:
+            out["sync_per_op_per_cpu"].append(r.sync_ipis_measured / (r.ops * n_other))
+        out["cal_other_cpus"].append(r.cal_other_cpus)
+        out["tlb_other_cpus"].append(r.tlb_other_cpus)
+        out["background_sync_ipis"].append(r.background_sync_ipis)
+        idle = r.idle
+        if idle is not None and idle.duration_s > 0:
+            out["background_rate"].append(idle.sync_raw / idle.duration_s)
+        if SYNC_FUNCTION in r.attributed or FLUSH_FUNCTION in r.attributed:
+            out["attributed_sync"].append(r.attributed.get(SYNC_FUNCTION, 0.0))
+        w = r.workload
+        if w is not None and r.ops:
+            out["ms_per_op"].append(1000.0 * w.duration_s / r.ops)
+    return {k: v for k, v in out.items() if v}
+
+
+def tolerance(run: Run, expected: float, params: ModelParams, bg_rate: Optional[Spread]) -> float:
+    """How far the background-subtracted total may be from ``expected`` by chance."""
+    tol = params.verdict
+    var = 0.0
+    for r in run.repeats:
+        w, idle = r.workload, r.idle
+        if w is None:
+            continue
+        if idle is not None and idle.duration_s > 0:
+            poisson_rate_sd = math.sqrt(max(idle.sync_raw, 1.0)) / idle.duration_s
+            rate_sd = max(bg_rate.sd or 0.0, poisson_rate_sd) if bg_rate else poisson_rate_sd
+        else:
+            rate_sd = 0.0
+        var += (rate_sd * w.duration_s) ** 2 + max(r.background_sync_ipis, 0.0)
+    return tol.sigma * math.sqrt(var) + tol.relative * abs(expected) + tol.absolute
+
+
+def judge(run: Run, scen: Scenario, pred: Prediction, params: ModelParams, bg_rate: Optional[Spread]) -> Verdict:
+    warnings: List[str] = []
+    if not run.repeats:
+        return Verdict("no data", None, pred.sync_ipis.value, None, None, "no repeat finished", ())
+    if run.ops < run.ops_expected:
+        warnings.append(
+            f"partial: {run.ops} of {run.ops_expected} operations done "
+            f"({_partial_note(run) or 'see phases.csv note'})"
+        )
+    lost = run.summary.get("trace_lost_events")
+    if isinstance(lost, (int, float)) and lost > 0:
+        warnings.append(f"{int(lost)} trace events lost: attribution undercounts")
+    measured = sum(r.sync_ipis_measured for r in run.repeats)
+    expected = pred.sync_ipis.value
+    if expected is None:
+        fits = [k for k, v in pred.alternatives.items()
+                if abs(measured - v) <= tolerance(run, v, params, bg_rate)]
+        reason = pred.sync_broadcasts.why
+        if len(fits) == 1:
+            reason += f"; the measurement fits {fits[0]}"
+        return Verdict("undetermined", measured, None, None, None, reason, tuple(warnings))
+    tol = tolerance(run, expected, params, bg_rate)
+    ratio = measured / expected if expected else None
+    bg_total = sum(r.background_sync_ipis for r in run.repeats)
+    scale = signal_scale(scen, params, expected)
+    if bg_total > params.verdict.noisy_fraction * max(scale, 1.0):
+        warnings.append(f"noisy host: background {bg_total:.0f} against a signal of {scale:.0f}")
+    if abs(measured - expected) <= tol:
+        return Verdict("matches", measured, expected, ratio, tol, None, tuple(warnings))
+    reason = _likely_reason(run, scen, params, measured, expected, tol, bg_total, bg_rate)
+    return Verdict("differs", measured, expected, ratio, tol, reason, tuple(warnings))
+
+
+def _likely_reason(
+    run: Run,
+    scen: Scenario,
+    params: ModelParams,
+    measured: float,
+    expected: float,
+    tol: float,
+    bg_total: float,
+    bg_rate: Optional[Spread],
+) -> str:
+    def fits(s: Scenario) -> bool:
+        v = predict(s, params).sync_ipis.value
+        return v is not None and v != expected and abs(measured - v) <= tolerance(run, v, params, bg_rate)
+
+    for fm in ("native", "pv", "invlpgb"):
+        if fm != scen.flush_mode and fits(replace(scen, flush_mode=fm)):
+            if scen.variant == "patched" and fm == "native":
+                return (f"wrong flush mode? the sync was skipped as under native flush, but the run "
+                        f"records {scen.flush_mode}")
+            if scen.variant == "patched":
+                return (f"wrong flush mode? the sync was not skipped, as under {fm} flush (PV flush or "
+                        f"INVLPGB keep it); the run records {scen.flush_mode}")
+            return f"wrong flush mode? the measurement fits {fm}, the run records {scen.flush_mode}"
+    for var in ("baseline", "patched"):
+        if var != scen.variant and fits(replace(scen, variant=var)):
+            return f"wrong kernel variant? the measurement fits a {var} kernel"
+    if scen.workload == "hugetlb-unshare":
+        for era in HUGETLB_ERAS:
+            if era != (scen.hugetlb_unshare or params.default_hugetlb_unshare) and fits(replace(scen, hugetlb_unshare=era)):
+                r = params.rule(f"hugetlb-unshare-{era}")
+                return f"the kernel behaves as '{era}' ({r.text}; {r.since}); try --hugetlb-unshare {era}"
+    if run.ops < run.ops_expected and fits(replace(scen, ops=run.ops_expected)):
+        return (f"partial run: the count fits the {run.ops_expected} operations asked for, not the "
+                f"{run.ops} counted (were collapses missed by thp_collapse_alloc?)")
+    if run.ops < run.ops_expected:
+        return f"partial run: only {run.ops} of {run.ops_expected} operations done"
+    scale = signal_scale(scen, params, expected)
+    if bg_total > params.verdict.noisy_fraction * max(scale, 1.0) or tol > 0.5 * max(scale, 1.0):
+        return f"noisy host: background {bg_total:.0f} (tolerance {tol:.0f}) is large against {expected:.0f} expected"
+    ratio = f"{measured / expected:.3f}x" if expected else f"{measured:.0f} instead of 0"
+    return f"unexplained: measured is {ratio} the expectation; compare the attributed {SYNC_FUNCTION} count"
+
+
+def signal_scale(scen: Scenario, params: ModelParams, expected: float) -> float:
+    """The size of the effect under study: what an unpatched kernel would send.
+
+    A patched run expects 0, so its background is judged against the count the patch
+    removes, not against 0.
+    """
+    base = predict(replace(scen, variant="baseline"), params).sync_ipis.value
+    return max(expected, base or 0.0)
+
+
+def _partial_note(run: Run) -> str:
+    df = run.phases
+    if df.empty or "note" not in df.columns:
+        return ""
+    notes = [str(n) for n in df.loc[df["result"] == "partial", "note"].dropna().unique() if str(n)]
+    return "; ".join(notes[:2])

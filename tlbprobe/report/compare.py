@@ -1,0 +1,134 @@
+"""Baseline against the other runs, figure by figure, with spread and significance.
+
+The first run given is the baseline. A change is marked significant only when Welch's
+t-test says p < 0.05 *and* the [min, max] ranges of the repeats do not overlap (LKP's
+rule): with 3-5 repeats each test alone is too easy to fool. With fewer than two repeats
+on a side there is no test, and the report says so instead of guessing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from .analyze import RunAnalysis
+from .stats import ALPHA, Spread, Welch, describe, ranges_overlap, welch
+
+#: (key, label, unit, digits); order is the order of the table.
+FIGURES: Tuple[Tuple[str, str, str, int], ...] = (
+    ("ops", "operations", "", 0),
+    ("sync_ipis", "sync IPIs, other CPUs", "", 1),
+    ("sync_per_op_per_cpu", "sync IPIs/op/CPU", "", 3),
+    ("attributed_sync", "tlb_remove_table_smp_sync", "", 0),
+    ("cal_other_cpus", "CAL, other CPUs", "", 0),
+    ("tlb_other_cpus", "TLB, other CPUs", "", 0),
+    ("background_rate", "background/s", "", 1),
+    ("ms_per_op", "ms per operation", "ms", 3),
+)
+
+
+@dataclass(frozen=True)
+class FigureComparison:
+    key: str
+    label: str
+    digits: int
+    base: Spread
+    other: Spread
+    change_pct: Optional[float]  # of the means; None when the baseline mean is 0
+    welch: Optional[Welch]
+    overlap: Optional[bool]  # None: a side has fewer than 2 repeats
+
+    @property
+    def testable(self) -> bool:
+        return self.welch is not None
+
+    @property
+    def significant(self) -> Optional[bool]:
+        if self.welch is None or self.overlap is None:
+            return None
+        return self.welch.p < ALPHA and not self.overlap
+
+    @property
+    def mark(self) -> str:
+        return {True: "*", False: "", None: "?"}[self.significant]
+
+
+@dataclass(frozen=True)
+class LatencyRow:
+    phase: str
+    role: str  # "driver" or "other"
+    cpu: Optional[int]  # None when summarised over the other CPUs
+    metric: str  # p50_us, p99_us, p999_us, max_us
+    base: Optional[float]
+    other: Optional[float]
+
+
+@dataclass(frozen=True)
+class Comparison:
+    base: RunAnalysis
+    other: RunAnalysis
+    figures: List[FigureComparison]
+    latency: List[LatencyRow]
+
+
+def compare(base: RunAnalysis, other: RunAnalysis) -> Comparison:
+    rows: List[FigureComparison] = []
+    for key, label, _unit, digits in FIGURES:
+        a, b = base.per_repeat.get(key), other.per_repeat.get(key)
+        if not a or not b:
+            continue
+        sa, sb = describe(a), describe(b)
+        assert sa is not None and sb is not None
+        change = (sb.mean - sa.mean) / abs(sa.mean) * 100 if sa.mean else None
+        w = welch(a, b)
+        ov = ranges_overlap(a, b) if len(a) >= 2 and len(b) >= 2 else None
+        rows.append(FigureComparison(key, label, digits, sa, sb, change, w, ov))
+    return Comparison(base, other, rows, latency_rows(base, other))
+
+
+def compare_all(runs: Sequence[RunAnalysis]) -> List[Comparison]:
+    """Every run after the first against the first."""
+    return [compare(runs[0], r) for r in runs[1:]]
+
+
+def latency_rows(base: RunAnalysis, other: RunAnalysis) -> List[LatencyRow]:
+    """Percentiles side by side: the driver CPU, and the worst of the CPUs that only receive.
+
+    The driver CPU starves under a collapse loop (FACTS.md), the receiving CPUs are where
+    a removed sync IPI should show, so they are kept apart.
+    """
+    a, b = base.run, other.run
+    if not a.latency and not b.latency:
+        return []
+    out: List[LatencyRow] = []
+    phases = [p for p in ("idle", "workload") if p in a.latency or p in b.latency]
+    phases += sorted(p for p in set(a.latency) | set(b.latency) if p not in phases)
+    for phase in phases:
+        for role in ("driver", "other"):
+            for metric in ("p50_us", "p99_us", "p999_us", "max_us"):
+                va, vb = _latency_value(a, phase, role, metric), _latency_value(b, phase, role, metric)
+                if va is None and vb is None:
+                    continue
+                out.append(LatencyRow(phase, role, None, metric, va, vb))
+    return out
+
+
+def _latency_value(run, phase: str, role: str, metric: str) -> Optional[float]:
+    per_cpu = run.latency.get(phase)
+    if not per_cpu:
+        return None
+    drv = run.latency_driver_cpu if run.latency_driver_cpu is not None else run.driver_cpu
+    if role == "driver":
+        s = per_cpu.get(drv)
+        return None if s is None else getattr(s, metric)
+    vals = [getattr(s, metric) for c, s in per_cpu.items() if c != drv and getattr(s, metric) is not None]
+    return max(vals) if vals else None
+
+
+def latency_table(run) -> Dict[str, Dict[int, Dict[str, Optional[float]]]]:
+    """A run's latency percentiles as plain dicts, for JSON."""
+    return {
+        phase: {cpu: {k: getattr(s, k) for k in ("samples", "cycles_lost", "p50_us", "p99_us", "p999_us", "max_us")}
+                for cpu, s in per_cpu.items()}
+        for phase, per_cpu in run.latency.items()
+    }

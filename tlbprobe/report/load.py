@@ -1,0 +1,396 @@
+"""Read run directories (format `tlbprobe-run/1`, doc/run-format.md) into dataclasses.
+
+The report trusts ``summary.json`` for the figures (it is the documented verdict for
+machines) and reads ``run.yaml`` for the job and host facts, ``phases.csv`` for the time
+line. Every check fails with one InputError line that names the file at fault, so a
+damaged or foreign directory never ends in a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional
+
+import pandas as pd
+
+from ..errors import InputError
+
+FORMAT = "tlbprobe-run/1"
+PHASE_COLUMNS = ("repeat", "phase", "start", "end", "duration_s", "ops", "ops_expected", "result")
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One measured phase of one repeat, as summary.json gives it."""
+
+    name: str
+    duration_s: float
+    ops: int
+    cal_per_cpu: Dict[int, float]
+    tlb_per_cpu: Dict[int, float]
+    cal_other_cpus: float
+    tlb_other_cpus: float
+    sync_raw: float
+    background_sync_ipis: float
+    sync_ipis: float
+    attributed: Dict[str, float]
+
+
+@dataclass(frozen=True)
+class Repeat:
+    repeat: int
+    ops: int
+    ops_expected: int
+    cal_other_cpus: float
+    tlb_other_cpus: float
+    background_sync_ipis: float
+    sync_ipis_measured: float
+    attributed: Dict[str, float]
+    phases: Dict[str, Phase]
+
+    @property
+    def workload(self) -> Optional[Phase]:
+        return self.phases.get("workload")
+
+    @property
+    def idle(self) -> Optional[Phase]:
+        return self.phases.get("idle")
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    samples: Optional[float]
+    cycles_lost: Optional[float]
+    p50_us: Optional[float]
+    p99_us: Optional[float]
+    p999_us: Optional[float]
+    max_us: Optional[float]
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """One cyclictest thread's histogram: microseconds -> count."""
+
+    label: str
+    cpu: int
+    buckets: Dict[int, int]
+
+
+@dataclass
+class Run:
+    path: Path
+    run_yaml: Dict[str, Any]
+    summary: Dict[str, Any]
+    repeats: List[Repeat]
+    phases: pd.DataFrame
+    latency: Dict[str, Dict[int, LatencyStats]] = field(default_factory=dict)
+    latency_driver_cpu: Optional[int] = None
+    histograms: List[Histogram] = field(default_factory=list)
+    warnings: List[str] = field(default_factory=list)
+
+    # --- facts the report uses everywhere ---------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.path.name or str(self.path)
+
+    @property
+    def complete(self) -> bool:
+        return self.summary.get("complete") is True
+
+    @property
+    def status(self) -> str:
+        return str(self.summary.get("status") or "unknown")
+
+    @property
+    def job(self) -> Dict[str, Any]:
+        return self.run_yaml.get("job") or {}
+
+    @property
+    def host(self) -> Dict[str, Any]:
+        return self.run_yaml.get("host") or {}
+
+    @property
+    def workload(self) -> str:
+        return str(self.summary.get("workload") or self.job.get("workload") or "unknown")
+
+    @property
+    def online_cpus(self) -> int:
+        return int(self.summary["online_cpus"])
+
+    @property
+    def driver_cpu(self) -> int:
+        return int(self.summary["driver_cpu"])
+
+    @property
+    def other_cpus(self) -> List[int]:
+        oc = self.summary.get("other_cpus")
+        if isinstance(oc, list):
+            return [int(c) for c in oc]
+        return [c for c in self.cpus if c != self.driver_cpu]
+
+    @property
+    def cpus(self) -> List[int]:
+        cpus = self.host.get("online_cpus")
+        if isinstance(cpus, list) and cpus:
+            return [int(c) for c in cpus]
+        seen: List[int] = []
+        for r in self.repeats:
+            for p in r.phases.values():
+                for c in p.cal_per_cpu:
+                    if c not in seen:
+                        seen.append(c)
+        return sorted(seen)
+
+    @property
+    def ops(self) -> int:
+        return sum(r.ops for r in self.repeats)
+
+    @property
+    def ops_expected(self) -> int:
+        return sum(r.ops_expected for r in self.repeats)
+
+    @property
+    def kernel_release(self) -> str:
+        return str(self.summary.get("kernel_release") or self.host.get("kernel_release") or "unknown")
+
+
+def load_run(path: Path) -> Run:
+    """Load and validate one run directory."""
+    path = Path(path)
+    if not path.is_dir():
+        raise InputError(f"{path}: not a directory")
+    run_yaml = _load_run_yaml(path / "run.yaml")
+    summary = _load_summary(path / "summary.json")
+    repeats = _repeats(path / "summary.json", summary)
+    phases = _load_phases(path / "phases.csv")
+    run = Run(path=path, run_yaml=run_yaml, summary=summary, repeats=repeats, phases=phases)
+    _load_latency(run)
+    return run
+
+
+def _load_run_yaml(p: Path) -> Dict[str, Any]:
+    import yaml
+
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        raise InputError(f"{p}: missing: {p.parent} is not a tlbprobe run directory") from None
+    except OSError as e:
+        raise InputError(f"{p}: cannot read: {e.strerror}") from None
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: ~10x faster
+    try:
+        data = yaml.load(text, Loader=loader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        raise InputError(f"{p}{where}: not valid YAML: {getattr(e, 'problem', None) or e}") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{p}: not a run.yaml (expected a mapping)")
+    if data.get("format") != FORMAT:
+        raise InputError(f"{p}: format is {data.get('format')!r}, this tlbprobe reads {FORMAT!r}")
+    for key in ("job", "host"):
+        if key in data and not isinstance(data[key], dict):
+            raise InputError(f"{p}: '{key}' must be a mapping")
+    return data
+
+
+_SUMMARY_REQUIRED = {
+    "complete": bool,
+    "workload": str,
+    "online_cpus": int,
+    "driver_cpu": int,
+    "repeats": list,
+}
+
+
+def _load_summary(p: Path) -> Dict[str, Any]:
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        raise InputError(f"{p}: missing (the run never started writing, or this is not a run directory)") from None
+    except OSError as e:
+        raise InputError(f"{p}: cannot read: {e.strerror}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InputError(f"{p}:{e.lineno}: damaged, not valid JSON ({e.msg} at column {e.colno})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{p}: damaged: expected a JSON object")
+    if data.get("format", FORMAT) != FORMAT:
+        raise InputError(f"{p}: format is {data.get('format')!r}, this tlbprobe reads {FORMAT!r}")
+    for key, typ in _SUMMARY_REQUIRED.items():
+        if key not in data:
+            raise InputError(f"{p}: damaged: key '{key}' is missing")
+        if not isinstance(data[key], typ) or (typ is int and isinstance(data[key], bool)):
+            raise InputError(f"{p}: damaged: '{key}' should be {typ.__name__}, is {type(data[key]).__name__}")
+    if data["online_cpus"] < 1:
+        raise InputError(f"{p}: damaged: online_cpus is {data['online_cpus']}")
+    return data
+
+
+def _repeats(p: Path, summary: Mapping[str, Any]) -> List[Repeat]:
+    out: List[Repeat] = []
+    for i, r in enumerate(summary["repeats"]):
+        where = f"{p}: repeats[{i}]"
+        if not isinstance(r, dict):
+            raise InputError(f"{where}: damaged: expected an object")
+        phases_raw = r.get("phases") or {}
+        if not isinstance(phases_raw, dict):
+            raise InputError(f"{where}.phases: damaged: expected an object")
+        phases = {name: _phase(f"{where}.phases.{name}", name, ph) for name, ph in phases_raw.items()}
+        out.append(
+            Repeat(
+                repeat=_int(where, r, "repeat", default=i),
+                ops=_int(where, r, "ops"),
+                ops_expected=_int(where, r, "ops_expected", default=_int(where, r, "ops")),
+                cal_other_cpus=_num(where, r, "cal_other_cpus"),
+                tlb_other_cpus=_num(where, r, "tlb_other_cpus"),
+                background_sync_ipis=_num(where, r, "background_sync_ipis", default=0.0),
+                sync_ipis_measured=_num(where, r, "sync_ipis_measured"),
+                attributed=_counts(where, r.get("attributed")),
+                phases=phases,
+            )
+        )
+    return out
+
+
+def _phase(where: str, name: str, ph: Any) -> Phase:
+    if not isinstance(ph, dict):
+        raise InputError(f"{where}: damaged: expected an object")
+    return Phase(
+        name=name,
+        duration_s=_num(where, ph, "duration_s"),
+        ops=_int(where, ph, "ops", default=0),
+        cal_per_cpu=_per_cpu(where, ph.get("cal_per_cpu")),
+        tlb_per_cpu=_per_cpu(where, ph.get("tlb_per_cpu")),
+        cal_other_cpus=_num(where, ph, "cal_other_cpus", default=0.0),
+        tlb_other_cpus=_num(where, ph, "tlb_other_cpus", default=0.0),
+        sync_raw=_num(where, ph, "sync_raw", default=0.0),
+        background_sync_ipis=_num(where, ph, "background_sync_ipis", default=0.0),
+        sync_ipis=_num(where, ph, "sync_ipis", default=0.0),
+        attributed=_counts(where, ph.get("attributed")),
+    )
+
+
+def _num(where: str, d: Mapping[str, Any], key: str, default: Optional[float] = None) -> float:
+    v = d.get(key, default)
+    if v is None:
+        if default is not None:
+            return default
+        raise InputError(f"{where}: damaged: '{key}' is missing")
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(float(v)):
+        raise InputError(f"{where}: damaged: '{key}' should be a number, is {v!r}")
+    return float(v)
+
+
+def _int(where: str, d: Mapping[str, Any], key: str, default: Optional[int] = None) -> int:
+    v = _num(where, d, key, None if default is None else float(default))
+    return int(v)
+
+
+def _per_cpu(where: str, d: Any) -> Dict[int, float]:
+    if d is None:
+        return {}
+    if not isinstance(d, dict):
+        raise InputError(f"{where}: damaged: per-CPU counts should be an object")
+    try:
+        return {int(k): float(v) for k, v in d.items()}
+    except (TypeError, ValueError):
+        raise InputError(f"{where}: damaged: per-CPU counts should map CPU numbers to numbers") from None
+
+
+def _counts(where: str, d: Any) -> Dict[str, float]:
+    if d is None:
+        return {}
+    if not isinstance(d, dict):
+        raise InputError(f"{where}: damaged: 'attributed' should be an object")
+    try:
+        return {str(k): float(v) for k, v in d.items()}
+    except (TypeError, ValueError):
+        raise InputError(f"{where}: damaged: 'attributed' should map functions to counts") from None
+
+
+def _load_phases(p: Path) -> pd.DataFrame:
+    """phases.csv as a frame; an empty frame when absent (a run killed before its first phase)."""
+    if not p.exists():
+        return pd.DataFrame(columns=list(PHASE_COLUMNS))
+    try:
+        df = pd.read_csv(p)
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame(columns=list(PHASE_COLUMNS))
+    except (pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise InputError(f"{p}: damaged, not CSV: {str(e).splitlines()[0]}") from None
+    missing = [c for c in PHASE_COLUMNS if c not in df.columns]
+    if missing:
+        raise InputError(f"{p}: damaged: column(s) {', '.join(missing)} missing")
+    for c in ("start", "end", "duration_s", "ops", "ops_expected"):
+        if not pd.api.types.is_numeric_dtype(df[c]):
+            raise InputError(f"{p}: damaged: column '{c}' holds non-numbers")
+    return df
+
+
+def _load_latency(run: Run) -> None:
+    """summary.json `latency` (percentiles per phase and CPU) and cyclictest JSON histograms.
+
+    Both are optional: a run without --latency has neither, and the report says nothing
+    about latency for it. Two layouts of ``latency`` are read:
+
+    * tlbprobe/latency.py's: ``{"driver_cpu", "aggregate": {kind: {cpu: figures}},
+      "phases": {"r0-workload": {cpu: figures}}, ...}``; the report uses ``aggregate``
+      (each phase kind pooled over the repeats) and falls back to ``phases``;
+    * the plain ``{phase: {cpu: figures}, "driver_cpu": n}``.
+    """
+    lat = run.summary.get("latency")
+    p = run.path / "summary.json"
+    if lat is not None and not isinstance(lat, dict):
+        raise InputError(f"{p}: damaged: 'latency' should be an object")
+    if isinstance(lat, dict):
+        drv = lat.get("driver_cpu")
+        run.latency_driver_cpu = int(drv) if isinstance(drv, int) and not isinstance(drv, bool) else None
+        if isinstance(lat.get("aggregate"), dict) and lat["aggregate"]:
+            by_phase = lat["aggregate"]
+        elif isinstance(lat.get("phases"), dict):
+            by_phase = lat["phases"]
+        else:
+            by_phase = lat
+        for phase, per_cpu in by_phase.items():
+            if not isinstance(per_cpu, dict):
+                continue
+            stats: Dict[int, LatencyStats] = {}
+            for cpu, v in per_cpu.items():
+                if not isinstance(v, dict) or not str(cpu).lstrip("-").isdigit():
+                    continue
+                try:
+                    stats[int(cpu)] = LatencyStats(
+                        *(None if v.get(k) is None else float(v[k])
+                          for k in ("samples", "cycles_lost", "p50_us", "p99_us", "p999_us", "max_us"))
+                    )
+                except (TypeError, ValueError):
+                    raise InputError(f"{p}: damaged: latency {phase}.{cpu} holds non-numbers") from None
+            if stats:
+                run.latency[str(phase)] = stats
+    d = run.path / "latency"
+    if not d.is_dir():
+        return
+    for f in sorted(d.glob("*.json")):
+        try:
+            data = json.loads(f.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            run.warnings.append(f"{f}: skipped, not readable cyclictest JSON ({e})")
+            continue
+        threads = data.get("thread") if isinstance(data, dict) else None
+        if not isinstance(threads, dict):
+            continue
+        for t in threads.values():
+            if not isinstance(t, dict) or not isinstance(t.get("histogram"), dict):
+                continue
+            try:
+                buckets = {int(k): int(v) for k, v in t["histogram"].items()}
+                cpu = int(t.get("cpu", -1))
+            except (TypeError, ValueError):
+                run.warnings.append(f"{f}: skipped a thread with a malformed histogram")
+                continue
+            run.histograms.append(Histogram(label=f.stem, cpu=cpu, buckets=buckets))

@@ -1,0 +1,140 @@
+"""One self-contained HTML file: inline CSS, no scripts, plots embedded as base64 PNG.
+
+It must open from an e-mail attachment or a CI artefact store without fetching anything,
+so nothing in it refers to another file or host.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from typing import List, Sequence
+
+from . import Report
+from .analyze import RunAnalysis
+from .compare import Comparison
+from .render_text import verdict_text
+from .tables import (
+    expected_per_repeat,
+    fmt_mean_ci,
+    fmt_num,
+    fmt_p,
+    fmt_pct,
+    fmt_spread,
+    host_line,
+    kernel_line,
+    ops_line,
+    per_cpu_rows,
+    reproduce_commands,
+    workload_line,
+)
+
+CSS = """
+body{font-family:system-ui,sans-serif;margin:2em;max-width:70em;color:#222}
+table{border-collapse:collapse;margin:.5em 0 1.5em}
+td,th{border:1px solid #ccc;padding:.2em .6em}
+td.r{text-align:right;font-variant-numeric:tabular-nums}
+th{background:#f3f3f3}
+.matches{color:#165}.differs{color:#a11;font-weight:bold}.undetermined{color:#a60}
+pre{background:#f6f6f6;padding:.6em;overflow-x:auto}
+img{max-width:100%;border:1px solid #ddd;margin:.4em 0}
+"""
+
+
+def render(report: Report) -> str:
+    e = html.escape
+    parts: List[str] = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>tlbprobe report: {e(' vs '.join(a.run.name for a in report.runs))}</title>",
+        f"<style>{CSS}</style></head><body>",
+        f"<h1>tlbprobe report</h1><p>{len(report.runs)} run(s); tlbprobe {e(report.tool_version)}; "
+        f"model parameters {e(report.params.source)}</p>",
+    ]
+    cmds = reproduce_commands(report.runs)
+    if cmds:
+        text = "\n".join(c + " --out DIR" for c in cmds)
+        text += "\ntlbprobe report " + " ".join(a.run.name for a in report.runs)
+        parts.append(f"<h2>Reproduce</h2><pre>{e(text)}</pre>")
+    for c in report.comparisons:
+        parts.append(comparison_html(c))
+    for a in report.runs:
+        parts.append(run_html(a, report))
+    general = [p for p in report.plots if p.run is None]
+    if general:
+        parts.append("<h2>Plots</h2>")
+        parts += [_img(p) for p in general]
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], align: str) -> str:
+    e = html.escape
+    head = "".join(f"<th>{e(h)}</th>" for h in headers)
+    body = "".join(
+        "<tr>" + "".join(f'<td class="{"r" if align[i] == "r" else "l"}">{e(str(c))}</td>' for i, c in enumerate(row))
+        + "</tr>"
+        for row in rows
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _img(p) -> str:
+    data = base64.b64encode(p.path.read_bytes()).decode("ascii")
+    return f'<figure><img alt="{html.escape(p.title)}" src="data:image/png;base64,{data}"></figure>'
+
+
+def comparison_html(c: Comparison) -> str:
+    a, b = c.base, c.other
+    rows = [
+        (f.label, fmt_mean_ci(f.base, f.digits), fmt_mean_ci(f.other, f.digits), fmt_pct(f.change_pct),
+         fmt_p(f.welch.p if f.welch else None), f.mark)
+        for f in c.figures
+    ]
+    rows.append(("model, per repeat", fmt_num(expected_per_repeat(a), 1), fmt_num(expected_per_repeat(b), 1),
+                 "", "", ""))
+    rows.append(("verdict", a.verdict.status, b.verdict.status, "", "", ""))
+    out = [f"<h2>{html.escape(b.label)} {html.escape(b.run.name)} against {html.escape(a.label)} "
+           f"{html.escape(a.run.name)}</h2>",
+           _table(("figure", f"{a.label} {a.variant.value or a.run.name}", f"{b.label} {b.variant.value or b.run.name}",
+                   "change", "p", ""), rows, "lrrrrl"),
+           "<p>Mean ±95% CI over repeats. * Welch's t-test p&lt;0.05 and [min,max] ranges do not overlap; "
+           "? too few repeats to test.</p>"]
+    if c.latency:
+        lrows = [(r.phase, r.role, r.metric.replace("_us", ""), fmt_num(r.base, 1), fmt_num(r.other, 1))
+                 for r in c.latency]
+        out.append("<h3>Latency, µs</h3>" + _table(("phase", "CPU", "percentile", a.label, b.label), lrows, "lllrr"))
+    return "\n".join(out)
+
+
+def run_html(a: RunAnalysis, report: Report) -> str:
+    e = html.escape
+    run, v = a.run, a.verdict
+    facts = [
+        ("status", f"{run.status}, {len(run.repeats)}/{run.summary.get('repeats_planned', len(run.repeats))} repeats"),
+        ("host", host_line(a)),
+        ("kernel", f"{kernel_line(a)}; variant from {a.variant.source}"),
+        ("flush mode", f"{a.flush.value}; from {a.flush.source}"),
+        ("workload", workload_line(a)),
+        ("operations", ops_line(a)),
+        ("sync IPIs measured", f"{fmt_num(v.measured, 1)}; per repeat {fmt_spread(a.stats.get('sync_ipis'), 1)}"),
+        ("model", f"{fmt_num(a.prediction.sync_ipis.value)}: {a.prediction.sync_ipis.why}"),
+    ]
+    facts += [("warning", w) for w in v.warnings]
+    rows = [(str(r.cpu), r.role, fmt_num(r.cal), fmt_num(r.tlb), fmt_num(r.sync_raw), fmt_num(r.expected_sync))
+            for r in per_cpu_rows(a)]
+    out = [
+        f"<h2>{e(a.label)}: {e(str(run.path))}</h2>",
+        f'<p class="{e(v.status.replace(" ", "-"))}">{e(verdict_text(a))}</p>',
+        _table(("", ""), facts, "ll"),
+        _table(("CPU", "role", "CAL", "TLB", "CAL−TLB", "expected sync"), rows, "rlrrrr"),
+    ]
+    if run.latency:
+        drv = run.latency_driver_cpu if run.latency_driver_cpu is not None else run.driver_cpu
+        lrows = [(phase, f"{cpu}{' (driver)' if cpu == drv else ''}", fmt_num(s.samples), fmt_num(s.cycles_lost),
+                  fmt_num(s.p50_us, 1), fmt_num(s.p99_us, 1), fmt_num(s.p999_us, 1), fmt_num(s.max_us, 1))
+                 for phase, per in run.latency.items() for cpu, s in sorted(per.items())]
+        out.append(_table(("phase", "CPU", "samples", "lost", "p50 µs", "p99 µs", "p99.9 µs", "max µs"), lrows,
+                          "llrrrrrr"))
+    out += [_img(p) for p in report.plots if p.run == run.name]
+    return "\n".join(out)

@@ -1,0 +1,140 @@
+"""Machine-readable report: every run with its prediction and verdict, and the comparisons.
+
+Key names follow summary.json where they mean the same thing (``ops``,
+``sync_ipis_measured``, ``attributed``) and the model's JSON where they are predictions
+(``sync_ipis_expected``, ``sync_broadcasts_expected``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, Dict, Optional
+
+from . import Report
+from .analyze import RunAnalysis
+from .compare import Comparison, latency_table
+from .stats import Spread
+from .tables import per_cpu_rows
+
+FORMAT = "tlbprobe-report/1"
+
+
+def render(report: Report) -> str:
+    return json.dumps(_clean(to_dict(report)), indent=2, allow_nan=False, default=_default) + "\n"
+
+
+def _clean(o: Any) -> Any:
+    """Strict JSON: infinities and NaN (a t statistic of two constant samples) become null."""
+    if isinstance(o, float) and (math.isinf(o) or math.isnan(o)):
+        return None
+    if isinstance(o, dict):
+        return {str(k): _clean(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_clean(v) for v in o]
+    return o
+
+
+def to_dict(report: Report) -> Dict[str, Any]:
+    return {
+        "format": FORMAT,
+        "tool_version": report.tool_version,
+        "model_params": report.params.source,
+        "runs": [run_dict(a) for a in report.runs],
+        "comparisons": [comparison_dict(c) for c in report.comparisons],
+        "plots": [{"path": str(p.path), "kind": p.kind, "run": p.run, "title": p.title} for p in report.plots],
+    }
+
+
+def run_dict(a: RunAnalysis) -> Dict[str, Any]:
+    run, v, pred = a.run, a.verdict, a.prediction
+    attributed: Dict[str, float] = {}
+    for r in run.repeats:
+        for k, n in r.attributed.items():
+            attributed[k] = attributed.get(k, 0.0) + n
+    return {
+        "label": a.label,
+        "path": str(run.path),
+        "name": run.name,
+        "complete": run.complete,
+        "status": run.status,
+        "repeats_planned": run.summary.get("repeats_planned"),
+        "repeats_done": len(run.repeats),
+        "workload": a.scenario.workload,
+        "kernel_release": run.kernel_release,
+        "variant": {"value": a.variant.value, "source": a.variant.source},
+        "flush_mode": {"value": a.flush.value, "source": a.flush.source},
+        "online_cpus": run.online_cpus,
+        "driver_cpu": run.driver_cpu,
+        "other_cpus": run.other_cpus,
+        "threads": int(run.job.get("threads") or 0),
+        "ops": run.ops,
+        "ops_expected": run.ops_expected,
+        "sync_ipis_measured": v.measured,
+        "sync_ipis_expected": pred.sync_ipis.value,
+        "sync_broadcasts_expected": pred.sync_broadcasts.value,
+        "tlb_ipis_expected": pred.tlb_ipis.value,
+        "tlb_ipis_max": pred.tlb_ipis_max,
+        "tlb_ipis_measured": sum(r.tlb_other_cpus for r in run.repeats),
+        "background_sync_ipis": sum(r.background_sync_ipis for r in run.repeats),
+        "ratio": v.ratio,
+        "verdict": {
+            "status": v.status,
+            "ok": v.ok,
+            "tolerance": v.tolerance,
+            "reason": v.reason,
+            "warnings": list(v.warnings),
+        },
+        "attributed": attributed,
+        "stats": {k: spread_dict(s) for k, s in a.stats.items()},
+        "per_repeat": a.per_repeat,
+        "per_cpu": {
+            str(r.cpu): {"role": r.role, "cal": r.cal, "tlb": r.tlb, "sync_raw": r.sync_raw,
+                         "expected_sync": r.expected_sync}
+            for r in per_cpu_rows(a)
+        },
+        "prediction": pred.to_dict(),
+        "latency": {p: {str(c): s for c, s in per.items()} for p, per in latency_table(run).items()} or None,
+        "warnings": list(run.warnings),
+    }
+
+
+def spread_dict(s: Optional[Spread]) -> Optional[Dict[str, Any]]:
+    if s is None:
+        return None
+    return {"n": s.n, "mean": s.mean, "median": s.median, "min": s.min, "max": s.max, "sd": s.sd,
+            "ci95": list(s.ci95) if s.ci95 else None}
+
+
+def comparison_dict(c: Comparison) -> Dict[str, Any]:
+    return {
+        "base": c.base.run.name,
+        "base_path": str(c.base.run.path),
+        "other": c.other.run.name,
+        "other_path": str(c.other.run.path),
+        "figures": [
+            {
+                "key": f.key,
+                "label": f.label,
+                "base": spread_dict(f.base),
+                "other": spread_dict(f.other),
+                "change_pct": f.change_pct,
+                "t": f.welch.t if f.welch else None,
+                "df": f.welch.df if f.welch else None,
+                "p_value": f.welch.p if f.welch else None,
+                "ranges_overlap": f.overlap,
+                "significant": f.significant,
+            }
+            for f in c.figures
+        ],
+        "latency": [
+            {"phase": r.phase, "role": r.role, "metric": r.metric, "base": r.base, "other": r.other}
+            for r in c.latency
+        ],
+    }
+
+
+def _default(o: Any) -> Any:
+    if hasattr(o, "item"):  # numpy scalars from pandas
+        return o.item()
+    raise TypeError(f"cannot serialise {type(o).__name__}")

@@ -1,0 +1,97 @@
+"""Markdown (GitHub flavour): the text report's content as tables, plots linked by path."""
+
+from __future__ import annotations
+
+from typing import List, Sequence
+
+from . import Report
+from .analyze import RunAnalysis
+from .compare import Comparison
+from .render_text import verdict_text
+from .tables import (
+    expected_per_repeat,
+    fmt_mean_ci,
+    fmt_num,
+    fmt_p,
+    fmt_pct,
+    fmt_spread,
+    host_line,
+    kernel_line,
+    ops_line,
+    per_cpu_rows,
+    reproduce_commands,
+    workload_line,
+)
+
+
+def render(report: Report) -> str:
+    out: List[str] = [f"# tlbprobe report ({len(report.runs)} run{'s' if len(report.runs) != 1 else ''})", ""]
+    cmds = reproduce_commands(report.runs)
+    if cmds:
+        out += ["Reproduce (as root, on each kernel):", "", "```"]
+        out += [c + " --out DIR" for c in cmds]
+        out += ["tlbprobe report " + " ".join(a.run.name for a in report.runs), "```", ""]
+    for c in report.comparisons:
+        out += comparison_md(c)
+    for a in report.runs:
+        out += run_md(a)
+    if report.plots:
+        out += ["## Plots", ""]
+        out += [f"![{p.title}]({p.path})" for p in report.plots]
+        out.append("")
+    return "\n".join(out).rstrip() + "\n"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]], align: str) -> List[str]:
+    def esc(s: str) -> str:
+        return str(s).replace("|", "\\|")
+
+    sep = ["---:" if a == "r" else ":---" for a in align]
+    lines = ["| " + " | ".join(esc(h) for h in headers) + " |", "| " + " | ".join(sep) + " |"]
+    lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in rows]
+    return lines
+
+
+def comparison_md(c: Comparison) -> List[str]:
+    a, b = c.base, c.other
+    out = [f"## {b.label} `{b.run.name}` against {a.label} `{a.run.name}`", ""]
+    rows = [
+        (f.label, fmt_mean_ci(f.base, f.digits), fmt_mean_ci(f.other, f.digits), fmt_pct(f.change_pct),
+         fmt_p(f.welch.p if f.welch else None), f.mark)
+        for f in c.figures
+    ]
+    rows.append(("model, per repeat", fmt_num(expected_per_repeat(a), 1), fmt_num(expected_per_repeat(b), 1),
+                 "", "", ""))
+    rows.append(("verdict", a.verdict.status, b.verdict.status, "", "", ""))
+    out += table(("figure", f"{a.label} {a.variant.value or a.run.name}", f"{b.label} {b.variant.value or b.run.name}",
+                  "change", "p", ""), rows, "lrrrrl")
+    out += ["", "Mean ±95% CI over repeats. `*`: Welch's t-test p<0.05 and [min,max] ranges do not overlap; "
+            "`?`: too few repeats to test.", ""]
+    if c.latency:
+        lrows = [(r.phase, r.role, r.metric.replace("_us", ""), fmt_num(r.base, 1), fmt_num(r.other, 1))
+                 for r in c.latency]
+        out += ["Latency (µs; driver CPU, and the worst of the other CPUs):", ""]
+        out += table(("phase", "CPU", "percentile", a.label, b.label), lrows, "lllrr") + [""]
+    return out
+
+
+def run_md(a: RunAnalysis) -> List[str]:
+    run, v = a.run, a.verdict
+    out = [f"## {a.label}: `{run.path}`", ""]
+    facts = [
+        ("status", f"{run.status}, {len(run.repeats)}/{run.summary.get('repeats_planned', len(run.repeats))} repeats"),
+        ("host", host_line(a)),
+        ("kernel", f"{kernel_line(a)} — variant from {a.variant.source}"),
+        ("flush mode", f"{a.flush.value} — from {a.flush.source}"),
+        ("workload", workload_line(a)),
+        ("operations", ops_line(a)),
+        ("sync IPIs measured", f"{fmt_num(v.measured, 1)}; per repeat {fmt_spread(a.stats.get('sync_ipis'), 1)}"),
+        ("model", f"{fmt_num(a.prediction.sync_ipis.value)} — {a.prediction.sync_ipis.why}"),
+        ("verdict", verdict_text(a)),
+    ]
+    facts += [("warning", w) for w in v.warnings]
+    out += table(("", ""), facts, "ll") + [""]
+    rows = [(str(r.cpu), r.role, fmt_num(r.cal), fmt_num(r.tlb), fmt_num(r.sync_raw), fmt_num(r.expected_sync))
+            for r in per_cpu_rows(a)]
+    out += table(("CPU", "role", "CAL", "TLB", "CAL−TLB", "expected sync"), rows, "rlrrrr") + [""]
+    return out

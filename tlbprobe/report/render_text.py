@@ -1,0 +1,177 @@
+"""The terminal report: every run in detail, then the comparison against the first run."""
+
+from __future__ import annotations
+
+from typing import List
+
+from . import Report
+from .analyze import FLUSH_FUNCTION, SYNC_FUNCTION, RunAnalysis
+from .compare import Comparison
+from .tables import (
+    expected_per_repeat,
+    fmt_mean_ci,
+    fmt_num,
+    fmt_p,
+    fmt_pct,
+    fmt_spread,
+    host_line,
+    kernel_line,
+    ops_line,
+    per_cpu_rows,
+    text_table,
+    workload_line,
+)
+
+#: Above this many CPUs the per-CPU table shows the driver and a summary of the others.
+MAX_CPU_ROWS = 16
+
+
+def render(report: Report) -> str:
+    lines: List[str] = []
+    n = len(report.runs)
+    lines.append(f"tlbprobe {report.tool_version} report: {n} run{'s' if n != 1 else ''}"
+                 + (" (A is the baseline of the comparison)" if n > 1 else ""))
+    for a in report.runs:
+        lines.append("")
+        lines.extend(run_lines(a))
+    for c in report.comparisons:
+        lines.append("")
+        lines.extend(comparison_lines(c))
+    if report.plots:
+        lines.append("")
+        lines.append("Plots:")
+        lines.extend(f"  {p.path}" for p in report.plots)
+    return "\n".join(lines) + "\n"
+
+
+def run_lines(a: RunAnalysis) -> List[str]:
+    run, v, pred = a.run, a.verdict, a.prediction
+    reps = f"{len(run.repeats)}/{run.summary.get('repeats_planned', len(run.repeats))} repeats"
+    out = [f"{a.label}  {run.path}  ({run.status}, {reps})"]
+
+    def field(name: str, text: str) -> None:
+        out.append(f"   {name:<10} {text}")
+
+    field("host", host_line(a))
+    field("kernel", f"{kernel_line(a)}; variant from {a.variant.source}")
+    field("flush", f"{a.flush.value} from {a.flush.source}")
+    field("workload", workload_line(a))
+    field("ops", ops_line(a))
+    sync = a.stats.get("sync_ipis")
+    field("measured", f"sync IPIs {fmt_num(v.measured, 1)} in total; per repeat {fmt_spread(sync, 1)}")
+    per_op = a.stats.get("sync_per_op_per_cpu")
+    if per_op is not None:
+        field("", f"{fmt_num(per_op.median, 3)} per operation per other CPU (median)")
+    bg = a.background_rate
+    bg_total = sum(r.background_sync_ipis for r in run.repeats)
+    field("background", f"{fmt_num(bg_total, 1)} subtracted"
+          + (f"; idle rate {fmt_num(bg.median, 2)}/s on the other CPUs" if bg else ""))
+    exp = pred.sync_ipis
+    field("model", f"{fmt_num(exp.value, 0) if exp.value is not None else 'no single answer'}: {exp.why}")
+    field("", f"rules: {', '.join(exp.rules)}")
+    tlb = pred.tlb_ipis
+    tlb_txt = fmt_num(tlb.value) if tlb.value is not None else (
+        f"at most {fmt_num(pred.tlb_ipis_max)}" if pred.tlb_ipis_max is not None else "not modelled")
+    tlb_meas = sum(r.tlb_other_cpus for r in run.repeats)
+    field("", f"TLB shootdowns {tlb_txt}: {tlb.why}; measured {fmt_num(tlb_meas)} (background included)")
+    field("verdict", verdict_text(a))
+    for w in v.warnings:
+        field("", f"warning: {w}")
+    attributed = _attributed(a)
+    if attributed:
+        field("attributed", attributed)
+    out.extend("   " + line for line in per_cpu_lines(a))
+    lat = latency_lines(a)
+    if lat:
+        out.extend("   " + line for line in lat)
+    for w in run.warnings:
+        field("", f"warning: {w}")
+    return out
+
+
+def verdict_text(a: RunAnalysis) -> str:
+    v = a.verdict
+    if v.status == "matches":
+        ratio = f"measured/expected {v.ratio:.3f}" if v.ratio is not None else f"{fmt_num(v.measured, 1)} vs 0 expected"
+        return f"MATCHES: {ratio}, within ±{fmt_num(v.tolerance, 1)}"
+    if v.status == "differs":
+        ratio = f"measured/expected {v.ratio:.3f}" if v.ratio is not None else f"{fmt_num(v.measured, 1)} vs 0 expected"
+        return f"DIFFERS: {ratio}, outside ±{fmt_num(v.tolerance, 1)}; likely reason: {v.reason}"
+    return f"{v.status.upper()}: {v.reason}"
+
+
+def _attributed(a: RunAnalysis) -> str:
+    total = {}
+    for r in a.run.repeats:
+        for k, n in r.attributed.items():
+            total[k] = total.get(k, 0.0) + n
+    if not total:
+        return ""
+    order = [k for k in (SYNC_FUNCTION, FLUSH_FUNCTION) if k in total]
+    order += sorted((k for k in total if k not in order), key=lambda k: -total[k])
+    return ", ".join(f"{k} {fmt_num(total[k])}" for k in order) + " (other CPUs, workload phases)"
+
+
+def per_cpu_lines(a: RunAnalysis) -> List[str]:
+    rows = per_cpu_rows(a)
+    if not rows:
+        return []
+    head = ("CPU", "role", "CAL", "TLB", "CAL-TLB", "expected sync")
+    if len(rows) > MAX_CPU_ROWS:
+        keep = [r for r in rows if r.role != "other"]
+        others = sorted((r for r in rows if r.role == "other"), key=lambda r: r.sync_raw)
+        body = [_cpu_cells(r) for r in keep]
+        if others:
+            lo, mid, hi = others[0], others[len(others) // 2], others[-1]
+            for tag, r in (("min", lo), ("median", mid), ("max", hi)):
+                cells = _cpu_cells(r)
+                body.append((f"{r.cpu}", f"other {tag}") + cells[2:])
+        title = f"per CPU, workload phases summed ({len(others)} other CPUs summarised by CAL-TLB):"
+    else:
+        body = [_cpu_cells(r) for r in rows]
+        title = "per CPU, workload phases summed:"
+    return [title] + ["  " + line for line in text_table(head, body, "rlrrrr")]
+
+
+def _cpu_cells(r) -> tuple:
+    return (str(r.cpu), r.role, fmt_num(r.cal), fmt_num(r.tlb), fmt_num(r.sync_raw), fmt_num(r.expected_sync))
+
+
+def latency_lines(a: RunAnalysis) -> List[str]:
+    run = a.run
+    if not run.latency:
+        return []
+    head = ("phase", "CPU", "samples", "lost", "p50 us", "p99 us", "p99.9 us", "max us")
+    body = []
+    drv = run.latency_driver_cpu if run.latency_driver_cpu is not None else run.driver_cpu
+    for phase, per_cpu in run.latency.items():
+        for cpu in sorted(per_cpu):
+            s = per_cpu[cpu]
+            tag = f"{cpu}{' (driver)' if cpu == drv else ''}"
+            body.append((phase, tag, fmt_num(s.samples), fmt_num(s.cycles_lost), fmt_num(s.p50_us, 1),
+                         fmt_num(s.p99_us, 1), fmt_num(s.p999_us, 1), fmt_num(s.max_us, 1)))
+    return ["latency (cyclictest):"] + ["  " + line for line in text_table(head, body, "llrrrrrr")]
+
+
+def comparison_lines(c: Comparison) -> List[str]:
+    a, b = c.base, c.other
+    out = [f"{b.label} against {a.label}: {b.run.name} vs {a.run.name}"
+           f"  (mean ±95% CI; * = Welch p<0.05 and [min,max] ranges do not overlap; ? = too few repeats)"]
+    head = ("figure", f"{a.label} {a.run.name}", f"{b.label} {b.run.name}", "change", "p", "")
+    body = []
+    for f in c.figures:
+        body.append((f.label, fmt_mean_ci(f.base, f.digits), fmt_mean_ci(f.other, f.digits), fmt_pct(f.change_pct),
+                     fmt_p(f.welch.p if f.welch else None), f.mark))
+    body.append(("model, per repeat", fmt_num(expected_per_repeat(a), 1), fmt_num(expected_per_repeat(b), 1),
+                 "", "", ""))
+    body.append(("verdict", a.verdict.status, b.verdict.status, "", "", ""))
+    out.extend("  " + line for line in text_table(head, body, "lrrrrl"))
+    if c.latency:
+        out.append("  latency, us (driver CPU; worst other CPU):")
+        lhead = ("phase", "CPU", "percentile", a.label, b.label, "change")
+        lbody = []
+        for r in c.latency:
+            change = fmt_pct((r.other - r.base) / r.base * 100) if r.base and r.other is not None else "-"
+            lbody.append((r.phase, r.role, r.metric.replace("_us", ""), fmt_num(r.base, 1), fmt_num(r.other, 1), change))
+        out.extend("    " + line for line in text_table(lhead, lbody, "lllrrr"))
+    return out

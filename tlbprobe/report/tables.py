@@ -1,0 +1,199 @@
+"""Numbers and rows shared by the renderers: formatting, the per-CPU table, the run's facts.
+
+Renderers differ in layout only; what a figure says (and how it is rounded) is decided
+here once, so the text, LKML, Markdown, HTML and JSON outputs cannot disagree.
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+from dataclasses import dataclass
+from typing import List, Optional, Sequence
+
+from ..units import format_size
+from .analyze import RunAnalysis
+from .stats import Spread
+
+
+@dataclass(frozen=True)
+class CpuRow:
+    cpu: int
+    role: str  # driver | thread | other
+    cal: float
+    tlb: float
+    expected_sync: Optional[float]
+
+    @property
+    def sync_raw(self) -> float:
+        return self.cal - self.tlb
+
+
+def per_cpu_rows(a: RunAnalysis) -> List[CpuRow]:
+    """CAL and TLB received per CPU, summed over the workload phases of the finished repeats."""
+    run = a.run
+    threads = int(run.job.get("threads") or 0)
+    thread_cpus = set(run.other_cpus[:threads])
+    per_other = a.prediction.sync_ipis_per_other_cpu
+    rows: List[CpuRow] = []
+    cpus = run.cpus
+    for c in cpus:
+        cal = sum(r.workload.cal_per_cpu.get(c, 0.0) for r in run.repeats if r.workload)
+        tlb = sum(r.workload.tlb_per_cpu.get(c, 0.0) for r in run.repeats if r.workload)
+        role = "driver" if c == run.driver_cpu else ("thread" if c in thread_cpus else "other")
+        rows.append(CpuRow(c, role, cal, tlb, 0.0 if role == "driver" else per_other))
+    return rows
+
+
+def expected_per_repeat(a: RunAnalysis) -> Optional[float]:
+    """The model's sync IPIs for an average repeat, to set beside per-repeat means."""
+    v = a.prediction.sync_ipis.value
+    n = len(a.run.repeats)
+    return None if v is None or n == 0 else v / n
+
+
+def fmt_num(v: Optional[float], digits: int = 0) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    if digits == 0:
+        return f"{v:,.0f}"
+    return f"{v:,.{digits}f}"
+
+
+def fmt_pct(v: Optional[float]) -> str:
+    return "-" if v is None else f"{v:+.1f}%"
+
+
+def fmt_mean_ci(s: Optional[Spread], digits: int) -> str:
+    """'mean ±half-CI' with 3+ repeats, else the mean alone."""
+    if s is None:
+        return "-"
+    if s.ci_half is not None and s.ci_half > 0:
+        return f"{fmt_num(s.mean, digits)} ±{fmt_num(s.ci_half, digits)}"
+    return fmt_num(s.mean, digits)
+
+
+def fmt_spread(s: Optional[Spread], digits: int) -> str:
+    """'median [min..max]' plus the 95% CI of the mean where there is one."""
+    if s is None:
+        return "-"
+    out = f"median {fmt_num(s.median, digits)} [{fmt_num(s.min, digits)}..{fmt_num(s.max, digits)}]"
+    if s.ci95 is not None:
+        out += f", 95% CI {fmt_num(s.ci95[0], digits)}..{fmt_num(s.ci95[1], digits)}"
+    return out
+
+
+def fmt_p(p: Optional[float]) -> str:
+    if p is None:
+        return "-"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def workload_line(a: RunAnalysis) -> str:
+    """'MADV_COLLAPSE of 256M (128 x 2M) on CPU 0, 0 threads, 3 repeats'."""
+    run, s = a.run, a.scenario
+    size = run.job.get("size")
+    size_txt = format_size(int(size)) if isinstance(size, int) else "?"
+    threads = int(run.job.get("threads") or 0)
+    if s.workload == "collapse":
+        what = f"MADV_COLLAPSE of {size_txt}"
+    elif s.workload == "hugetlb-unshare":
+        what = (f"hugetlb PMD unshare by {s.unshare_kind} of {size_txt} ({s.tables_per_op} PMD "
+                f"table{'s' if s.tables_per_op != 1 else ''}, {s.sharers} sharers"
+                f"{', MAP_PRIVATE control' if s.control else ''})")
+    else:
+        what = "idle"
+    reps = run.summary.get("repeats_planned", len(run.repeats))
+    return f"{what} on CPU {run.driver_cpu}, {threads} thread{'s' if threads != 1 else ''}, {reps} repeats"
+
+
+def ops_line(a: RunAnalysis) -> str:
+    unit = a.run.summary.get("ops_unit") or "operations"
+    return f"{a.run.ops:,} of {a.run.ops_expected:,} {unit}"
+
+
+def host_line(a: RunAnalysis) -> str:
+    h = a.run.host
+    hv = h.get("hypervisor")
+    where = f"{hv.upper() if isinstance(hv, str) and len(hv) <= 4 else hv} guest" if hv else "bare metal"
+    return f"{h.get('cpu_model') or 'unknown CPU'}, {a.run.online_cpus} CPUs, {where}"
+
+
+def kernel_line(a: RunAnalysis) -> str:
+    return f"{a.run.kernel_release} ({a.variant.value or 'variant unknown'})"
+
+
+def short_source(source: str) -> str:
+    if source.startswith("run.yaml") or source.startswith("summary.json"):
+        return "as recorded"
+    if source.startswith("kernel release"):
+        return "by --variant-pattern"
+    if source.startswith("command line"):
+        return "from --flush-mode"
+    return "unknown"
+
+
+def reproduce_commands(runs: Sequence[RunAnalysis]) -> List[str]:
+    """The collect command(s) as recorded in run.yaml, without --out, once if all agree."""
+    cmds: List[str] = []
+    for a in runs:
+        cmd = a.run.run_yaml.get("command")
+        if not isinstance(cmd, list) or not cmd:
+            continue
+        words = [str(w) for w in cmd]
+        cleaned: List[str] = []
+        skip = False
+        for w in words:
+            if skip:
+                skip = False
+                continue
+            if w in ("--out", "-o"):
+                skip = True
+                continue
+            if w.startswith("--out="):
+                continue
+            cleaned.append(w)
+        if cleaned and cleaned[0].endswith("tlbprobe"):
+            cleaned[0] = "tlbprobe"
+        line = shlex.join(cleaned)
+        if line not in cmds:
+            cmds.append(line)
+    return cmds
+
+
+def wrap_command(cmd: str, width: int, first_prefix: str, cont_prefix: str) -> List[str]:
+    """Wrap a shell command at word boundaries with ' \\' continuations (quoting kept)."""
+    tokens = [shlex.quote(w) for w in shlex.split(cmd)]
+    words: List[str] = []
+    for tok in tokens:  # keep "--option value" on one line
+        if words and words[-1].startswith("-") and " " not in words[-1] and not tok.startswith("-"):
+            words[-1] += " " + tok
+        else:
+            words.append(tok)
+    lines: List[str] = []
+    cur = first_prefix
+    started = False
+    for w in words:
+        candidate = cur + (" " if started else "") + w
+        if started and len(candidate) + 2 > width:
+            lines.append(cur + " \\")
+            cur = cont_prefix + w
+        else:
+            cur = candidate
+        started = True
+    lines.append(cur)
+    return lines
+
+
+def text_table(headers: Sequence[str], rows: Sequence[Sequence[str]], align: str) -> List[str]:
+    """A fixed-width table; ``align`` has one 'l' or 'r' per column."""
+    widths = [len(h) for h in headers]
+    for row in rows:
+        for i, cell in enumerate(row):
+            widths[i] = max(widths[i], len(cell))
+
+    def fmt(row: Sequence[str]) -> str:
+        cells = [c.ljust(widths[i]) if align[i] == "l" else c.rjust(widths[i]) for i, c in enumerate(row)]
+        return "  ".join(cells).rstrip()
+
+    return [fmt(headers)] + [fmt(r) for r in rows]
