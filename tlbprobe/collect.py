@@ -38,7 +38,9 @@ from .workloads import DRIVERS, PhaseOutcome, Workload
 class Console:
     """Progress for a person: log lines (also kept in log.txt) and a transient status line."""
 
-    def __init__(self, stream=sys.stderr, quiet: bool = False):
+    def __init__(self, stream=None, quiet: bool = False):
+        # sys.stderr looked up now, not at import: tests replace (and close) it between calls.
+        stream = sys.stderr if stream is None else stream
         self.stream = stream
         self.quiet = quiet
         self.tty = hasattr(stream, "isatty") and stream.isatty()

@@ -81,3 +81,17 @@ def touch(addr: int, length: int, step: int = 4096) -> None:
 def read_into(dst: int, src: int, length: int) -> None:
     """Copy memory (reads the source range: keeps a thread's CPU in the mm)."""
     ctypes.memmove(dst, src, length)
+
+
+# -- additions for the hugetlb-unshare driver ------------------------------------------------
+PROT_NONE = 0x0
+MADV_POPULATE_READ = 22    # Linux 5.14
+PR_SET_PDEATHSIG = 1
+
+_libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+
+
+def set_parent_death_signal(sig: int) -> None:
+    """prctl(PR_SET_PDEATHSIG): the kernel sends ``sig`` to us when the thread that forked us
+    exits, so a helper process cannot outlive a driver killed with SIGKILL."""
+    _check(_libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0), "prctl(PR_SET_PDEATHSIG)")
