@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what tlbprobe needs on Debian 12, as root: the Debian packages it drives
-# (cyclictest from rt-tests, dmesg/mount from util-linux) and a virtualenv in .venv with
-# tlbprobe and its Python dependencies. Safe to run again; it only adds what is missing.
+# (cyclictest from rt-tests, dmesg/mount from util-linux; for the QEMU A/B: QEMU, the
+# kernel source and what building it takes) and a virtualenv in .venv with tlbprobe and
+# its Python dependencies. Safe to run again; it only adds what is missing.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -10,7 +11,9 @@ if [ "$(id -u)" != 0 ]; then
     exit 1
 fi
 
-APT_PACKAGES=(python3 python3-venv python3-pip rt-tests util-linux procps)
+APT_PACKAGES=(python3 python3-venv python3-pip rt-tests util-linux procps
+              qemu-system-x86 linux-source-6.12 build-essential bc flex bison libelf-dev libssl-dev
+              cpio dwarves patch xz-utils)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -19,7 +22,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "install.sh: installing Debian packages: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq "${missing[@]}" >/dev/null
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 # Debian's own python3, so the venv does not depend on whatever python3 is first in PATH.

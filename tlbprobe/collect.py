@@ -43,7 +43,9 @@ class Console:
         stream = sys.stderr if stream is None else stream
         self.stream = stream
         self.quiet = quiet
-        self.tty = hasattr(stream, "isatty") and stream.isatty()
+        # A status line needs a terminal that understands "\r" + erase-line (a guest's serial
+        # console runs with TERM=dumb, and its log should stay readable).
+        self.tty = hasattr(stream, "isatty") and stream.isatty() and os.environ.get("TERM") != "dumb"
         self.rundir: Optional[RunDir] = None
         self._status = False
 

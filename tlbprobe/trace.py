@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple
 
 from .errors import PreflightError
-from .procfs import parse_cpulist
 from .sysstate import SystemState
 
 TRACEFS = Path("/sys/kernel/tracing")
@@ -56,6 +55,16 @@ def symbol(text: str) -> str:
     return "(none)" if name in ("0x0", "0", "(nil)") else name
 
 
+def parse_hex_cpumask(text: str) -> List[int]:
+    """CPUs of a cpumask as tracepoints print it (__get_cpumask -> "%*pb"): comma-separated
+    32-bit hex words, most significant first, e.g. '00000000,0000000c' = CPUs 2 and 3."""
+    try:
+        bits = int(text.replace(",", ""), 16)
+    except ValueError:
+        return []
+    return [cpu for cpu in range(bits.bit_length()) if bits >> cpu & 1]
+
+
 def parse_event(body_event: str, body: str, cpu: int) -> List[Key]:
     """The attribution keys one trace line counts for (a cpumask counts once per target)."""
     fields = dict(_FIELD.findall(body))
@@ -65,7 +74,7 @@ def parse_event(body_event: str, body: str, cpu: int) -> List[Key]:
         return [("ipi_send_cpu", symbol(fields.get("callback", "0x0")), symbol(fields.get("callsite", "?")),
                  int(fields.get("cpu", -1)))]
     if body_event == "ipi_send_cpumask":
-        targets = parse_cpulist(fields.get("cpumask", ""))
+        targets = parse_hex_cpumask(fields.get("cpumask", ""))
         cb, cs = symbol(fields.get("callback", "0x0")), symbol(fields.get("callsite", "?"))
         return [("ipi_send_cpumask", cb, cs, t) for t in targets]
     return []

@@ -1,0 +1,131 @@
+"""The QEMU layer: command lines, console parsing, and real QEMU boots of a real kernel
+built from Debian's linux-source (panic, timeout, a collect inside the guest)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tlbprobe.errors import InputError
+from tlbprobe.qemu import guest as g
+from tlbprobe.qemu.kbuild import KernelSpec, OUR_PATCHES, build_kernel, check_patch, variant_patches
+
+KERNEL_SOURCE = sorted(Path("/usr/src").glob("linux-source-*.tar.xz"))
+needs_qemu = pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="qemu-system-x86 not installed")
+needs_source = pytest.mark.skipif(not KERNEL_SOURCE, reason="linux-source not installed (install.sh installs it)")
+
+
+# -- pure functions -----------------------------------------------------------------------
+
+def test_qemu_command_shares_root_read_only_and_output_writable(tmp_path):
+    spec = g.GuestSpec(kernel=tmp_path / "bzImage", smp=4, memory="4G")
+    cmd = g.qemu_command(spec, "tcg", tmp_path / "init.sh", tmp_path / "out")
+    line = " ".join(cmd)
+    assert cmd[cmd.index("-accel") + 1] == "tcg" and cmd[cmd.index("-cpu") + 1] == "max"
+    assert cmd[cmd.index("-smp") + 1] == "4" and cmd[cmd.index("-m") + 1] == "4G"
+    assert "path=/,security_model=none,readonly=on" in line
+    assert f"path={tmp_path / 'out'},security_model=none" in line and "readonly" not in line.split("id=out")[1]
+    append = cmd[cmd.index("-append") + 1]
+    assert f"init={tmp_path / 'init.sh'}" in append and "panic=-1" in append and "rootfstype=9p" in append
+    assert "-no-reboot" in cmd
+
+
+@pytest.mark.parametrize("pv, expected", [(None, "host"), ("off", "host,-kvm-pv-tlb-flush"),
+                                          ("on", "host,+kvm-pv-tlb-flush")])
+def test_kvm_cpu_model_follows_pv_tlb_flush(pv, expected):
+    assert g.cpu_model("kvm", pv) == expected
+    assert g.cpu_model("tcg", pv) == "max"
+
+
+def test_console_parsing_finds_statuses_and_panics():
+    console = ("[    0.1] Linux version 6.12.117\nTLBPROBE-INIT-START\nhello\nTLBPROBE-EXIT=0:0\n"
+               "TLBPROBE-EXIT=1:3\n")
+    assert g.exit_statuses(console) == [0, 3]
+    assert g.find_panic(console) is None
+    panic = console + "[   9.9] Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000100\n"
+    assert g.find_panic(panic) == "Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000100"
+    assert g.find_panic("BUG: kernel NULL pointer dereference, address: 0000000000000000") .startswith("BUG:")
+
+
+def test_init_script_reports_each_status_and_powers_off():
+    text = g.init_script([["python3", "-m", "tlbprobe", "collect", "--size", "1G"], ["true"]], Path("/repo"))
+    assert text.startswith("#!/bin/sh")
+    assert 'echo "TLBPROBE-EXIT=0:$rc"' in text and 'echo "TLBPROBE-EXIT=1:$rc"' in text
+    assert "python3 -m tlbprobe collect --size 1G" in text
+    assert "mount -t 9p" in text and "echo o > /proc/sysrq-trigger" in text and "cd /repo" in text
+
+
+def test_bad_guest_options_are_refused(tmp_path):
+    with pytest.raises(InputError, match="no such kernel"):
+        g.run_guest(g.GuestSpec(kernel=tmp_path / "nope"), [["true"]], tmp_path / "o")
+    k = tmp_path / "bzImage"
+    k.write_bytes(b"x")
+    with pytest.raises(InputError, match="needs KVM"):
+        g.run_guest(g.GuestSpec(kernel=k, accel="tcg", pv_tlb_flush="on"), [["true"]], tmp_path / "o")
+
+
+def test_our_patch_is_the_patched_variant():
+    assert OUR_PATCHES and all(p.suffix == ".patch" for p in OUR_PATCHES)
+    assert variant_patches("baseline") == []
+    assert variant_patches("patched") == OUR_PATCHES
+    assert variant_patches("patched", [Path("mine.patch")]) == [Path("mine.patch")]
+
+
+def test_a_patch_that_does_not_apply_names_file_and_hunk(tmp_path):
+    (tmp_path / "mm").mkdir()
+    (tmp_path / "mm" / "x.c").write_text("one\ntwo\nthree\n")
+    bad = tmp_path / "bad.patch"
+    bad.write_text("--- a/mm/x.c\n+++ b/mm/x.c\n@@ -1,3 +1,3 @@\n one\n-TWO\n+2\n three\n")
+    with pytest.raises(InputError, match=r"bad.patch: does not apply .*mm/x.c hunk #1"):
+        check_patch(bad, tmp_path)
+    good = tmp_path / "good.patch"
+    good.write_text("--- a/mm/x.c\n+++ b/mm/x.c\n@@ -1,3 +1,3 @@\n one\n-two\n+2\n three\n")
+    check_patch(good, tmp_path)  # no exception
+    assert (tmp_path / "mm" / "x.c").read_text() == "one\ntwo\nthree\n", "a dry run changes nothing"
+
+
+# -- real QEMU, real kernel -------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def baseline_kernel():
+    """Debian's linux-source built with our guest config (cached; the first build takes ~15 min)."""
+    return build_kernel(KernelSpec(), log=print)
+
+
+@needs_qemu
+@needs_source
+@pytest.mark.slow
+def test_guest_that_panics_is_reported_with_console_tail(baseline_kernel, tmp_path):
+    spec = g.GuestSpec(kernel=baseline_kernel.bzimage, smp=2, memory="512M", accel="tcg", timeout=300,
+                       extra_append="init=/no/such/init")
+    with pytest.raises(g.GuestError) as e:
+        g.run_guest(spec, [["true"]], tmp_path / "share")
+    msg = str(e.value)
+    assert "panicked" in msg and "Kernel panic" in msg
+    # a boot-time panic is retried once, and both console logs are kept
+    assert (tmp_path / "share" / "console-first-boot.log").exists()
+    assert (tmp_path / "share" / "console.log").exists()
+
+
+@needs_qemu
+@needs_source
+@pytest.mark.slow
+def test_guest_that_hangs_is_killed_at_the_timeout(baseline_kernel, tmp_path):
+    spec = g.GuestSpec(kernel=baseline_kernel.bzimage, smp=2, memory="512M", accel="tcg", timeout=3)
+    with pytest.raises(g.GuestError, match="did not finish within 3 s"):
+        g.run_guest(spec, [["sleep", "600"]], tmp_path / "share")
+
+
+@needs_qemu
+@needs_source
+@pytest.mark.slow
+def test_guest_runs_host_commands_and_returns_their_statuses(baseline_kernel, tmp_path):
+    spec = g.GuestSpec(kernel=baseline_kernel.bzimage, smp=2, memory="1G", accel="auto", timeout=600)
+    res = g.run_guest(spec, [["sh", "-c", "uname -r > /tmp/out/release; grep -c processor /proc/cpuinfo"],
+                             ["sh", "-c", "exit 7"]], tmp_path / "share")
+    assert res.statuses == [0, 7]
+    assert (tmp_path / "share" / "release").read_text().strip() == baseline_kernel.release
+    assert res.accel == "tcg" or res.accel == "kvm"

@@ -1,0 +1,281 @@
+"""`tlbprobe kernel build`: guest kernels from Debian's linux-source (or a tree of yours),
+with optional patches, cached by what went into them.
+
+Layout under the cache (``$TLBPROBE_CACHE`` or ~/.cache/tlbprobe):
+  src/<tarball name>/          the unpacked Debian source, shared by every build of it
+  build/<tree key>/            one O= build directory per source + config: baseline and
+                               patched builds share it, so the second one only recompiles
+                               what the patches touch (under a minute instead of 15)
+  kernels/<key>/bzImage        the result, keyed by source + config + patches
+  kernels/<key>/build.log      make's full output
+  kernels/<key>/meta.json      what went in: source, config fragments, patches, times
+Patches are applied to the source tree for the build and reversed afterwards, whatever
+happens, so the tree stays pristine for the next build.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import glob
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, List, Optional
+
+from ..errors import InputError, TlbprobeError
+
+REPO = Path(__file__).resolve().parents[2]
+KERNELS_DIR = REPO / "kernels"
+DEFAULT_FRAGMENT = KERNELS_DIR / "config" / "tlbprobe-guest.config"
+OUR_PATCHES = sorted((KERNELS_DIR / "patches").glob("*.patch"))
+DEBIAN_TARBALLS = "/usr/src/linux-source-*.tar.xz"
+#: Options the guest cannot do without; a build whose .config lacks one is refused.
+REQUIRED_OPTIONS = ("CONFIG_SMP", "CONFIG_TRANSPARENT_HUGEPAGE", "CONFIG_HUGETLBFS",
+                    "CONFIG_HUGETLB_PMD_PAGE_TABLE_SHARING", "CONFIG_EVENT_TRACING", "CONFIG_9P_FS",
+                    "CONFIG_NET_9P_VIRTIO", "CONFIG_VIRTIO_PCI", "CONFIG_SERIAL_8250_CONSOLE",
+                    "CONFIG_MMU_GATHER_RCU_TABLE_FREE")
+KBUILD_FORMAT = 1  # bump when the way we build changes, so old cache entries are not reused
+
+
+class BuildError(TlbprobeError):
+    exit_code = 5
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("TLBPROBE_CACHE", Path.home() / ".cache" / "tlbprobe"))
+
+
+@dataclass
+class KernelSpec:
+    """What a kernel is built from."""
+
+    source: Optional[Path] = None          # a kernel tree; None: Debian's linux-source tarball
+    fragments: List[Path] = field(default_factory=lambda: [DEFAULT_FRAGMENT])
+    patches: List[Path] = field(default_factory=list)
+    jobs: int = os.cpu_count() or 2
+
+
+@dataclass
+class BuiltKernel:
+    key: str
+    bzimage: Path
+    log: Path
+    release: str
+    cached: bool
+    seconds: float
+
+
+def _sha(*parts: bytes) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(len(p).to_bytes(8, "little"))
+        h.update(p)
+    return h.hexdigest()[:16]
+
+
+def debian_tarball() -> Path:
+    found = sorted(glob.glob(DEBIAN_TARBALLS))
+    if not found:
+        raise InputError("no kernel source: install Debian's linux-source package "
+                         "(apt-get install linux-source-6.12) or give --source DIR")
+    return Path(found[-1])
+
+
+def unpack(tarball: Path, log: Callable[[str], None]) -> Path:
+    """The unpacked tree of a Debian source tarball (unpacked once, then reused)."""
+    name = tarball.name.split(".tar")[0]
+    dest = cache_root() / "src" / name
+    if (dest / "Makefile").exists() and (dest / ".tlbprobe-unpacked").exists():
+        return dest
+    log(f"unpacking {tarball} (once)")
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    subprocess.run(["tar", "xf", str(tarball), "-C", str(tmp), "--strip-components=1"], check=True)
+    (tmp / ".tlbprobe-unpacked").write_text(str(tarball))
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
+    return dest
+
+
+def tree_identity(source: Path) -> bytes:
+    """What identifies a tree's contents: git HEAD plus uncommitted changes, or the Makefile version."""
+    git = subprocess.run(["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True, text=True)
+    if git.returncode == 0:
+        dirty = subprocess.run(["git", "-C", str(source), "diff", "HEAD"], capture_output=True).stdout
+        return git.stdout.strip().encode() + dirty
+    return str(source.resolve()).encode() + (source / "Makefile").read_bytes()[:400]
+
+
+def check_patch(patch: Path, tree: Path) -> None:
+    """Refuse a patch that does not apply, naming the file and the hunks that fail."""
+    if not patch.is_file():
+        raise InputError(f"{patch}: no such patch file")
+    res = subprocess.run(["patch", "-p1", "--dry-run", "--batch", "--forward", "-i", str(patch.resolve())],
+                         cwd=tree, capture_output=True, text=True)
+    if res.returncode == 0:
+        return
+    current, failed = "?", []
+    for line in res.stdout.splitlines():
+        m = re.match(r"checking file (\S+)", line)
+        if m:
+            current = m.group(1)
+        m = re.match(r"Hunk #(\d+) FAILED at (\d+)", line)
+        if m:
+            failed.append(f"{current} hunk #{m.group(1)} (line {m.group(2)})")
+        if "Reversed (or previously applied) patch detected" in line:
+            failed.append(f"{current}: already applied")
+    detail = "; ".join(failed) or (res.stdout + res.stderr).strip().splitlines()[-1]
+    raise InputError(f"{patch}: does not apply to {tree}: {detail}")
+
+
+def _apply(patches: List[Path], tree: Path, reverse: bool = False) -> None:
+    for p in (reversed(patches) if reverse else patches):
+        args = ["patch", "-p1", "--batch", "--silent", "-i", str(p.resolve())] + (["-R"] if reverse else ["--forward"])
+        subprocess.run(args, cwd=tree, check=True, capture_output=True)
+
+
+def configure(tree: Path, build: Path, fragments: List[Path]) -> None:
+    """x86_64_defconfig + kvm_guest.config + our fragments, checked for what the guest needs."""
+    build.mkdir(parents=True, exist_ok=True)
+    make = ["make", "-s", "-C", str(tree), f"O={build}"]
+    subprocess.run(make + ["x86_64_defconfig"], check=True, capture_output=True)
+    merge = [str(tree / "scripts/kconfig/merge_config.sh"), "-m", "-O", str(build), str(build / ".config"),
+             str(tree / "kernel/configs/kvm_guest.config")] + [str(f.resolve()) for f in fragments]
+    subprocess.run(merge, check=True, capture_output=True, cwd=tree)
+    subprocess.run(make + ["olddefconfig"], check=True, capture_output=True)
+    config = (build / ".config").read_text()
+    missing = [o for o in REQUIRED_OPTIONS if not re.search(rf"^{o}=y$", config, re.M)]
+    if missing:
+        raise BuildError(f"the kernel config in {build} lacks {', '.join(missing)}: check the config fragments")
+
+
+def _run_make(tree: Path, build: Path, jobs: int, log_path: Path, status: Callable[[str], None]) -> None:
+    """make bzImage, its output condensed to a status line, all of it kept in log_path."""
+    cmd = ["make", "-C", str(tree), f"O={build}", f"-j{jobs}", "bzImage"]
+    steps = 0
+    start = time.monotonic()
+    with open(log_path, "w") as logf:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert proc.stdout
+        for line in proc.stdout:
+            logf.write(line)
+            m = re.match(r"\s+(CC|LD|AR|AS|GEN|HOSTCC|OBJCOPY)\s+(\S+)", line)
+            if m:
+                steps += 1
+                status(f"kernel build: {steps} steps, {time.monotonic() - start:4.0f} s: {m.group(1)} {m.group(2)}")
+        rc = proc.wait()
+    status("")
+    if rc != 0:
+        tail = "".join(open(log_path).readlines()[-15:])
+        raise BuildError(f"kernel build failed (make exit {rc}); full log: {log_path}\n{tail}")
+
+
+def build_kernel(spec: KernelSpec, log: Callable[[str], None] = print,
+                 status: Callable[[str], None] = lambda s: None, force: bool = False) -> BuiltKernel:
+    """Build (or find in the cache) the kernel a spec describes."""
+    if shutil.which("make") is None or shutil.which("gcc") is None:
+        raise InputError("building a kernel needs make and gcc: apt-get install build-essential bc flex bison "
+                         "libelf-dev libssl-dev cpio")
+    if spec.source is None:
+        tarball = debian_tarball()
+        src_id = f"{tarball.name}:{tarball.stat().st_size}".encode()
+        tree = None
+    else:
+        if not (spec.source / "Makefile").is_file() or not (spec.source / "mm").is_dir():
+            raise InputError(f"{spec.source}: not a kernel source tree (no Makefile and mm/)")
+        src_id = tree_identity(spec.source)
+        tree = spec.source
+        tarball = None
+    frag_bytes = [f.read_bytes() for f in spec.fragments]
+    patch_bytes = []
+    for p in spec.patches:
+        if not p.is_file():
+            raise InputError(f"{p}: no such patch file")
+        patch_bytes.append(p.read_bytes())
+    tree_key = _sha(str(KBUILD_FORMAT).encode(), src_id, *frag_bytes)
+    key = _sha(tree_key.encode(), *patch_bytes)
+    entry = cache_root() / "kernels" / key
+    bzimage = entry / "bzImage"
+    if bzimage.exists() and not force:
+        meta = json.loads((entry / "meta.json").read_text())
+        return BuiltKernel(key, bzimage, entry / "build.log", meta.get("release", "?"), True, 0.0)
+
+    with build_lock(log):
+        if bzimage.exists() and not force:  # another process built it while we waited
+            meta = json.loads((entry / "meta.json").read_text())
+            return BuiltKernel(key, bzimage, entry / "build.log", meta.get("release", "?"), True, 0.0)
+        return _build(spec, tree, tarball if spec.source is None else None, tree_key, key, entry, log, status)
+
+
+@contextmanager
+def build_lock(log: Callable[[str], None]) -> Iterator[None]:
+    """One kernel build at a time per cache: builds share source trees and build directories."""
+    cache_root().mkdir(parents=True, exist_ok=True)
+    with open(cache_root() / ".build.lock", "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log("waiting for another tlbprobe kernel build to finish")
+            fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+def _build(spec: KernelSpec, tree: Optional[Path], tarball: Optional[Path], tree_key: str, key: str, entry: Path,
+           log: Callable[[str], None], status: Callable[[str], None]) -> BuiltKernel:
+    bzimage = entry / "bzImage"
+    if tree is None:
+        assert tarball is not None
+        tree = unpack(tarball, log)
+    build = cache_root() / "build" / tree_key
+    entry.mkdir(parents=True, exist_ok=True)
+    for p in spec.patches:
+        check_patch(p, tree)
+    start = time.monotonic()
+    _apply(spec.patches, tree)
+    try:
+        if not (build / ".config").exists():
+            configure(tree, build, spec.fragments)
+        log(f"building {key} ({len(spec.patches)} patch(es)) in {build}, log {entry / 'build.log'}")
+        _run_make(tree, build, spec.jobs, entry / "build.log", status)
+    finally:
+        _apply(spec.patches, tree, reverse=True)
+    seconds = time.monotonic() - start
+    release = (build / "include/config/kernel.release").read_text().strip()
+    shutil.copy2(build / "arch/x86/boot/bzImage", bzimage)
+    meta = {"key": key, "release": release, "source": str(spec.source or tarball),
+            "fragments": [str(f) for f in spec.fragments], "patches": [str(p) for p in spec.patches],
+            "seconds": round(seconds, 1), "built": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    (entry / "meta.json").write_text(json.dumps(meta, indent=1))
+    return BuiltKernel(key, bzimage, entry / "build.log", release, False, seconds)
+
+
+def variant_patches(variant: str, extra: Optional[List[Path]] = None) -> List[Path]:
+    """Patches of a named variant: baseline = none; patched = ours, or the user's instead."""
+    if variant == "baseline":
+        return []
+    return list(extra) if extra else list(OUR_PATCHES)
+
+
+def as_dict(k: BuiltKernel) -> dict:
+    d = asdict(k)
+    return {key: str(v) if isinstance(v, Path) else v for key, v in d.items()}
+
+
+def terminal_status(stream=sys.stderr) -> Callable[[str], None]:
+    """A status-line writer for a terminal; silent when the stream is not one."""
+    tty = stream.isatty()
+
+    def status(line: str) -> None:
+        if tty:
+            stream.write("\r\033[K" + line[:150])
+            stream.flush()
+    return status

@@ -1,0 +1,107 @@
+"""`tlbprobe repro`: the whole A/B in QEMU. Build (or take from the cache) a baseline and a
+patched kernel, run the same jobs in a guest of each, report, and say whether the patched
+kernel does what the model predicts for the flush mode the guests used.
+
+Exit status: 0 when every run matches the model (for a native-flush guest: the patched
+kernel sends no sync IPIs; for a PV-flush guest: patched looks like baseline), 1 when
+one does not, so a CI job fails when the patch stops doing what it claims.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+from ..report import ReportOptions, build_report
+from ..report import render_lkml
+from .guest import GuestSpec
+from .kbuild import BuiltKernel, KernelSpec, build_kernel, variant_patches
+from .vmrun import run_jobs
+
+VARIANTS = ("baseline", "patched")
+
+
+def default_jobs(smp: int) -> List[Tuple[str, List[str]]]:
+    """Single-threaded collapse, collapse with the mm live on every vCPU, hugetlb unshare."""
+    common = ["--repeat", "2", "--idle-seconds", "2", "--cpu", "0"]
+    return [
+        ("collapse-1G", ["--workload", "collapse", "--size", "1G", *common]),
+        ("collapse-1G-threads", ["--workload", "collapse", "--size", "1G", "--threads", str(max(smp - 1, 1)),
+                                 *common]),
+        ("hugetlb-unshare-1G", ["--workload", "hugetlb-unshare", "--size", "1G", "--cycles", "200", *common]),
+    ]
+
+
+@dataclass
+class ReproResult:
+    out: Path
+    kernels: Dict[str, BuiltKernel]
+    runs: Dict[str, Dict[str, Path]]            # job -> variant -> run directory
+    verdicts: Dict[str, Dict[str, str]]         # job -> variant -> verdict text
+    ok: bool
+    timings: Dict[str, float] = field(default_factory=dict)
+    reports: Dict[str, str] = field(default_factory=dict)
+
+
+def run_repro(kernel_spec: KernelSpec, guest: GuestSpec, out: Path, patches: Sequence[Path] = (),
+              jobs: Optional[List[Tuple[str, List[str]]]] = None, log: Callable[[str], None] = print,
+              status: Callable[[str], None] = lambda s: None) -> ReproResult:
+    jobs = jobs or default_jobs(guest.smp)
+    timings: Dict[str, float] = {}
+    kernels: Dict[str, BuiltKernel] = {}
+    for variant in VARIANTS:
+        spec = KernelSpec(kernel_spec.source, kernel_spec.fragments, variant_patches(variant, list(patches)),
+                          kernel_spec.jobs)
+        t = time.monotonic()
+        log(f"{variant} kernel: building or taking from the cache")
+        kernels[variant] = build_kernel(spec, log=log, status=status)
+        timings[f"build_{variant}_s"] = round(time.monotonic() - t, 1)
+        k = kernels[variant]
+        log(f"{variant} kernel {k.release}: {k.bzimage} "
+            f"({'cached' if k.cached else f'built in {k.seconds:.0f} s'})")
+    runs: Dict[str, Dict[str, Path]] = {name: {} for name, _ in jobs}
+    for variant in VARIANTS:
+        vjobs = [(name, args + ["--kernel-variant", variant]) for name, args in jobs]
+        outs = [out / variant / name for name, _ in jobs]
+        log(f"{variant}: booting a {guest.smp}-vCPU guest for {len(jobs)} job(s): {', '.join(n for n, _ in jobs)}")
+        t = time.monotonic()
+        spec = GuestSpec(kernels[variant].bzimage, guest.smp, guest.memory, guest.accel, guest.pv_tlb_flush,
+                         guest.timeout, guest.extra_append)
+        statuses, result = run_jobs(spec, vjobs, outs, log=log, status=status)
+        timings[f"guest_{variant}_s"] = round(time.monotonic() - t, 1)
+        for note in result.notes:
+            log(f"{variant}: {note}")
+        for (name, _), st, o in zip(jobs, statuses, outs):
+            runs[name][variant] = o
+            if st != 0:
+                log(f"{variant}/{name}: tlbprobe collect exited {st} in the guest (see {o}/guest/console.log)")
+    verdicts: Dict[str, Dict[str, str]] = {}
+    reports: Dict[str, str] = {}
+    ok = True
+    for name, _ in jobs:
+        paths = [str(runs[name][v]) for v in VARIANTS]
+        report = build_report(paths, ReportOptions(allow_incomplete=True))
+        reports[name] = render_lkml.render(report)
+        verdicts[name] = {}
+        for variant, a in zip(VARIANTS, report.runs):
+            v = a.verdict
+            verdicts[name][variant] = (f"{v.status}: measured {v.measured}, expected {v.expected}"
+                                       + (f" ({v.reason})" if v.reason else ""))
+            if not a.run.complete or v.ok is not True:
+                ok = False
+    result = ReproResult(out, kernels, runs, verdicts, ok, timings, reports)
+    (out / "repro.json").write_text(json.dumps({
+        "ok": ok, "timings": timings, "verdicts": verdicts,
+        "kernels": {v: {"release": k.release, "bzimage": str(k.bzimage), "cached": k.cached,
+                        "build_seconds": round(k.seconds, 1)} for v, k in kernels.items()},
+        "runs": {j: {v: str(p) for v, p in d.items()} for j, d in runs.items()},
+    }, indent=1))
+    return result
+
+
+def default_out() -> Path:
+    return Path("runs") / f"{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}-repro"

@@ -1,0 +1,84 @@
+"""Collect inside a guest: run `tlbprobe collect` jobs in one boot, bring the run
+directories back, and record the guest's side of the story in each run.yaml (``qemu``)."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import shutil
+from pathlib import Path
+from typing import Callable, List, Optional, Sequence, Tuple
+
+import yaml
+
+from ..errors import TlbprobeError
+from ..rundir import atomic_write, read_summary
+from ..summary_text import render_summary
+from .guest import GuestResult, GuestSpec, guest_python, run_guest
+
+
+def guest_spec_from_args(args: argparse.Namespace, kernel: Optional[Path] = None) -> GuestSpec:
+    return GuestSpec(kernel=kernel or args.kernel, smp=args.smp, memory=args.memory, accel=args.accel,
+                     pv_tlb_flush=args.pv_tlb_flush, timeout=args.timeout)
+
+
+def _record_guest(run: Path, spec: GuestSpec, result: GuestResult) -> None:
+    """Add the QEMU facts to run.yaml and keep the console log beside the run."""
+    guest_dir = run / "guest"
+    guest_dir.mkdir(exist_ok=True)
+    share = result.console.parent
+    for name in ("console.log", "console-first-boot.log", "init.sh", "qemu-cmdline.txt"):
+        if (share / name).exists():
+            shutil.copy2(share / name, guest_dir / name)
+    run_yaml = run / "run.yaml"
+    data = yaml.safe_load(run_yaml.read_text()) if run_yaml.exists() else {}
+    data["qemu"] = {
+        "kernel": str(spec.kernel), "accel": result.accel, "smp": spec.smp, "memory": spec.memory,
+        "pv_tlb_flush": spec.pv_tlb_flush if result.accel == "kvm" else "n/a (tcg)",
+        "cmdline": result.qemu_cmdline, "seconds": round(result.seconds, 1), "notes": result.notes,
+        "console_log": "guest/console.log",
+    }
+    atomic_write(run_yaml, yaml.safe_dump(data, sort_keys=False))
+
+
+def run_jobs(spec: GuestSpec, jobs: Sequence[Tuple[str, List[str]]], outs: Sequence[Path],
+             log: Callable[[str], None] = print, status: Callable[[str], None] = lambda s: None
+             ) -> Tuple[List[int], GuestResult]:
+    """Boot once and run one collect per job; each run directory lands at its out path."""
+    for out in outs:
+        if out.exists() and any(out.iterdir()):
+            raise TlbprobeError(f"{out} already exists and is not empty; choose another --out")
+    share = outs[0].parent / f".{outs[0].name}.guest-{dt.datetime.now().strftime('%H%M%S')}"
+    share.mkdir(parents=True)
+    commands = [[guest_python(), "-m", "tlbprobe", "collect", *args, "--out", f"/tmp/out/run-{i}"]
+                for i, (_, args) in enumerate(jobs)]
+    try:
+        result = run_guest(spec, commands, share, log=log, status=status)
+        for i, out in enumerate(outs):
+            src = share / f"run-{i}"
+            if not src.exists():
+                raise TlbprobeError(f"the guest wrote no run directory for job {jobs[i][0]!r}; "
+                                    f"console log: {share / 'console.log'}")
+            out.parent.mkdir(parents=True, exist_ok=True)
+            if out.exists():
+                out.rmdir()
+            shutil.move(str(src), str(out))
+            _record_guest(out, spec, result)
+    except BaseException:
+        log(f"guest files kept in {share}")
+        raise
+    shutil.rmtree(share, ignore_errors=True)
+    return result.statuses, result
+
+
+def collect_in_guest(spec: GuestSpec, collect_args: List[str], out: Optional[Path], workload: str,
+                     log: Callable[[str], None] = print, status: Callable[[str], None] = lambda s: None
+                     ) -> Tuple[Path, int]:
+    """`tlbprobe qemu collect`: one job in one boot. Returns the run directory and its exit status."""
+    out = out or Path("runs") / f"{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}-qemu-{workload}"
+    statuses, result = run_jobs(spec, [(workload, collect_args)], [out], log, status)
+    summary = read_summary(out)
+    atomic_write(out / "summary.txt", render_summary(summary, out) + "\n")
+    if statuses[0] != 0:
+        log(f"tlbprobe collect exited {statuses[0]} in the guest; see {out / 'guest' / 'console.log'}")
+    return out, statuses[0]
