@@ -222,17 +222,30 @@ def test_partial_explains_a_mismatch(tmp_path):
 
 
 def test_noisy_host(tmp_path):
-    run = make_run(tmp_path, "r", ops=10, background_rate=300.0, seed=12)
+    run = make_run(tmp_path, "r", ops=10, background_rate=300.0, seed=12, trace=False)
     (a,) = analyze(run)
     assert any("noisy host" in w for w in a.verdict.warnings)
     assert a.verdict.tolerance > 100
 
 
 def test_tolerance_follows_background(tmp_path):
-    quiet = make_run(tmp_path, "quiet", background_rate=0.5, seed=13)
-    loud = make_run(tmp_path, "loud", background_rate=50.0, seed=13)
+    quiet = make_run(tmp_path, "quiet", background_rate=0.5, seed=13, trace=False)
+    loud = make_run(tmp_path, "loud", background_rate=50.0, seed=13, trace=False)
     q, l_ = analyze(quiet, loud)
+    assert q.verdict.basis == l_.verdict.basis == "CAL-TLB"
     assert l_.verdict.tolerance > 3 * q.verdict.tolerance
+
+
+def test_traced_runs_are_judged_on_the_traced_sync_count(tmp_path):
+    """With a trace, background in CAL does not move the verdict: the function is counted."""
+    loud = make_run(tmp_path, "loud", background_rate=50.0, seed=13)
+    (a,) = analyze(loud)
+    assert a.verdict.basis == "traced" and a.verdict.status == "matches"
+    assert a.verdict.measured == 3 * 128 and a.verdict.estimate != a.verdict.measured
+    # a patched kernel under native flush that still sends the sync is caught by the trace
+    bad = make_run(tmp_path, "bad", kernel_variant="patched", flush_mode="native", seed=14)
+    (b,) = analyze(bad)
+    assert b.verdict.basis == "traced" and b.verdict.status == "differs"
 
 
 def test_hugetlb_per_table_kernel_is_recognised(tmp_path):

@@ -165,11 +165,11 @@ def _model(runs: Sequence[RunAnalysis]) -> List[str]:
             tail = v.reason or v.status
         reps = len(a.run.repeats)
         text = (f"{a.label}: {exp} sync IPIs expected over {reps} repeat{'s' if reps != 1 else ''}, "
-                f"{fmt_num(v.measured, 1)} measured: {tail}")
-        out += textwrap.wrap(text, WIDTH, subsequent_indent="   ")
+                f"{fmt_num(v.measured, 1)} {'traced' if v.basis == 'traced' else 'measured (CAL-TLB)'}: {tail}")
+        out += textwrap.wrap(text, WIDTH - 2, subsequent_indent="   ")
         for w in v.warnings:
-            out += textwrap.wrap(f"warning: {w}", WIDTH, initial_indent="   ", subsequent_indent="     ")
-    return ["Model:"] + ["  " + line if len(line) <= WIDTH - 2 else line for line in out]
+            out += textwrap.wrap(f"warning: {w}", WIDTH - 2, initial_indent="   ", subsequent_indent="     ")
+    return ["Model:"] + ["  " + line for line in out]
 
 
 _SHORT = {"tlb_remove_table_smp_sync": "attributed sync"}

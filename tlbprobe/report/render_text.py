@@ -93,11 +93,15 @@ def verdict_text(a: RunAnalysis) -> str:
     v = a.verdict
     if v.status == "matches":
         ratio = f"measured/expected {v.ratio:.3f}" if v.ratio is not None else f"{fmt_num(v.measured, 1)} vs 0 expected"
-        return f"MATCHES: {ratio}, within ±{fmt_num(v.tolerance, 1)}"
+        return f"MATCHES: {ratio}, within ±{fmt_num(v.tolerance, 1)} ({_basis(v)})"
     if v.status == "differs":
         ratio = f"measured/expected {v.ratio:.3f}" if v.ratio is not None else f"{fmt_num(v.measured, 1)} vs 0 expected"
-        return f"DIFFERS: {ratio}, outside ±{fmt_num(v.tolerance, 1)}; likely reason: {v.reason}"
+        return f"DIFFERS: {ratio}, outside ±{fmt_num(v.tolerance, 1)} ({_basis(v)}); likely reason: {v.reason}"
     return f"{v.status.upper()}: {v.reason}"
+
+
+def _basis(v) -> str:
+    return "traced tlb_remove_table_smp_sync count" if v.basis == "traced" else "CAL minus TLB minus background"
 
 
 def _attributed(a: RunAnalysis) -> str:
