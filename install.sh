@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Install what tlbprobe needs on Debian 12, as root: the Debian packages it drives
-# (cyclictest from rt-tests, dmesg/mount from util-linux; for the QEMU A/B: QEMU, the
-# kernel source and what building it takes) and a virtualenv in .venv with tlbprobe and
-# its Python dependencies. Safe to run again; it only adds what is missing.
+# (cyclictest from rt-tests, dmesg/mount from util-linux) and a virtualenv in .venv with
+# tlbprobe and its Python dependencies. With --with-qemu also what the QEMU A/B and the
+# test suite need: QEMU, Debian's linux-source and what building a kernel takes.
+# Safe to run again; it only adds what is missing.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -11,9 +12,14 @@ if [ "$(id -u)" != 0 ]; then
     exit 1
 fi
 
-APT_PACKAGES=(python3 python3-venv python3-pip rt-tests util-linux procps
-              qemu-system-x86 linux-source-6.12 build-essential bc flex bison libelf-dev libssl-dev
-              cpio dwarves patch xz-utils)
+APT_PACKAGES=(python3 python3-venv python3-pip rt-tests util-linux procps)
+QEMU_PACKAGES=(qemu-system-x86 linux-source-6.12 build-essential bc flex bison libelf-dev libssl-dev
+               cpio dwarves patch xz-utils)
+case "${1:-}" in
+    --with-qemu) APT_PACKAGES+=("${QEMU_PACKAGES[@]}") ;;
+    "") ;;
+    *) echo "usage: $0 [--with-qemu]" >&2; exit 2 ;;
+esac
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -3,7 +3,6 @@ built from Debian's linux-source (panic, timeout, a collect inside the guest).""
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 

@@ -13,7 +13,7 @@ parameter explicit, is written into the run's run.yaml so a reviewer can rerun i
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional
 

@@ -15,11 +15,8 @@ from .analyze import RunAnalysis
 from .compare import Comparison
 from .render_text import verdict_text
 from .tables import (
-    expected_per_repeat,
-    fmt_mean_ci,
+    comparison_rows,
     fmt_num,
-    fmt_p,
-    fmt_pct,
     fmt_spread,
     host_line,
     kernel_line,
@@ -86,14 +83,7 @@ def _img(p) -> str:
 
 def comparison_html(c: Comparison) -> str:
     a, b = c.base, c.other
-    rows = [
-        (f.label, fmt_mean_ci(f.base, f.digits), fmt_mean_ci(f.other, f.digits), fmt_pct(f.change_pct),
-         fmt_p(f.welch.p if f.welch else None), f.mark)
-        for f in c.figures
-    ]
-    rows.append(("model, per repeat", fmt_num(expected_per_repeat(a), 1), fmt_num(expected_per_repeat(b), 1),
-                 "", "", ""))
-    rows.append(("verdict", a.verdict.status, b.verdict.status, "", "", ""))
+    rows = comparison_rows(c)
     out = [f"<h2>{html.escape(b.label)} {html.escape(b.run.name)} against {html.escape(a.label)} "
            f"{html.escape(a.run.name)}</h2>",
            _table(("figure", f"{a.label} {a.variant.value or a.run.name}", f"{b.label} {b.variant.value or b.run.name}",

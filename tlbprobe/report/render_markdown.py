@@ -9,11 +9,8 @@ from .analyze import RunAnalysis
 from .compare import Comparison
 from .render_text import verdict_text
 from .tables import (
-    expected_per_repeat,
-    fmt_mean_ci,
+    comparison_rows,
     fmt_num,
-    fmt_p,
-    fmt_pct,
     fmt_spread,
     host_line,
     kernel_line,
@@ -55,14 +52,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], align: str) -> 
 def comparison_md(c: Comparison) -> List[str]:
     a, b = c.base, c.other
     out = [f"## {b.label} `{b.run.name}` against {a.label} `{a.run.name}`", ""]
-    rows = [
-        (f.label, fmt_mean_ci(f.base, f.digits), fmt_mean_ci(f.other, f.digits), fmt_pct(f.change_pct),
-         fmt_p(f.welch.p if f.welch else None), f.mark)
-        for f in c.figures
-    ]
-    rows.append(("model, per repeat", fmt_num(expected_per_repeat(a), 1), fmt_num(expected_per_repeat(b), 1),
-                 "", "", ""))
-    rows.append(("verdict", a.verdict.status, b.verdict.status, "", "", ""))
+    rows = comparison_rows(c)
     out += table(("figure", f"{a.label} {a.variant.value or a.run.name}", f"{b.label} {b.variant.value or b.run.name}",
                   "change", "p", ""), rows, "lrrrrl")
     out += ["", "Mean ±95% CI over repeats. `*`: Welch's t-test p<0.05 and [min,max] ranges do not overlap; "

@@ -8,10 +8,8 @@ from . import Report
 from .analyze import FLUSH_FUNCTION, SYNC_FUNCTION, RunAnalysis
 from .compare import Comparison
 from .tables import (
-    expected_per_repeat,
-    fmt_mean_ci,
+    comparison_rows,
     fmt_num,
-    fmt_p,
     fmt_pct,
     fmt_spread,
     host_line,
@@ -162,13 +160,7 @@ def comparison_lines(c: Comparison) -> List[str]:
     out = [f"{b.label} against {a.label}: {b.run.name} vs {a.run.name}"
            f"  (mean ±95% CI; * = Welch p<0.05 and [min,max] ranges do not overlap; ? = too few repeats)"]
     head = ("figure", f"{a.label} {a.run.name}", f"{b.label} {b.run.name}", "change", "p", "")
-    body = []
-    for f in c.figures:
-        body.append((f.label, fmt_mean_ci(f.base, f.digits), fmt_mean_ci(f.other, f.digits), fmt_pct(f.change_pct),
-                     fmt_p(f.welch.p if f.welch else None), f.mark))
-    body.append(("model, per repeat", fmt_num(expected_per_repeat(a), 1), fmt_num(expected_per_repeat(b), 1),
-                 "", "", ""))
-    body.append(("verdict", a.verdict.status, b.verdict.status, "", "", ""))
+    body = comparison_rows(c)
     out.extend("  " + line for line in text_table(head, body, "lrrrrl"))
     if c.latency:
         out.append("  latency, us (driver CPU; worst other CPU):")

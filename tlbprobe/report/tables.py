@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import shlex
 from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 from ..units import format_size
 from .analyze import RunAnalysis
@@ -197,3 +197,18 @@ def text_table(headers: Sequence[str], rows: Sequence[Sequence[str]], align: str
         return "  ".join(cells).rstrip()
 
     return [fmt(headers)] + [fmt(r) for r in rows]
+
+
+def comparison_rows(c) -> List[Tuple[str, ...]]:
+    """The rows every renderer shows for a comparison: each figure with its change and
+    significance, then the model's expectation and the verdicts."""
+    a, b = c.base, c.other
+    rows: List[Tuple[str, ...]] = [
+        (f.label, fmt_mean_ci(f.base, f.digits), fmt_mean_ci(f.other, f.digits), fmt_pct(f.change_pct),
+         fmt_p(f.welch.p if f.welch else None), f.mark)
+        for f in c.figures
+    ]
+    rows.append(("model, per repeat", fmt_num(expected_per_repeat(a), 1), fmt_num(expected_per_repeat(b), 1),
+                 "", "", ""))
+    rows.append(("verdict", a.verdict.status, b.verdict.status, "", "", ""))
+    return rows
