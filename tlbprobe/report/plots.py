@@ -96,27 +96,33 @@ def _percpu_plot(a: RunAnalysis, path: Path) -> PlotFile:
 def _model_plot(runs: List[RunAnalysis], path: Path) -> PlotFile:
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(max(5.0, min(16.0, 1.2 * len(runs) + 3)), 3.6))
+    fig, ax = plt.subplots(figsize=(max(5.0, min(16.0, 1.6 * len(runs) + 3)), 3.6))
     xs = list(range(len(runs)))
-    w = 0.38
-    med, lo, hi = [], [], []
-    for a in runs:
-        s = a.stats.get("sync_ipis")
-        m = s.median if s else 0.0
-        med.append(m)
-        lo.append(m - (s.min if s else 0.0))
-        hi.append((s.max if s else 0.0) - m)
-    ax.bar([x - w / 2 for x in xs], med, w, yerr=[lo, hi], capsize=4, label="measured (median, min..max)")
+    w = 0.27
+
+    def bars(key: str, offset: float, label: str, **kw) -> None:
+        med, lo, hi = [], [], []
+        for a in runs:
+            s = a.stats.get(key)
+            m = s.median if s else 0.0
+            med.append(m)
+            lo.append(m - (s.min if s else 0.0))
+            hi.append((s.max if s else 0.0) - m)
+        ax.bar([x + offset for x in xs], med, w, yerr=[lo, hi], capsize=4, label=label, **kw)
+
+    bars("sync_ipis", -w, "CAL-TLB, background-subtracted (median, min..max)")
+    if any("attributed_sync" in a.stats for a in runs):
+        bars("attributed_sync", 0.0, "traced tlb_remove_table_smp_sync")
     exp = [expected_per_repeat(a) for a in runs]
-    ax.bar([x + w / 2 for x in xs], [e if e is not None else 0.0 for e in exp], w, label="model", hatch="//",
+    ax.bar([x + w for x in xs], [e if e is not None else 0.0 for e in exp], w, label="model", hatch="//",
            alpha=0.7)
     for x, e in zip(xs, exp):
         if e is None:
-            ax.annotate("?", (x + w / 2, 0), ha="center", va="bottom")
+            ax.annotate("?", (x + w, 0), ha="center", va="bottom")
     ax.set_xticks(xs)
-    ax.set_xticklabels([f"{a.label}\n{a.run.name[:14]}" for a in runs], fontsize=8)
+    ax.set_xticklabels([f"{a.label}\n{a.run.name[:24]}" for a in runs], fontsize=7)
     ax.set_ylabel("sync IPIs per repeat, other CPUs")
-    title = "Measured (background-subtracted) vs model"
+    title = "Sync IPIs per repeat: measured vs model"
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
     _save(fig, path)
