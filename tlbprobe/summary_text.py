@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-import statistics
 from pathlib import Path
 from typing import Any, Dict, List
 
-MAX_CPUS_LISTED = 16
+from .procfs import format_cpulist
+from .textfmt import MAX_CPU_COLUMNS, format_number, summarize_per_cpu
 
 
 def per_cpu_line(name: str, values: Dict[str, int]) -> str:
-    """'CAL  CPU1 512  CPU2 510 ...', or min/median/max over CPUs beyond 16 CPUs."""
+    """'CAL per CPU: CPU1 512  CPU2 510 ...', or min/median/max beyond MAX_CPU_COLUMNS CPUs."""
     if not values:
         return f"{name}: none"
-    if len(values) <= MAX_CPUS_LISTED:
+    if len(values) <= MAX_CPU_COLUMNS:
         return f"{name}: " + "  ".join(f"CPU{c} {n}" for c, n in values.items())
-    v = sorted(values.values())
-    return (f"{name}: {len(v)} CPUs, min {v[0]}  median {statistics.median(v):g}  max {v[-1]}  "
-            f"(per CPU in interrupts.csv)")
+    s = summarize_per_cpu({int(c): n for c, n in values.items()})
+    return (f"{name}: {s.cpus} CPUs, min {s.min}  median {format_number(s.median)}  max {s.max} "
+            f"(CPU {format_cpulist(s.max_cpus)}), {s.nonzero} non-zero; per CPU in interrupts.csv")
 
 
 def _sum_per_cpu(phases: List[Dict[str, Any]], key: str, cpus: List[int]) -> Dict[str, int]:
@@ -95,7 +95,7 @@ def latency_lines(lat: Dict[str, Any], repeats_done: int) -> List[str]:
              f"{'phase':<9}{'CPU':>5} {'role':<9}{'samples':>9}{'lost':>9}{'p50':>9}{'p99':>9}"
              f"{'p99.9':>9}{'max':>9}"]
     for kind, cpus in lat.get("aggregate", {}).items():
-        if len(cpus) <= MAX_CPUS_LISTED:
+        if len(cpus) <= MAX_CPU_COLUMNS:
             lines.extend(_latency_row(kind, c, f.get("role", ""), f) for c, f in cpus.items())
             continue
         driver = {c: f for c, f in cpus.items() if f.get("role") == "driver"}
