@@ -90,4 +90,6 @@ def main(args: argparse.Namespace) -> int:
         collector.add_observer(CyclictestObserver(job))
     summary = collector.run()
     print(render_summary(summary, out))
+    print(f"\nnext: tlbprobe report {out}   (add a run from the other kernel to compare; "
+          f"--format lkml for a cover letter)")
     return 0
