@@ -1,0 +1,48 @@
+"""Job files and flags: the file sets, flags override, mistakes are named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tlbprobe.errors import InputError
+from tlbprobe.job import build_job
+
+WORKLOADS = sorted((Path(__file__).resolve().parents[1] / "workloads").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", WORKLOADS, ids=[p.name for p in WORKLOADS])
+def test_every_shipped_job_file_loads_and_says_what_it_shows(path):
+    job = build_job({}, str(path))
+    assert job.job_file == str(path)
+    assert path.read_text().lstrip().startswith("#"), "each job file starts with a comment saying what it shows"
+
+
+def test_flags_override_the_job_file(tmp_path):
+    f = tmp_path / "j.yaml"
+    f.write_text("workload: collapse\nsize: 20G\nrepeat: 5\nthreads: 2\n")
+    job = build_job({"repeat": 2, "size": None, "threads": None}, str(f))
+    assert (job.size, job.repeat, job.threads) == (20 << 30, 2, 2)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("sise: 1G\n", "unknown key 'sise'"),
+    ("repeat: two\n", "repeat: 'two' is not valid"),
+    ("size: lots\n", "size: 'lots' is not valid"),
+    ("trace: maybe\n", "trace: 'maybe' is not valid"),
+    ("- a\n- b\n", "YAML mapping"),
+    ("size: [1\n", "not a readable YAML job file"),
+    ("repeat: 0\n", "out of range"),
+    ("workload: fork-bomb\n", "unknown workload"),
+])
+def test_bad_job_files_are_named_in_one_line(tmp_path, text, message):
+    f = tmp_path / "bad.yaml"
+    f.write_text(text)
+    with pytest.raises(InputError, match=message):
+        build_job({}, str(f))
+
+
+def test_missing_job_file(tmp_path):
+    with pytest.raises(InputError, match="no such job file"):
+        build_job({}, str(tmp_path / "nope.yaml"))
