@@ -55,6 +55,8 @@ def test_init_script_reports_each_status_and_powers_off():
     assert 'echo "TLBPROBE-EXIT=0:$rc"' in text and 'echo "TLBPROBE-EXIT=1:$rc"' in text
     assert "python3 -m tlbprobe collect --size 1G" in text
     assert "mount -t 9p" in text and "echo o > /proc/sysrq-trigger" in text and "cd /repo" in text
+    # the host's /tmp must stay visible in the guest: checkouts (CI clones) live there
+    assert "tmpfs /tmp" not in text
 
 
 def test_bad_guest_options_are_refused(tmp_path):
@@ -123,8 +125,11 @@ def test_guest_that_hangs_is_killed_at_the_timeout(baseline_kernel, tmp_path):
 @pytest.mark.slow
 def test_guest_runs_host_commands_and_returns_their_statuses(baseline_kernel, tmp_path):
     spec = g.GuestSpec(kernel=baseline_kernel.bzimage, smp=2, memory="1G", accel="auto", timeout=600)
-    res = g.run_guest(spec, [["sh", "-c", "uname -r > /tmp/out/release; grep -c processor /proc/cpuinfo"],
-                             ["sh", "-c", "exit 7"]], tmp_path / "share")
-    assert res.statuses == [0, 7]
+    marker = tmp_path / "marker"  # under the host's /tmp, like a CI clone
+    marker.write_text("seen from the guest\n")
+    res = g.run_guest(spec, [["sh", "-c", f"uname -r > {g.GUEST_OUT}/release; grep -c processor /proc/cpuinfo"],
+                             ["sh", "-c", "exit 7"], ["grep", "-q", "seen from the guest", str(marker)]],
+                      tmp_path / "share")
+    assert res.statuses == [0, 7, 0]
     assert (tmp_path / "share" / "release").read_text().strip() == baseline_kernel.release
     assert res.accel == "tcg" or res.accel == "kvm"

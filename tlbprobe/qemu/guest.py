@@ -7,7 +7,9 @@ So we launch QEMU ourselves, the way vmtest/virtme do it:
 
 * the host's / is the guest's root, read-only over virtio-9p; the guest runs the host's
   python and this very checkout, so there is nothing to install in the guest;
-* a second 9p share, writable, is the guest's /tmp/out: run directories come back there;
+* a second 9p share, writable, is the guest's GUEST_OUT (/run/tlbprobe-out): run
+  directories come back there. Only /run gets a tmpfs: the host's /tmp stays visible,
+  because the checkout (a CI clone, say) and the generated init may well live there;
 * PID 1 is a shell script we generate: it mounts what tlbprobe needs, runs the commands,
   prints ``TLBPROBE-EXIT=<status>`` on the console after each and powers off;
 * ``panic=-1`` and ``-no-reboot`` turn a panic into QEMU exiting; the console log says
@@ -32,6 +34,7 @@ from ..errors import InputError, TlbprobeError
 
 REPO = Path(__file__).resolve().parents[2]
 OUT_TAG = "tlbprobe_out"
+GUEST_OUT = "/run/tlbprobe-out"
 EXIT_MARK = "TLBPROBE-EXIT="
 START_MARK = "TLBPROBE-INIT-START"
 PANIC_PATTERNS = [re.compile(p) for p in (
@@ -114,10 +117,10 @@ export PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
-mount -t tmpfs tmpfs /tmp
 mount -t tmpfs tmpfs /run
-mkdir -p /tmp/out
-mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 {OUT_TAG} /tmp/out || echo "cannot mount the output share"
+mkdir -p /run/tmp {GUEST_OUT}
+export TMPDIR=/run/tmp
+mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 {OUT_TAG} {GUEST_OUT} || echo "cannot mount the output share"
 echo {START_MARK}
 cd {shlex.quote(str(cwd))}
 {chr(10).join(runs)}

@@ -14,7 +14,7 @@ import yaml
 from ..errors import TlbprobeError
 from ..rundir import atomic_write, read_summary
 from ..summary_text import render_summary
-from .guest import GuestResult, GuestSpec, guest_python, run_guest
+from .guest import GUEST_OUT, GuestResult, GuestSpec, guest_python, run_guest
 
 
 def guest_spec_from_args(args: argparse.Namespace, kernel: Optional[Path] = None) -> GuestSpec:
@@ -50,7 +50,7 @@ def run_jobs(spec: GuestSpec, jobs: Sequence[Tuple[str, List[str]]], outs: Seque
             raise TlbprobeError(f"{out} already exists and is not empty; choose another --out")
     share = outs[0].parent / f".{outs[0].name}.guest-{dt.datetime.now().strftime('%H%M%S')}"
     share.mkdir(parents=True)
-    commands = [[guest_python(), "-m", "tlbprobe", "collect", *args, "--out", f"/tmp/out/run-{i}"]
+    commands = [[guest_python(), "-m", "tlbprobe", "collect", *args, "--out", f"{GUEST_OUT}/run-{i}"]
                 for i, (_, args) in enumerate(jobs)]
     try:
         result = run_guest(spec, commands, share, log=log, status=status)
