@@ -3,6 +3,7 @@ built from Debian's linux-source (panic, timeout, a collect inside the guest).""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -133,3 +134,33 @@ def test_guest_runs_host_commands_and_returns_their_statuses(baseline_kernel, tm
     assert res.statuses == [0, 7, 0]
     assert (tmp_path / "share" / "release").read_text().strip() == baseline_kernel.release
     assert res.accel == "tcg" or res.accel == "kvm"
+
+
+@needs_qemu
+@needs_source
+@pytest.mark.slow
+def test_qemu_collect_brings_the_run_back_with_the_guest_facts(baseline_kernel, tmp_path, capsys):
+    import yaml
+
+    from tlbprobe.cli import main
+
+    out = tmp_path / "guest-run"
+    rc = main(["qemu", "collect", "--kernel", str(baseline_kernel.bzimage), "--smp", "2", "--memory", "1G",
+               "--accel", "tcg", "--out", str(out), "--", "--size", "64M", "--repeat", "1", "--idle-seconds", "0"])
+    assert rc == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["complete"] and summary["ops"] == 32 and summary["online_cpus"] == 2
+    assert summary["kernel_release"] == baseline_kernel.release and summary["flush_mode"] == "native"
+    assert summary["attributed"]["tlb_remove_table_smp_sync"] == 32
+    run = yaml.safe_load((out / "run.yaml").read_text())
+    assert run["qemu"]["accel"] == "tcg" and run["qemu"]["smp"] == 2 and run["qemu"]["cmdline"][0].endswith("qemu-system-x86_64")
+    assert (out / "guest" / "console.log").read_text().count("TLBPROBE-EXIT=0:0") == 1
+    assert "32 collapses" in capsys.readouterr().out
+
+
+def test_qemu_collect_refuses_out_after_the_separator(tmp_path):
+    from tlbprobe.cli import main
+
+    k = tmp_path / "bzImage"
+    k.write_bytes(b"x")
+    assert main(["qemu", "collect", "--kernel", str(k), "--", "--out", str(tmp_path / "x")]) == 2
