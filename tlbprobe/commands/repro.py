@@ -5,6 +5,7 @@ does not do what the model predicts for the flush mode used."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ..errors import InputError
 from ..qemu.guest import GuestSpec
@@ -36,7 +37,7 @@ def register(sub) -> None:
                        description=__doc__, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_kernel_options(p)
     add_guest_options(p)
-    p.add_argument("--out", type=lambda s: __import__("pathlib").Path(s), metavar="DIR",
+    p.add_argument("--out", type=Path, metavar="DIR",
                    help="results (default: runs/<time>-repro)")
     p.set_defaults(func=main)
 
@@ -50,7 +51,8 @@ def main(args: argparse.Namespace) -> int:
     kspec = KernelSpec(source=args.source, fragments=[DEFAULT_FRAGMENT] + list(args.config))
     if args.jobs:
         kspec.jobs = args.jobs
-    guest = GuestSpec(kernel=None, smp=args.smp, memory=args.memory, accel=args.accel,  # type: ignore[arg-type]
+    # the kernel is filled in per variant by run_repro
+    guest = GuestSpec(kernel=Path(), smp=args.smp, memory=args.memory, accel=args.accel,
                       pv_tlb_flush=args.pv_tlb_flush, timeout=args.timeout)
     res = run_repro(kspec, guest, out, patches=args.patch, status=terminal_status())
     for job, text in res.reports.items():
