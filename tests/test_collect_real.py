@@ -137,3 +137,19 @@ def test_bad_input_is_refused_in_one_line(tmp_path, args, message, unchanged_sys
     assert res.stderr.strip().count("\n") == 0 and message in res.stderr, res.stderr
     assert "Traceback" not in res.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_kernel_without_ipi_trace_events_still_measures(tmp_path, monkeypatch, unchanged_system):
+    """Debian 12's own 6.1 kernel has no csd/ipi events: counts from /proc only, said once."""
+    import tlbprobe.trace
+
+    monkeypatch.setattr(tlbprobe.trace, "EVENTS", ("nosuch/ipi_event",))
+    out = tmp_path / "noevents"
+    assert main(["collect", "--size", "64M", "--repeat", "1", "--idle-seconds", "1", "--out", str(out), "-q"]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["complete"] and s["ops"] >= 32 and s["attributed"] == {}
+    assert not (out / "attribution.csv").exists()
+    assert "no csd/ipi trace events" in (out / "log.txt").read_text()
+    from tlbprobe.report import build_report
+    (a,) = build_report([str(out)]).runs
+    assert a.verdict.basis == "CAL-TLB"
