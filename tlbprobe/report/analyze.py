@@ -182,6 +182,7 @@ def analyze_run(
 def per_repeat_figures(run: Run) -> Dict[str, List[float]]:
     """Each compared figure, one value per finished repeat."""
     n_other = max(1, len(run.other_cpus))
+    traced = is_traced(run)
     out: Dict[str, List[float]] = {
         "ops": [],
         "sync_ipis": [],
@@ -204,7 +205,7 @@ def per_repeat_figures(run: Run) -> Dict[str, List[float]]:
         idle = r.idle
         if idle is not None and idle.duration_s > 0:
             out["background_rate"].append(idle.sync_raw / idle.duration_s)
-        if SYNC_FUNCTION in r.attributed or FLUSH_FUNCTION in r.attributed:
+        if traced:  # a traced repeat without the function received none: that is a 0, not a gap
             out["attributed_sync"].append(r.attributed.get(SYNC_FUNCTION, 0.0))
         w = r.workload
         if w is not None and r.ops:
@@ -278,9 +279,14 @@ def judge(run: Run, scen: Scenario, pred: Prediction, params: ModelParams, bg_ra
 def traced_sync(run: Run) -> Optional[float]:
     """The traced tlb_remove_table_smp_sync IPIs received by the other CPUs in the workload
     phases, or None for a run collected without tracing (--no-trace)."""
-    if run.job.get("trace") is False or not (run.path / "attribution.csv").exists():
+    if not is_traced(run):
         return None
     return float(sum(r.attributed.get(SYNC_FUNCTION, 0.0) for r in run.repeats))
+
+
+def is_traced(run: Run) -> bool:
+    """Whether the run attributed IPIs with tracefs (attribution.csv is written only then)."""
+    return run.job.get("trace") is not False and (run.path / "attribution.csv").exists()
 
 
 def other_functions(run: Run, top: int = 3) -> str:
