@@ -30,7 +30,7 @@ def system_state() -> Dict[str, object]:
         "journal": JOURNAL.exists(),
         "nr_hugepages": Path("/proc/sys/vm/nr_hugepages").read_text().strip(),
     }
-    for p in sorted(list(THP.glob("*")) + list(THP.glob("khugepaged/*"))):
+    for p in sorted(list(THP.glob("*")) + list(THP.glob("khugepaged/*")) + list(THP.glob("hugepages-*/enabled"))):
         if p.is_file():
             state[str(p.relative_to(THP))] = p.read_text().strip()
     if (TRACEFS / "instances").is_dir():

@@ -46,3 +46,15 @@ def test_bad_job_files_are_named_in_one_line(tmp_path, text, message):
 def test_missing_job_file(tmp_path):
     with pytest.raises(InputError, match="no such job file"):
         build_job({}, str(tmp_path / "nope.yaml"))
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"repeat: .inf\n", "repeat: inf is not valid"),
+    (b"\xff\xfe\x00binary\x00", "not a readable YAML job file"),
+    (b"flush_mode: bogus\n", "flush_mode 'bogus'"),
+])
+def test_odd_job_files_are_refused_in_one_line(tmp_path, content, message):
+    f = tmp_path / "odd.yaml"
+    f.write_bytes(content)
+    with pytest.raises(InputError, match=message):
+        build_job({}, str(f))

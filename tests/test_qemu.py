@@ -47,7 +47,7 @@ def test_console_parsing_finds_statuses_and_panics():
     assert g.find_panic(console) is None
     panic = console + "[   9.9] Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000100\n"
     assert g.find_panic(panic) == "Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000100"
-    assert g.find_panic("BUG: kernel NULL pointer dereference, address: 0000000000000000") .startswith("BUG:")
+    assert g.find_panic("[ 5.1] watchdog: BUG: soft lockup - CPU#1 stuck for 22s! [python3:77]") is None
 
 
 def test_init_script_reports_each_status_and_powers_off():
@@ -164,3 +164,28 @@ def test_qemu_collect_refuses_out_after_the_separator(tmp_path):
     k = tmp_path / "bzImage"
     k.write_bytes(b"x")
     assert main(["qemu", "collect", "--kernel", str(k), "--", "--out", str(tmp_path / "x")]) == 2
+
+
+def test_a_series_applies_in_order_and_a_failure_leaves_the_tree_pristine(tmp_path):
+    from tlbprobe.qemu.kbuild import APPLIED, apply_series, reverse_series
+
+    tree = tmp_path / "tree"
+    (tree / "mm").mkdir(parents=True)
+    (tree / "mm" / "x.c").write_text("one\ntwo\nthree\n")
+    p1 = tmp_path / "0001.patch"
+    p1.write_text("--- a/mm/x.c\n+++ b/mm/x.c\n@@ -1,3 +1,3 @@\n one\n-two\n+2\n three\n")
+    p2 = tmp_path / "0002.patch"  # only applies on top of 0001
+    p2.write_text("--- a/mm/x.c\n+++ b/mm/x.c\n@@ -1,3 +1,3 @@\n one\n-2\n+II\n three\n")
+    apply_series([p1, p2], tree)
+    assert (tree / "mm" / "x.c").read_text() == "one\nII\nthree\n"
+    reverse_series(tree)
+    assert (tree / "mm" / "x.c").read_text() == "one\ntwo\nthree\n" and not (tree / APPLIED).exists()
+    bad = tmp_path / "0003.patch"
+    bad.write_text("--- a/mm/x.c\n+++ b/mm/x.c\n@@ -1,3 +1,3 @@\n one\n-nope\n+3\n three\n")
+    with pytest.raises(InputError, match=r"0003.patch: does not apply .*mm/x.c hunk #1"):
+        apply_series([p1, p2, bad], tree)
+    assert (tree / "mm" / "x.c").read_text() == "one\ntwo\nthree\n" and not (tree / APPLIED).exists()
+    # a build killed with its patches applied is undone by the next one
+    apply_series([p1], tree)
+    reverse_series(tree)
+    assert (tree / "mm" / "x.c").read_text() == "one\ntwo\nthree\n"

@@ -11,6 +11,7 @@ import pytest
 
 from runfactory import make_run
 from tlbprobe.cli import main as cli_main
+from tlbprobe.errors import InputError
 from tlbprobe.report import ReportOptions, build_report
 from tlbprobe.report.analyze import parse_variant_pattern
 from tlbprobe.report.stats import betainc, describe, ranges_overlap, t_ppf, t_sf, welch
@@ -361,3 +362,42 @@ def test_describe_and_overlap():
     assert s.ci95[0] == pytest.approx(2 - 4.302653 / math.sqrt(3), abs=1e-6)
     assert describe([7]).ci95 is None and describe([]) is None
     assert ranges_overlap([1, 2], [2, 3]) and not ranges_overlap([1, 2], [2.5, 3])
+
+
+def test_a_run_where_nothing_happened_is_no_data_not_a_match(tmp_path):
+    """0 collapses of 128 would 'match' a model fed 0 operations: it must not pass."""
+    run = make_run(tmp_path, "zero", ops=0, ops_expected=128, sync_per_op=0.0, kernel_variant="patched",
+                   flush_mode="native")
+    (a,) = analyze(run)
+    assert a.verdict.status == "no data" and a.verdict.ok is None and "0 of 384" in a.verdict.reason
+
+
+def test_lost_trace_events_fall_back_to_cal_minus_tlb(tmp_path):
+    import json as _json
+
+    run = make_run(tmp_path, "lossy", seed=21)
+    s = _json.loads((run / "summary.json").read_text())
+    s["trace_lost_events"] = 500
+    (run / "summary.json").write_text(_json.dumps(s))
+    (a,) = analyze(run)
+    assert a.verdict.basis == "CAL-TLB" and any("trace events lost" in w for w in a.verdict.warnings)
+
+
+def test_runs_of_different_jobs_are_compared_with_a_warning(tmp_path):
+    a = make_run(tmp_path, "a", seed=1)
+    b = make_run(tmp_path, "b", seed=2, threads=1)
+    report = build_report([str(a), str(b)])
+    assert any("not the same job" in w and "threads" in w for w in report.comparisons[0].warnings)
+    same = build_report([str(a), str(make_run(tmp_path, "c", seed=3))])
+    assert same.comparisons[0].warnings == []
+
+
+def test_wrong_types_in_a_run_are_one_clear_error(tmp_path):
+    import json as _json
+
+    run = make_run(tmp_path, "typo", seed=4)
+    s = _json.loads((run / "summary.json").read_text())
+    s["other_cpus"] = ["x"]
+    (run / "summary.json").write_text(_json.dumps(s))
+    with pytest.raises(InputError, match="typo: summary.json or run.yaml holds a value of the wrong type"):
+        build_report([str(run)])

@@ -50,18 +50,28 @@ class Console:
         self._status = False
 
     def log(self, line: str) -> None:
-        self._clear()
+        """Keep the line in log.txt, then show it. A terminal that went away (ssh dropped,
+        stderr closed) must not turn a clean shutdown into a failure: screen errors are
+        ignored, the file is what counts."""
         stamp = time.strftime("%H:%M:%S")
-        if not self.quiet:
-            print(f"[{stamp}] {line}", file=self.stream, flush=True)
         if self.rundir:
             self.rundir.log(f"[{stamp}] {line}")
+        if self.quiet:
+            return
+        try:
+            self._clear()
+            print(f"[{stamp}] {line}", file=self.stream, flush=True)
+        except (OSError, ValueError):
+            self.quiet = True
 
     def status(self, line: str) -> None:
         if self.tty and not self.quiet:
-            self.stream.write("\r\033[K" + line)
-            self.stream.flush()
-            self._status = True
+            try:
+                self.stream.write("\r\033[K" + line)
+                self.stream.flush()
+                self._status = True
+            except (OSError, ValueError):
+                self.quiet = True
 
     def _clear(self) -> None:
         if self._status:

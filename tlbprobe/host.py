@@ -106,11 +106,12 @@ def sysfs_choice(text: str) -> str:
 
 
 def read_thp_settings(root: Path = THP_DIR) -> Dict[str, str]:
-    """Every THP knob (enabled, defrag, khugepaged/*), selected values only."""
+    """Every THP knob (enabled, defrag, khugepaged/*, per-size hugepages-*/enabled), selected values only."""
     out: Dict[str, str] = {}
     if not root.is_dir():
         return out
-    for path in sorted(list(root.iterdir()) + list((root / "khugepaged").glob("*"))):
+    knobs = list(root.iterdir()) + list((root / "khugepaged").glob("*")) + list(root.glob("hugepages-*/enabled"))
+    for path in sorted(knobs):
         if path.is_file():
             try:
                 out[str(path.relative_to(root))] = sysfs_choice(path.read_text())

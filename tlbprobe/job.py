@@ -68,6 +68,8 @@ class Job:
             raise InputError(f"--idle-seconds {self.idle_seconds} is out of range (0..3600)")
         if self.idle_mode not in IDLE_MODES:
             raise InputError(f"--idle-mode must be one of {', '.join(IDLE_MODES)}")
+        if self.flush_mode not in (None, "native", "pv", "invlpgb"):
+            raise InputError(f"flush_mode {self.flush_mode!r}: choose native, pv or invlpgb")
         if self.kernel_variant not in (None,) + KERNEL_VARIANTS:
             raise InputError(f"--kernel-variant must be one of {', '.join(KERNEL_VARIANTS)}")
         if self.sharers < 2 or self.sharers > 64:
@@ -98,7 +100,7 @@ def _coerce(name: str, value: Any, source: str) -> Any:
         if "float" in str(kind):
             return float(value)
         return str(value)
-    except (TypeError, ValueError, InputError) as e:
+    except (TypeError, ValueError, OverflowError, InputError) as e:
         raise InputError(f"{source}: {name}: {value!r} is not valid ({e})") from None
 
 
@@ -109,7 +111,7 @@ def load_job_file(path: str) -> Dict[str, Any]:
             data = yaml.safe_load(f)
     except FileNotFoundError:
         raise InputError(f"{path}: no such job file (see workloads/ for examples)") from None
-    except (OSError, yaml.YAMLError) as e:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
         raise InputError(f"{path}: not a readable YAML job file ({str(e).splitlines()[0]})") from None
     if data is None:
         data = {}

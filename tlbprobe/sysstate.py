@@ -69,14 +69,20 @@ def write_knob(path: str, value: str) -> None:
         f.write(value)
 
 
-def pid_alive(pid: int) -> bool:
+def process_start(pid: int) -> Optional[int]:
+    """A process's start time in clock ticks since boot (/proc/PID/stat field 22), or None."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def pid_alive(pid: int, start: Optional[int] = None) -> bool:
+    """Whether the process that wrote a journal still runs: same PID *and* same start time,
+    so a PID reused after a SIGKILL is not mistaken for the run."""
+    now = process_start(pid) if pid > 0 else None
+    return now is not None and (start is None or now == start)
 
 
 class SystemState:
@@ -92,7 +98,8 @@ class SystemState:
     def _save(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         tmp = self.journal.with_suffix(".tmp")
-        data = {"pid": os.getpid(), "started": time.time(), "changes": [c.__dict__ for c in self.changes]}
+        data = {"pid": os.getpid(), "pid_start": process_start(os.getpid()), "started": time.time(),
+                "changes": [c.__dict__ for c in self.changes]}
         with open(tmp, "w") as f:
             json.dump(data, f, indent=1)
             f.flush()
@@ -120,6 +127,9 @@ class SystemState:
         write_knob(path, value)
 
     def mkdir(self, path: str) -> None:
+        """Create a directory that the restore removes; one that exists is not ours to remove."""
+        if os.path.exists(path):
+            raise PreflightError(f"{path} exists already; remove it if no tlbprobe run is using it")
         self.changes.append(Change("mkdir", path))
         self._save()
         os.mkdir(path)
@@ -156,11 +166,15 @@ def undo_changes(changes: List[Change], log: Callable[[str], None]) -> Tuple[Lis
     for change in reversed(changes):
         try:
             change.undo()
-            log(f"restored {change.kind} {change.path}" + (f" = {change.old}" if change.kind == "write" else ""))
         except (OSError, subprocess.CalledProcessError) as e:
             failed.insert(0, change)
             detail = e.stderr.strip() if isinstance(e, subprocess.CalledProcessError) and e.stderr else e
             problems.append(f"could not undo {change.kind} {change.path}: {detail}")
+            continue
+        try:
+            log(f"restored {change.kind} {change.path}" + (f" = {change.old}" if change.kind == "write" else ""))
+        except (OSError, ValueError):
+            pass  # the change is undone; only telling about it failed
     return failed, problems
 
 
@@ -171,7 +185,7 @@ def check_journal(state_dir: Path) -> None:
     if existing is None:
         return
     pid = existing.get("pid", 0)
-    if pid_alive(pid):
+    if pid_alive(pid, existing.get("pid_start")):
         raise PreflightError(f"another tlbprobe run (pid {pid}) is changing system settings; wait for it to end")
     raise PreflightError(
         f"a previous run (pid {pid}) was killed before it restored system settings "
@@ -197,7 +211,7 @@ def restore_from_journal(state_dir: Path = DEFAULT_STATE_DIR, force: bool = Fals
         log(f"nothing to restore: no journal at {journal}")
         return 0
     pid = data.get("pid", 0)
-    if pid_alive(pid) and pid != os.getpid() and not force:
+    if pid_alive(pid, data.get("pid_start")) and pid != os.getpid() and not force:
         raise TlbprobeError(f"tlbprobe run pid {pid} is still running and will restore its own settings "
                             "(stop it with Ctrl-C or kill it; --force to restore anyway)")
     changes = [Change(**c) for c in data.get("changes", [])]

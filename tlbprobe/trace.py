@@ -203,6 +203,22 @@ class TraceSession:
                 pass
 
 
+def remove_stale_instances(root: Path, log=lambda s: None) -> None:
+    """Remove tlbprobe-<pid> instances whose process is gone (journaled runs never leave
+    one, but a tracefs instance outlives unmounting, so an older tool's leftovers would
+    hold trace buffers forever)."""
+    from .sysstate import pid_alive
+
+    for inst in (root / "instances").glob("tlbprobe-*"):
+        pid = inst.name.rpartition("-")[2]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            try:
+                inst.rmdir()
+                log(f"removed a stale trace instance {inst} (its process {pid} is gone)")
+            except OSError as e:
+                log(f"warning: stale trace instance {inst} could not be removed: {e.strerror}")
+
+
 def buffer_kb_for(ncpus: int) -> int:
     """Per-CPU buffer: 8 MiB on small machines, less per CPU on big ones (256 MiB in all at most).
 
@@ -240,11 +256,18 @@ def open_session(state: SystemState, log=lambda s: None, ncpus: int = 1) -> Iter
     missing = [ev for ev in EVENTS if ev not in available]
     if missing:
         log(f"warning: this kernel lacks trace events {', '.join(missing)}; attribution is partial")
+    remove_stale_instances(root, log)
     instance = root / "instances" / f"tlbprobe-{os.getpid()}"
     state.mkdir(str(instance))
     session = TraceSession(instance, log)
     try:
         (instance / "buffer_size_kb").write_text(str(buffer_kb_for(ncpus)))
+        # When the buffer fills, drop new events rather than overwrite old ones: an
+        # overwritten begin marker would throw a whole phase's events away. Drops are
+        # counted (per_cpu/*/stats "dropped events") and the report then falls back to CAL-TLB.
+        overwrite = instance / "options" / "overwrite"
+        if overwrite.exists():
+            overwrite.write_text("0")
         clocks = (instance / "trace_clock").read_text()
         if "mono" in clocks.replace("[", " ").replace("]", " ").split():
             (instance / "trace_clock").write_text("mono")

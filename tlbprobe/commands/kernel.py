@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from ..errors import InputError
 from ..qemu.kbuild import DEFAULT_FRAGMENT, KernelSpec, as_dict, build_kernel, cache_root, terminal_status, \
     variant_patches
 
@@ -40,7 +41,8 @@ def register(sub) -> None:
     ksub = p.add_subparsers(dest="kernel_command", metavar="ACTION")
     b = ksub.add_parser("build", help="build (or find in the cache) a guest kernel", description=__doc__,
                         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    b.add_argument("--variant", choices=("baseline", "patched"), default="baseline")
+    b.add_argument("--variant", choices=("baseline", "patched"), default=None,
+                   help="baseline (no patches; the default) or patched (default with --patch)")
     add_kernel_options(b)
     b.add_argument("--force", action="store_true", help="rebuild even when the cache has it")
     b.add_argument("--format", choices=("text", "json"), default="text")
@@ -57,6 +59,9 @@ def spec_from_args(args: argparse.Namespace, variant: str) -> KernelSpec:
 
 
 def main_build(args: argparse.Namespace) -> int:
+    if args.variant == "baseline" and args.patch:
+        raise InputError("--patch goes with the patched variant, not --variant baseline")
+    args.variant = args.variant or ("patched" if args.patch else "baseline")
     k = build_kernel(spec_from_args(args, args.variant), status=terminal_status(), force=args.force)
     if args.format == "json":
         print(json.dumps(as_dict(k), indent=1))

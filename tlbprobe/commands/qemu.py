@@ -8,7 +8,7 @@ from pathlib import Path
 from ..errors import InputError
 from ..qemu.kbuild import terminal_status
 from ..qemu.vmrun import collect_in_guest, guest_spec_from_args
-from .collect import add_collect_options
+from .collect import add_collect_options, job_from_args
 
 EPILOG = """\
 The guest boots KERNEL with this host's root file system mounted read-only over
@@ -63,6 +63,10 @@ def main_collect(args: argparse.Namespace) -> int:
         raise InputError(f"bad collect options after --: {' '.join(rest)}") from None
     if parsed.out:
         raise InputError("give --out before --, to tlbprobe qemu collect (the host's directory)")
+    job_from_args(parsed)  # the same checks the guest will make, before booting anything
+    if parsed.job:  # the guest runs in the checkout: a relative job file must not move
+        rest = [str(Path(parsed.job).resolve()) if a == parsed.job else a for a in rest]
+        rest = [f"--job={Path(parsed.job).resolve()}" if a == f"--job={parsed.job}" else a for a in rest]
     out, status = collect_in_guest(guest_spec_from_args(args), rest, args.out, workload=parsed.workload or "collapse",
                                    status=terminal_status())
     print((out / "summary.txt").read_text() if (out / "summary.txt").exists() else f"run directory: {out}")

@@ -137,10 +137,40 @@ def check_patch(patch: Path, tree: Path) -> None:
     raise InputError(f"{patch}: does not apply to {tree}: {detail}")
 
 
-def _apply(patches: List[Path], tree: Path, reverse: bool = False) -> None:
-    for p in (reversed(patches) if reverse else patches):
-        args = ["patch", "-p1", "--batch", "--silent", "-i", str(p.resolve())] + (["-R"] if reverse else ["--forward"])
-        subprocess.run(args, cwd=tree, check=True, capture_output=True)
+APPLIED = ".tlbprobe-applied"  # in the source tree: copies of the patches applied right now
+
+
+def _patch(p: Path, tree: Path, reverse: bool) -> None:
+    args = ["patch", "-p1", "--batch", "--silent", "-i", str(p.resolve())] + (["-R"] if reverse else ["--forward"])
+    subprocess.run(args, cwd=tree, check=True, capture_output=True)
+
+
+def apply_series(patches: List[Path], tree: Path) -> None:
+    """Apply a series in order, each checked against the tree as the previous ones left it
+    (so patch 2 may build on patch 1). Copies go to tree/.tlbprobe-applied first, so a
+    build killed halfway can be undone by the next one. On a failure the patches already
+    applied are reversed and the failing file and hunk are named."""
+    record = tree / APPLIED
+    record.mkdir(exist_ok=True)
+    for i, p in enumerate(patches):
+        try:
+            check_patch(p, tree)
+        except InputError:
+            reverse_series(tree)
+            raise
+        shutil.copy2(p, record / f"{i:04d}-{p.name}")
+        _patch(p, tree, reverse=False)
+
+
+def reverse_series(tree: Path) -> None:
+    """Undo what apply_series applied (also after a killed build), newest first."""
+    record = tree / APPLIED
+    if not record.is_dir():
+        return
+    for copy in sorted(record.iterdir(), reverse=True):
+        _patch(copy, tree, reverse=True)
+        copy.unlink()
+    record.rmdir()
 
 
 def configure(tree: Path, build: Path, fragments: List[Path]) -> None:
@@ -195,6 +225,9 @@ def build_kernel(spec: KernelSpec, log: Callable[[str], None] = print,
         src_id = tree_identity(spec.source)
         tree = spec.source
         tarball = None
+    for f in spec.fragments:
+        if not f.is_file():
+            raise InputError(f"{f}: no such config fragment")
     frag_bytes = [f.read_bytes() for f in spec.fragments]
     patch_bytes = []
     for p in spec.patches:
@@ -237,17 +270,25 @@ def _build(spec: KernelSpec, tree: Optional[Path], tarball: Optional[Path], tree
         tree = unpack(tarball, log)
     build = cache_root() / "build" / tree_key
     entry.mkdir(parents=True, exist_ok=True)
-    for p in spec.patches:
-        check_patch(p, tree)
-    start = time.monotonic()
-    _apply(spec.patches, tree)
     try:
+        reverse_series(tree)  # a previous build was killed with its patches applied
+    except subprocess.CalledProcessError:
+        if spec.source is not None:
+            raise BuildError(f"{tree}: patches of a killed build are still applied and do not reverse; "
+                             f"see {tree / APPLIED}") from None
+        log(f"{tree}: patches of a killed build do not reverse; unpacking the source again")
+        shutil.rmtree(tree)
+        assert tarball is not None
+        tree = unpack(tarball, log)
+    start = time.monotonic()
+    try:
+        apply_series(spec.patches, tree)
         if not (build / ".config").exists():
             configure(tree, build, spec.fragments)
         log(f"building {key} ({len(spec.patches)} patch(es)) in {build}, log {entry / 'build.log'}")
         _run_make(tree, build, spec.jobs, entry / "build.log", status)
     finally:
-        _apply(spec.patches, tree, reverse=True)
+        reverse_series(tree)
     seconds = time.monotonic() - start
     release = (build / "include/config/kernel.release").read_text().strip()
     shutil.copy2(build / "arch/x86/boot/bzImage", bzimage)

@@ -73,6 +73,9 @@ def run_repro(kernel_spec: KernelSpec, guest: GuestSpec, out: Path, patches: Seq
                          guest.timeout, guest.extra_append)
         statuses, result = run_jobs(spec, vjobs, outs, log=log, status=status)
         timings[f"guest_{variant}_s"] = round(time.monotonic() - t, 1)
+        # Both kernels must run under the same accelerator (and so the same flush mode):
+        # whatever the first boot ended up with is what the second one uses.
+        guest.accel = result.accel
         for note in result.notes:
             log(f"{variant}: {note}")
         for (name, _), st, o in zip(jobs, statuses, outs):
@@ -91,7 +94,7 @@ def run_repro(kernel_spec: KernelSpec, guest: GuestSpec, out: Path, patches: Seq
             v = a.verdict
             verdicts[name][variant] = (f"{v.status}: measured {v.measured}, expected {v.expected}"
                                        + (f" ({v.reason})" if v.reason else ""))
-            if not a.run.complete or v.ok is not True:
+            if not a.run.complete or v.ok is not True or a.run.ops < a.run.ops_expected:
                 ok = False
     result = ReproResult(out, kernels, runs, verdicts, ok, timings, reports)
     (out / "repro.json").write_text(json.dumps({

@@ -14,7 +14,7 @@ import yaml
 from ..errors import TlbprobeError
 from ..rundir import atomic_write, read_summary
 from ..summary_text import render_summary
-from .guest import GUEST_OUT, GuestResult, GuestSpec, guest_python, run_guest
+from .guest import GUEST_OUT, GuestResult, GuestSpec, check_spec, guest_python, run_guest
 
 
 def guest_spec_from_args(args: argparse.Namespace, kernel: Optional[Path] = None) -> GuestSpec:
@@ -48,6 +48,7 @@ def run_jobs(spec: GuestSpec, jobs: Sequence[Tuple[str, List[str]]], outs: Seque
     for out in outs:
         if out.exists() and any(out.iterdir()):
             raise TlbprobeError(f"{out} already exists and is not empty; choose another --out")
+    check_spec(spec)
     share = outs[0].parent / f".{outs[0].name}.guest-{dt.datetime.now().strftime('%H%M%S')}"
     share.mkdir(parents=True)
     commands = [[guest_python(), "-m", "tlbprobe", "collect", *args, "--out", f"{GUEST_OUT}/run-{i}"]
@@ -57,8 +58,11 @@ def run_jobs(spec: GuestSpec, jobs: Sequence[Tuple[str, List[str]]], outs: Seque
         for i, out in enumerate(outs):
             src = share / f"run-{i}"
             if not src.exists():
-                raise TlbprobeError(f"the guest wrote no run directory for job {jobs[i][0]!r}; "
-                                    f"console log: {share / 'console.log'}")
+                said = [line for line in result.console.read_text(errors="replace").splitlines()
+                        if line.startswith("tlbprobe: ")]
+                raise TlbprobeError(f"the guest wrote no run directory for job {jobs[i][0]!r}"
+                                    + (f" ({said[-1]})" if said else "")
+                                    + f"; console log: {share / 'console.log'}")
             out.parent.mkdir(parents=True, exist_ok=True)
             if out.exists():
                 out.rmdir()

@@ -45,10 +45,15 @@ def build_report(paths: Sequence[str], options: ReportOptions = ReportOptions())
     params = load_params(options.params_path)
     runs: List[Run] = [load_run(Path(p)) for p in paths]
     refuse_incomplete(runs, options.allow_incomplete)
-    analyses = [
-        analyze_run(run, i, params, options.variant_patterns, options.flush_override, options.hugetlb_unshare)
-        for i, run in enumerate(runs)
-    ]
+    analyses = []
+    for i, run in enumerate(runs):
+        try:
+            analyses.append(analyze_run(run, i, params, options.variant_patterns, options.flush_override,
+                                        options.hugetlb_unshare))
+        except (TypeError, ValueError, KeyError, AttributeError) as e:
+            # A hand-edited or foreign file with a value of the wrong type somewhere.
+            raise InputError(f"{run.path}: summary.json or run.yaml holds a value of the wrong type "
+                             f"({type(e).__name__}: {e})") from None
     return Report(analyses, compare_all(analyses) if len(analyses) > 1 else [], params, [str(p) for p in paths])
 
 

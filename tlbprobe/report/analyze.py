@@ -234,14 +234,18 @@ def judge(run: Run, scen: Scenario, pred: Prediction, params: ModelParams, bg_ra
     warnings: List[str] = []
     if not run.repeats:
         return Verdict("no data", None, pred.sync_ipis.value, None, None, "no repeat finished", ())
+    if run.ops == 0 and run.ops_expected > 0:
+        # The model is fed the counted operations: 0 done would "match" 0 expected.
+        return Verdict("no data", None, pred.sync_ipis.value, None, None,
+                       f"no operation happened (0 of {run.ops_expected}: {_partial_note(run) or 'see phases.csv'})", ())
     if run.ops < run.ops_expected:
         warnings.append(
             f"partial: {run.ops} of {run.ops_expected} operations done "
             f"({_partial_note(run) or 'see phases.csv note'})"
         )
-    lost = run.summary.get("trace_lost_events")
-    if isinstance(lost, (int, float)) and lost > 0:
-        warnings.append(f"{int(lost)} trace events lost: attribution undercounts")
+    if trace_lost(run):
+        warnings.append(f"{trace_lost(run)} trace events lost: attribution undercounts, so the verdict "
+                        f"uses CAL minus TLB")
     estimate = sum(r.sync_ipis_measured for r in run.repeats)
     expected = pred.sync_ipis.value
     traced = traced_sync(run)
@@ -279,9 +283,15 @@ def judge(run: Run, scen: Scenario, pred: Prediction, params: ModelParams, bg_ra
 def traced_sync(run: Run) -> Optional[float]:
     """The traced tlb_remove_table_smp_sync IPIs received by the other CPUs in the workload
     phases, or None for a run collected without tracing (--no-trace)."""
-    if not is_traced(run):
+    if not is_traced(run) or trace_lost(run):
         return None
     return float(sum(r.attributed.get(SYNC_FUNCTION, 0.0) for r in run.repeats))
+
+
+def trace_lost(run: Run) -> int:
+    """Events the trace buffer dropped: then the traced count is a lower bound, not a count."""
+    lost = run.summary.get("trace_lost_events")
+    return int(lost) if isinstance(lost, (int, float)) and lost > 0 else 0
 
 
 def is_traced(run: Run) -> bool:

@@ -8,7 +8,7 @@ on a side there is no test, and the report says so instead of guessing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from .analyze import RunAnalysis
@@ -69,6 +69,20 @@ class Comparison:
     other: RunAnalysis
     figures: List[FigureComparison]
     latency: List[LatencyRow]
+    warnings: List[str] = field(default_factory=list)
+
+
+#: Job keys that must agree for two runs to be comparable (a kernel A/B changes nothing else).
+SAME_JOB = ("workload", "size", "threads", "operation", "sharers", "cycles", "control", "cpu")
+
+
+def mismatches(base: RunAnalysis, other: RunAnalysis) -> List[str]:
+    """What differs between two runs besides the kernel: then a change is not the kernel's."""
+    out = [f"{k}: {base.run.job.get(k)!r} vs {other.run.job.get(k)!r}" for k in SAME_JOB
+           if base.run.job.get(k) != other.run.job.get(k)]
+    if base.run.online_cpus != other.run.online_cpus:
+        out.append(f"online CPUs: {base.run.online_cpus} vs {other.run.online_cpus}")
+    return [f"not the same job ({'; '.join(out)}): the changes below are not the kernel's alone"] if out else []
 
 
 def compare(base: RunAnalysis, other: RunAnalysis) -> Comparison:
@@ -83,7 +97,7 @@ def compare(base: RunAnalysis, other: RunAnalysis) -> Comparison:
         w = welch(a, b)
         ov = ranges_overlap(a, b) if len(a) >= 2 and len(b) >= 2 else None
         rows.append(FigureComparison(key, label, digits, sa, sb, change, w, ov))
-    return Comparison(base, other, rows, latency_rows(base, other))
+    return Comparison(base, other, rows, latency_rows(base, other), mismatches(base, other))
 
 
 def compare_all(runs: Sequence[RunAnalysis]) -> List[Comparison]:

@@ -90,6 +90,7 @@ def comparison_html(c: Comparison) -> str:
                    "change", "p", ""), rows, "lrrrrl"),
            "<p>Mean ±95% CI over repeats. * Welch's t-test p&lt;0.05 and [min,max] ranges do not overlap; "
            "? too few repeats to test.</p>"]
+    out[1:1] = [f"<p><b>Warning:</b> {html.escape(w)}</p>" for w in c.warnings]
     if c.latency:
         lrows = [(r.phase, r.role, r.metric.replace("_us", ""), fmt_num(r.base, 1), fmt_num(r.other, 1))
                  for r in c.latency]

@@ -130,6 +130,8 @@ def _comparison(c: Comparison) -> List[str]:
     body.append(("model, per repeat", fmt_num(expected_per_repeat(a), 1), fmt_num(expected_per_repeat(b), 1),
                   "", ""))
     lines = text_table(head, body, "lrrrl")
+    for w in c.warnings:
+        lines = textwrap.wrap(f"WARNING: {w}", WIDTH) + [""] + lines
     if c.latency:
         lhead = ("latency, us", a.label, b.label, "change", "")
         lbody = []

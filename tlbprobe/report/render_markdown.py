@@ -52,6 +52,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], align: str) -> 
 def comparison_md(c: Comparison) -> List[str]:
     a, b = c.base, c.other
     out = [f"## {b.label} `{b.run.name}` against {a.label} `{a.run.name}`", ""]
+    out += [f"**Warning:** {w}" for w in c.warnings] + ([""] if c.warnings else [])
     rows = comparison_rows(c)
     out += table(("figure", f"{a.label} {a.variant.value or a.run.name}", f"{b.label} {b.variant.value or b.run.name}",
                   "change", "p", ""), rows, "lrrrrl")

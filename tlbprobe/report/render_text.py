@@ -164,6 +164,7 @@ def comparison_lines(c: Comparison) -> List[str]:
     a, b = c.base, c.other
     out = [f"{b.label} against {a.label}: {b.run.name} vs {a.run.name}"
            f"  (mean ±95% CI; * = Welch p<0.05 and [min,max] ranges do not overlap; ? = too few repeats)"]
+    out += [f"  WARNING: {w}" for w in c.warnings]
     head = ("figure", f"{a.label} {a.run.name}", f"{b.label} {b.run.name}", "change", "p", "")
     body = comparison_rows(c)
     out.extend("  " + line for line in text_table(head, body, "lrrrrl"))

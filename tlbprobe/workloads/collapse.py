@@ -92,6 +92,11 @@ class CollapseWorkload(Workload):
 
     def configure(self, state: SystemState) -> None:
         state.set_knob(str(THP_DIR / "enabled"), "never")
+        # Linux 6.8+ has per-size knobs; khugepaged keeps running while the PMD size is
+        # enabled there ("always"/"madvise"; "inherit" follows the top-level knob).
+        pmd = THP_DIR / f"hugepages-{libc.PMD_SIZE >> 10}kB" / "enabled"
+        if pmd.exists() and self.facts.thp.get(f"hugepages-{libc.PMD_SIZE >> 10}kB/enabled", "inherit") != "inherit":
+            state.set_knob(str(pmd), "never")
 
     # -- per repeat -----------------------------------------------------------------------
     def prepare(self) -> None:

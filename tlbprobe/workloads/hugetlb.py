@@ -476,7 +476,10 @@ class HugetlbUnshareWorkload(Workload):
     def _exit(self, h: Helper) -> bool:
         """The exit operation: the helper exits; reaping it means exit_mmap() is done."""
         assert h.cmd_fd is not None
-        os.write(h.cmd_fd, b"x")
+        try:
+            os.write(h.cmd_fd, b"x")
+        except BrokenPipeError:
+            raise WorkloadError(f"helper {h.idx} (pid {h.pid}) died before its exit operation") from None
         os.close(h.cmd_fd)
         h.cmd_fd = None
         _, status = os.waitpid(h.pid, 0)
