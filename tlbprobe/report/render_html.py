@@ -15,13 +15,15 @@ from .analyze import RunAnalysis
 from .compare import Comparison
 from .render_text import verdict_text
 from .tables import (
+    PER_CPU_HEADERS,
+    latency_comparison_rows,
+    measured_lines,
+    per_cpu_cells,
     comparison_rows,
     fmt_num,
-    fmt_spread,
     host_line,
     kernel_line,
     ops_line,
-    per_cpu_rows,
     reproduce_commands,
     workload_line,
 )
@@ -92,9 +94,8 @@ def comparison_html(c: Comparison) -> str:
            "? too few repeats to test.</p>"]
     out[1:1] = [f"<p><b>Warning:</b> {html.escape(w)}</p>" for w in c.warnings]
     if c.latency:
-        lrows = [(r.phase, r.role, r.metric.replace("_us", ""), fmt_num(r.base, 1), fmt_num(r.other, 1))
-                 for r in c.latency]
-        out.append("<h3>Latency, µs</h3>" + _table(("phase", "CPU", "percentile", a.label, b.label), lrows, "lllrr"))
+        out.append("<h3>Latency, µs</h3>" + _table(("phase", "CPU", "percentile", a.label, b.label),
+                                                   latency_comparison_rows(c), "lllrr"))
     return "\n".join(out)
 
 
@@ -108,17 +109,15 @@ def run_html(a: RunAnalysis, report: Report) -> str:
         ("flush mode", f"{a.flush.value}; from {a.flush.source}"),
         ("workload", workload_line(a)),
         ("operations", ops_line(a)),
-        ("sync IPIs measured", f"{fmt_num(v.measured, 1)}; per repeat {fmt_spread(a.stats.get('sync_ipis'), 1)}"),
+        *measured_lines(a),
         ("model", f"{fmt_num(a.prediction.sync_ipis.value)}: {a.prediction.sync_ipis.why}"),
     ]
     facts += [("warning", w) for w in v.warnings]
-    rows = [(str(r.cpu), r.role, fmt_num(r.cal), fmt_num(r.tlb), fmt_num(r.sync_raw), fmt_num(r.expected_sync))
-            for r in per_cpu_rows(a)]
     out = [
         f"<h2>{e(a.label)}: {e(str(run.path))}</h2>",
         f'<p class="{e(v.status.replace(" ", "-"))}">{e(verdict_text(a))}</p>',
         _table(("", ""), facts, "ll"),
-        _table(("CPU", "role", "CAL", "TLB", "CAL−TLB", "expected sync"), rows, "rlrrrr"),
+        _table(PER_CPU_HEADERS, per_cpu_cells(a), "rlrrrr"),
     ]
     if run.latency:
         drv = run.latency_driver_cpu if run.latency_driver_cpu is not None else run.driver_cpu

@@ -9,13 +9,15 @@ from .analyze import RunAnalysis
 from .compare import Comparison
 from .render_text import verdict_text
 from .tables import (
+    PER_CPU_HEADERS,
+    latency_comparison_rows,
+    measured_lines,
+    per_cpu_cells,
     comparison_rows,
     fmt_num,
-    fmt_spread,
     host_line,
     kernel_line,
     ops_line,
-    per_cpu_rows,
     reproduce_commands,
     workload_line,
 )
@@ -59,10 +61,8 @@ def comparison_md(c: Comparison) -> List[str]:
     out += ["", "Mean ±95% CI over repeats. `*`: Welch's t-test p<0.05 and [min,max] ranges do not overlap; "
             "`?`: too few repeats to test.", ""]
     if c.latency:
-        lrows = [(r.phase, r.role, r.metric.replace("_us", ""), fmt_num(r.base, 1), fmt_num(r.other, 1))
-                 for r in c.latency]
         out += ["Latency (µs; driver CPU, and the worst of the other CPUs):", ""]
-        out += table(("phase", "CPU", "percentile", a.label, b.label), lrows, "lllrr") + [""]
+        out += table(("phase", "CPU", "percentile", a.label, b.label), latency_comparison_rows(c), "lllrr") + [""]
     return out
 
 
@@ -76,13 +76,11 @@ def run_md(a: RunAnalysis) -> List[str]:
         ("flush mode", f"{a.flush.value} — from {a.flush.source}"),
         ("workload", workload_line(a)),
         ("operations", ops_line(a)),
-        ("sync IPIs measured", f"{fmt_num(v.measured, 1)}; per repeat {fmt_spread(a.stats.get('sync_ipis'), 1)}"),
+        *measured_lines(a),
         ("model", f"{fmt_num(a.prediction.sync_ipis.value)} — {a.prediction.sync_ipis.why}"),
         ("verdict", verdict_text(a)),
     ]
     facts += [("warning", w) for w in v.warnings]
     out += table(("", ""), facts, "ll") + [""]
-    rows = [(str(r.cpu), r.role, fmt_num(r.cal), fmt_num(r.tlb), fmt_num(r.sync_raw), fmt_num(r.expected_sync))
-            for r in per_cpu_rows(a)]
-    out += table(("CPU", "role", "CAL", "TLB", "CAL−TLB", "expected sync"), rows, "rlrrrr") + [""]
+    out += table(PER_CPU_HEADERS, per_cpu_cells(a), "rlrrrr") + [""]
     return out

@@ -8,10 +8,10 @@ from . import Report
 from .analyze import FLUSH_FUNCTION, SYNC_FUNCTION, RunAnalysis
 from .compare import Comparison
 from .tables import (
+    measured_lines,
     comparison_rows,
     fmt_num,
     fmt_pct,
-    fmt_spread,
     host_line,
     kernel_line,
     ops_line,
@@ -55,16 +55,8 @@ def run_lines(a: RunAnalysis) -> List[str]:
     field("flush", f"{a.flush.value} from {a.flush.source}")
     field("workload", workload_line(a))
     field("ops", ops_line(a))
-    sync = a.stats.get("sync_ipis")
-    estimate = v.estimate if v.estimate is not None else v.measured
-    if v.basis == "traced":
-        field("measured", f"traced tlb_remove_table_smp_sync IPIs {fmt_num(v.measured, 1)} in total")
-        field("", f"CAL-TLB estimate {fmt_num(estimate, 1)} in total; per repeat {fmt_spread(sync, 1)}")
-    else:
-        field("measured", f"sync IPIs (CAL-TLB) {fmt_num(estimate, 1)} in total; per repeat {fmt_spread(sync, 1)}")
-    per_op = a.stats.get("sync_per_op_per_cpu")
-    if per_op is not None:
-        field("", f"CAL-TLB {fmt_num(per_op.median, 3)} per operation per other CPU (median)")
+    for name, text in measured_lines(a):
+        field(name, text)
     bg = a.background_rate
     bg_total = sum(r.background_sync_ipis for r in run.repeats)
     field("background", f"{fmt_num(bg_total, 1)} subtracted"

@@ -212,3 +212,37 @@ def comparison_rows(c) -> List[Tuple[str, ...]]:
                  "", "", ""))
     rows.append(("verdict", a.verdict.status, b.verdict.status, "", "", ""))
     return rows
+
+
+def measured_lines(a) -> List[Tuple[str, str]]:
+    """(name, text) lines for what was measured: the traced count when the verdict rests on
+    it, and the CAL-TLB estimate with its spread over repeats, each under its own name."""
+    v = a.verdict
+    sync = a.stats.get("sync_ipis")
+    estimate = v.estimate if v.estimate is not None else v.measured
+    lines: List[Tuple[str, str]] = []
+    if v.basis == "traced":
+        lines.append(("measured", f"traced tlb_remove_table_smp_sync IPIs {fmt_num(v.measured, 1)} in total"))
+        lines.append(("", f"CAL-TLB estimate {fmt_num(estimate, 1)} in total; per repeat {fmt_spread(sync, 1)}"))
+    else:
+        lines.append(("measured", f"sync IPIs (CAL-TLB) {fmt_num(estimate, 1)} in total; "
+                                  f"per repeat {fmt_spread(sync, 1)}"))
+    per_op = a.stats.get("sync_per_op_per_cpu")
+    if per_op is not None:
+        lines.append(("", f"CAL-TLB {fmt_num(per_op.median, 3)} per operation per other CPU (median)"))
+    return lines
+
+
+PER_CPU_HEADERS = ("CPU", "role", "CAL", "TLB", "CAL−TLB", "expected sync")
+
+
+def per_cpu_cells(a) -> List[Tuple[str, ...]]:
+    """Rows under PER_CPU_HEADERS for the Markdown and HTML reports."""
+    return [(str(r.cpu), r.role, fmt_num(r.cal), fmt_num(r.tlb), fmt_num(r.sync_raw), fmt_num(r.expected_sync))
+            for r in per_cpu_rows(a)]
+
+
+def latency_comparison_rows(c) -> List[Tuple[str, ...]]:
+    """Latency percentiles side by side (phase, CPU role, percentile, base, other)."""
+    return [(r.phase, r.role, r.metric.replace("_us", ""), fmt_num(r.base, 1), fmt_num(r.other, 1))
+            for r in c.latency]
