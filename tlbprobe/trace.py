@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple
 
 from .errors import PreflightError
-from .sysstate import SystemState
+from .sysstate import SystemState, pid_alive
 
 TRACEFS = Path("/sys/kernel/tracing")
 EVENTS = ("csd/csd_function_entry", "ipi/ipi_send_cpu", "ipi/ipi_send_cpumask")
@@ -207,8 +207,6 @@ def remove_stale_instances(root: Path, log=lambda s: None) -> None:
     """Remove tlbprobe-<pid> instances whose process is gone (journaled runs never leave
     one, but a tracefs instance outlives unmounting, so an older tool's leftovers would
     hold trace buffers forever)."""
-    from .sysstate import pid_alive
-
     for inst in (root / "instances").glob("tlbprobe-*"):
         pid = inst.name.rpartition("-")[2]
         if pid.isdigit() and not pid_alive(int(pid)):

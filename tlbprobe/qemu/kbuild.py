@@ -23,13 +23,13 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, List, Optional
 
+from ..collect import Console
 from ..errors import InputError, TlbprobeError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -239,14 +239,16 @@ def build_kernel(spec: KernelSpec, log: Callable[[str], None] = print,
     entry = cache_root() / "kernels" / key
     bzimage = entry / "bzImage"
     if bzimage.exists() and not force:
-        meta = json.loads((entry / "meta.json").read_text())
-        return BuiltKernel(key, bzimage, entry / "build.log", meta.get("release", "?"), True, 0.0)
-
+        return _from_cache(key, entry)
     with build_lock(log):
         if bzimage.exists() and not force:  # another process built it while we waited
-            meta = json.loads((entry / "meta.json").read_text())
-            return BuiltKernel(key, bzimage, entry / "build.log", meta.get("release", "?"), True, 0.0)
+            return _from_cache(key, entry)
         return _build(spec, tree, tarball if spec.source is None else None, tree_key, key, entry, log, status)
+
+
+def _from_cache(key: str, entry: Path) -> BuiltKernel:
+    meta = json.loads((entry / "meta.json").read_text())
+    return BuiltKernel(key, entry / "bzImage", entry / "build.log", meta.get("release", "?"), True, 0.0)
 
 
 @contextmanager
@@ -311,12 +313,7 @@ def as_dict(k: BuiltKernel) -> dict:
     return {key: str(v) if isinstance(v, Path) else v for key, v in d.items()}
 
 
-def terminal_status(stream=sys.stderr) -> Callable[[str], None]:
-    """A status-line writer for a terminal; silent when the stream is not one."""
-    tty = stream.isatty()
-
-    def status(line: str) -> None:
-        if tty:
-            stream.write("\r\033[K" + line[:150])
-            stream.flush()
-    return status
+def terminal_status() -> Callable[[str], None]:
+    """A status-line writer for a terminal (collect's Console); silent when stderr is not one."""
+    console = Console()
+    return lambda line: console.status(line[:150])
