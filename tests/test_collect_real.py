@@ -153,3 +153,12 @@ def test_kernel_without_ipi_trace_events_still_measures(tmp_path, monkeypatch, u
     from tlbprobe.report import build_report
     (a,) = build_report([str(out)]).runs
     assert a.verdict.basis == "CAL-TLB"
+
+
+def test_a_run_that_changes_nothing_leaves_no_journal(tmp_path):
+    """The journal appears with the first change: entering and leaving writes nothing."""
+    from tlbprobe.sysstate import SystemState
+
+    with SystemState(tmp_path):
+        assert not (tmp_path / "journal.json").exists()
+    assert not (tmp_path / "journal.json").exists()

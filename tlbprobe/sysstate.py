@@ -107,8 +107,10 @@ class SystemState:
         os.replace(tmp, self.journal)
 
     def __enter__(self) -> "SystemState":
+        # The journal is written with the first change, not here: a Ctrl-C between this
+        # method and the caller's with-block would otherwise leave an empty journal that
+        # blocks every later run until `tlbprobe restore`.
         check_journal(self.state_dir)
-        self._save()
         return self
 
     def __exit__(self, *exc) -> None:
