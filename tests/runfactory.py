@@ -55,6 +55,8 @@ class RunSpec:
     latency: bool = False
     latency_layout: str = "collect"  # "collect": tlbprobe/latency.py's; "flat": {phase: {cpu: ...}}
     trace: bool = True
+    queue_traced: bool = False  # csd_queue_cpu counts ("queued"), as runs collected since it was added
+    polled_fraction: float = 0.0  # share of the sync calls that found the CPU polling: no IPI
     seed: int = 0
     extra_job: Dict[str, Any] = field(default_factory=dict)
 
@@ -96,16 +98,19 @@ def make_run(base: Path, name: str, spec: Optional[RunSpec] = None, **kw: Any) -
             cal: Dict[int, int] = {}
             tlb: Dict[int, int] = {}
             sync_attr = 0
+            sync_queued = 0
             flush_attr = 0
             for c in cpus:
                 bg_sync = noisy(spec.background_rate * dur)
                 bg_tlb = noisy(spec.background_tlb_rate * dur)
                 work_sync = int(round(spec.sync_per_op * ops)) if c != spec.driver_cpu else 0
+                polled = int(round(spec.polled_fraction * work_sync))
                 work_tlb = int(round(spec.tlb_per_op * ops)) if c in thread_cpus else 0
                 tlb[c] = bg_tlb + work_tlb
-                cal[c] = tlb[c] + bg_sync + work_sync
+                cal[c] = tlb[c] + bg_sync + work_sync - polled
                 if c != spec.driver_cpu:
-                    sync_attr += work_sync
+                    sync_attr += work_sync - polled
+                    sync_queued += work_sync
                     flush_attr += tlb[c]
             cal_o = sum(cal[c] for c in others)
             tlb_o = sum(tlb[c] for c in others)
@@ -132,6 +137,11 @@ def make_run(base: Path, name: str, spec: Optional[RunSpec] = None, **kw: Any) -
                 "sync_ipis": round(sync_raw - background, 3),
                 "attributed": attributed,
             }
+            if spec.trace and spec.queue_traced:
+                phase_objs[phase]["queued"] = {"flush_tlb_func": flush_attr}
+                if sync_queued:
+                    phase_objs[phase]["queued"]["tlb_remove_table_smp_sync"] = sync_queued
+                phase_objs[phase]["woken_without_ipi"] = sync_queued - sync_attr
             phases_rows.append(
                 [r, phase, f"{t:.3f}", f"{t + dur:.3f}", dur, ops, ops_exp if phase == "workload" else 0,
                  "ok" if phase == "idle" or ops >= ops_exp else "partial",
@@ -148,8 +158,12 @@ def make_run(base: Path, name: str, spec: Optional[RunSpec] = None, **kw: Any) -
             if spec.trace:
                 for c in others:
                     w = int(round(spec.sync_per_op * ops))
-                    if w:
-                        attr_rows.append([r, phase, "csd_function_entry", "tlb_remove_table_smp_sync", "", c, w])
+                    got = w - int(round(spec.polled_fraction * w))
+                    if got:
+                        attr_rows.append([r, phase, "csd_function_entry", "tlb_remove_table_smp_sync", "", c, got])
+                    if w and spec.queue_traced:
+                        attr_rows.append([r, phase, "csd_queue_cpu", "tlb_remove_table_smp_sync", "smp_call_function",
+                                          c, w])
                     attr_rows.append([r, phase, "csd_function_entry", "flush_tlb_func", "", c, tlb[c]])
             t += dur + 0.5
         w = phase_objs["workload"]
@@ -163,6 +177,7 @@ def make_run(base: Path, name: str, spec: Optional[RunSpec] = None, **kw: Any) -
                 "background_sync_ipis": w["background_sync_ipis"],
                 "sync_ipis_measured": w["sync_ipis"],
                 "attributed": w["attributed"],
+                **{k: w[k] for k in ("queued", "woken_without_ipi") if k in w},
                 "phases": phase_objs,
             }
         )
@@ -201,6 +216,10 @@ def make_run(base: Path, name: str, spec: Optional[RunSpec] = None, **kw: Any) -
         "sync_ipis_measured": sync_total,
         "sync_ipis_per_op_per_cpu": round(sync_total / (ops_total * n_other), 4) if ops_total and n_other else None,
         "attributed": attributed_total,
+        **({"queued": {k: sum(rep["queued"].get(k, 0) for rep in repeats)
+                       for k in {k for rep in repeats for k in rep["queued"]}},
+            "woken_without_ipi": sum(rep["woken_without_ipi"] for rep in repeats)}
+           if repeats and all("queued" in rep for rep in repeats) else {}),
         "trace_lost_events": 0,
         "repeats": repeats,
     }

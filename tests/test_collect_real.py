@@ -46,8 +46,11 @@ def test_collapse_sync_ipis_match_collapses(collapse_run):
     expected = s["ops"] * others
     # CAL - TLB - background on the other CPUs: one sync broadcast per collapse.
     assert abs(s["sync_ipis_measured"] - expected) <= 0.05 * expected, s["sync_ipis_measured"]
-    # The trace names the function: exactly one tlb_remove_table_smp_sync per collapse per CPU.
-    assert abs(s["attributed"]["tlb_remove_table_smp_sync"] - expected) <= 0.01 * expected + 1
+    # The trace names the function: the kernel queues exactly one tlb_remove_table_smp_sync
+    # per collapse for every other CPU (2 allowed for another process's collapse) ...
+    assert abs(s["queued"]["tlb_remove_table_smp_sync"] - expected) <= 2, s["queued"]
+    # ... and nearly all arrive as IPIs; a CPU polling in idle takes one without (trace.py).
+    assert 0.95 * expected <= s["attributed"]["tlb_remove_table_smp_sync"] <= s["queued"]["tlb_remove_table_smp_sync"]
     assert s["driver_cpu"] == 0 and s["other_cpus"] == [c for c in range(s["online_cpus"]) if c != 0]
     assert len(s["repeats"]) == 3 and all(r["ops_expected"] == 128 <= r["ops"] for r in s["repeats"])
 
@@ -61,10 +64,13 @@ def test_collapse_run_directory_is_complete_and_loadable(collapse_run):
     cal = irq[(irq.canonical == "function_call") & (irq.phase == "workload") & (irq.cpu != 0)]
     assert cal.delta.sum() >= 3 * 128
     attr = pd.read_csv(out / "attribution.csv")
-    sync = attr[(attr.event == "csd_function_entry") & (attr.function == "tlb_remove_table_smp_sync")]
-    # ~1 in 400 collapses here allocates a huge page and then gives up before the PMD
-    # flush (collapse_huge_page() revalidation), so it counts in vmstat but sends nothing.
-    assert sync[sync.phase == "workload"]["count"].sum() >= 0.99 * 3 * 128
+    def traced(event: str) -> int:
+        rows = attr[(attr.event == event) & (attr.function == "tlb_remove_table_smp_sync") & (attr.cpu != 0)]
+        return int(rows[rows.phase == "workload"]["count"].sum())
+    # queued on the sender with the target CPU as cpu; entries on the receiving CPU
+    others = json.loads((out / "summary.json").read_text())["online_cpus"] - 1
+    assert traced("csd_queue_cpu") >= 3 * 128 * others
+    assert traced("csd_queue_cpu") >= traced("csd_function_entry") >= 0.95 * 3 * 128 * others
     vm = pd.read_csv(out / "vmstat.csv")
     assert vm[(vm.counter == "thp_collapse_alloc") & (vm.phase == "workload")].delta.sum() >= 3 * 128
     assert len(list((out / "snapshots").iterdir())) == 6 * 4
@@ -143,11 +149,12 @@ def test_kernel_without_ipi_trace_events_still_measures(tmp_path, monkeypatch, u
     """Debian 12's own 6.1 kernel has no csd/ipi events: counts from /proc only, said once."""
     import tlbprobe.trace
 
-    monkeypatch.setattr(tlbprobe.trace, "EVENTS", ("nosuch/ipi_event",))
+    # sched_wake_idle_without_ipi exists there (3.16+), but alone it attributes nothing
+    monkeypatch.setattr(tlbprobe.trace, "EVENTS", ("nosuch/ipi_event", "sched/sched_wake_idle_without_ipi"))
     out = tmp_path / "noevents"
     assert main(["collect", "--size", "64M", "--repeat", "1", "--idle-seconds", "1", "--out", str(out), "-q"]) == 0
     s = json.loads((out / "summary.json").read_text())
-    assert s["complete"] and s["ops"] >= 32 and s["attributed"] == {}
+    assert s["complete"] and s["ops"] >= 32 and s["attributed"] == {} and "queued" not in s
     assert not (out / "attribution.csv").exists()
     assert "no csd/ipi trace events" in (out / "log.txt").read_text()
     from tlbprobe.report import build_report

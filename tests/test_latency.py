@@ -305,10 +305,13 @@ def test_real_collapse_run_with_latency(tmp_path, unchanged_system):
         assert (out / "latency" / f"{tag}.hist").read_text().startswith("# Histogram")
     assert set(lat["aggregate"]) == {"idle", "workload"}
     assert s["ops"] == 128, "cyclictest beside it does not change what the workload does"
-    # ... nor the IPIs it sends: with cyclictest's default cpu_dma_latency=0 the idle receiving
-    # CPU polls and about none of the sync calls showed (10 of 128 traced); --default-system.
+    # ... nor the calls it queues ...
     expected = s["ops"] * (s["online_cpus"] - 1)
-    assert s["attributed"].get("tlb_remove_table_smp_sync", 0) >= 0.95 * expected, s["attributed"]
+    assert s["queued"]["tlb_remove_table_smp_sync"] == expected, s["queued"]
+    # ... and most still arrive as IPIs. With cyclictest's own cpu_dma_latency=0 the idle
+    # receiving CPU polls and about none did (10 of 128); with --default-system it still
+    # polls briefly after each wake-up, and 1 to 7 of 128 went without an interrupt here.
+    assert s["attributed"].get("tlb_remove_table_smp_sync", 0) >= 0.8 * expected, s["attributed"]
     assert lat["cpu_dma_latency"] == "system default"
     assert cyclictest_children(os.getpid()) == []
 

@@ -151,7 +151,8 @@ def test_qemu_collect_brings_the_run_back_with_the_guest_facts(baseline_kernel, 
     summary = json.loads((out / "summary.json").read_text())
     assert summary["complete"] and summary["ops"] == 32 and summary["online_cpus"] == 2
     assert summary["kernel_release"] == baseline_kernel.release and summary["flush_mode"] == "native"
-    assert summary["attributed"]["tlb_remove_table_smp_sync"] == 32
+    assert summary["queued"]["tlb_remove_table_smp_sync"] == 32
+    assert 28 <= summary["attributed"]["tlb_remove_table_smp_sync"] <= 32  # a polling vCPU takes a call without IPI
     run = yaml.safe_load((out / "run.yaml").read_text())
     assert run["qemu"]["accel"] == "tcg" and run["qemu"]["smp"] == 2 and run["qemu"]["cmdline"][0].endswith("qemu-system-x86_64")
     assert (out / "guest" / "console.log").read_text().count("TLBPROBE-EXIT=0:0") == 1

@@ -249,6 +249,31 @@ def test_traced_runs_are_judged_on_the_traced_sync_count(tmp_path):
     assert b.verdict.basis == "traced" and b.verdict.status == "differs"
 
 
+def test_traced_runs_are_judged_on_the_queued_calls_not_only_the_interrupts(tmp_path):
+    """A CPU polling in idle takes a sync call without an interrupt: CAL and the received
+    (csd_function_entry) count miss it, the queued count (csd_queue_cpu) does not."""
+    polled = make_run(tmp_path, "polled", queue_traced=True, polled_fraction=0.1, seed=21)
+    (a,) = analyze(polled)
+    assert a.verdict.basis == "traced" and a.verdict.status == "matches"
+    assert a.verdict.measured == 3 * 128
+    assert any("without an interrupt" in w for w in a.verdict.warnings), a.verdict.warnings
+    assert a.per_repeat["attributed_sync"] == [128.0, 128.0, 128.0]
+    # a run from before the queued counts is judged on what it has: 10% short differs
+    old = make_run(tmp_path, "old", queue_traced=False, polled_fraction=0.1, seed=21)
+    (b,) = analyze(old)
+    assert b.verdict.basis == "traced" and b.verdict.status == "differs" and b.verdict.measured == 3 * (128 - 13)
+    # without polling there is nothing to warn about
+    (c,) = analyze(make_run(tmp_path, "quiet", queue_traced=True, seed=22))
+    assert c.verdict.status == "matches" and not any("without an interrupt" in w for w in c.verdict.warnings)
+
+
+def test_text_report_names_queued_and_received_counts(capsys, tmp_path):
+    run = make_run(tmp_path, "polled", queue_traced=True, polled_fraction=0.1, seed=21)
+    assert cli_main(["report", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "traced tlb_remove_table_smp_sync calls 384 in total, 345 of them arrived as IPIs" in out
+
+
 def test_hugetlb_per_table_kernel_is_recognised(tmp_path):
     run = make_run(tmp_path, "h", workload="hugetlb-unshare", op="munmap", size=4 << 30, ops=20, sync_per_op=4,
                    seed=14)

@@ -306,6 +306,8 @@ class Collector:
                              f"in {idle['duration_s']:.1f} s")
             return
         sync = w["attributed"].get("tlb_remove_table_smp_sync", "n/a")
+        if "queued" in w:
+            sync = f"{w['queued'].get('tlb_remove_table_smp_sync', 0)} queued, {sync if sync != 'n/a' else 0} as IPIs"
         self.console.log(f"  {w['ops']} {unit} in {w['duration_s']:.2f} s; other CPUs: CAL {w['cal_other_cpus']}, "
                          f"TLB {w['tlb_other_cpus']}, sync IPIs {w['sync_ipis']:.0f} "
                          f"(traced tlb_remove_table_smp_sync: {sync})")

@@ -61,9 +61,27 @@ def phase_figures(rec: PhaseRecord, driver_cpu: int, background_rate: float) -> 
         "sync_ipis": round(cal_o - tlb_o - background, 2),
         "attributed": rec.attribution.received(others) if rec.attribution else {},
         "trace_lost_events": rec.attribution.lost if rec.attribution else 0,
+        **_queued_figures(rec.attribution, others),
         "driver_utime_s": round(rec.utime_s, 4),
         "driver_stime_s": round(rec.stime_s, 4),
     }
+
+
+def _queued_figures(attribution: Optional[PhaseCounts], others: List[int]) -> Dict[str, Any]:
+    """``queued`` and ``woken_without_ipi``, present only when csd_queue_cpu was traced, so
+    that a reader can tell "none queued" from "not traced" (doc/run-format.md)."""
+    if attribution is None or not attribution.queue_traced:
+        return {}
+    return {"queued": attribution.queued(others), "woken_without_ipi": attribution.woken_without_ipi(others)}
+
+
+def _add_counts(dicts: List[Dict[str, int]]) -> Dict[str, int]:
+    """{function: n} summed over repeats, largest first."""
+    total: Dict[str, int] = {}
+    for d in dicts:
+        for func, n in d.items():
+            total[func] = total.get(func, 0) + n
+    return dict(sorted(total.items(), key=lambda kv: -kv[1]))
 
 
 def pooled_idle_rate(records: List[PhaseRecord], driver_cpu: int) -> float:
@@ -91,6 +109,7 @@ def repeat_figures(repeat: int, records: List[PhaseRecord], driver_cpu: int, rat
         "background_sync_ipis": main.get("background_sync_ipis", 0.0),
         "sync_ipis_measured": main.get("sync_ipis", 0.0),
         "attributed": main.get("attributed", {}),
+        **{k: main[k] for k in ("queued", "woken_without_ipi") if k in main},
         "phases": phases,
     }
 
@@ -111,11 +130,10 @@ def build_summary(repeats: List[Dict[str, Any]], meta: Dict[str, Any]) -> Dict[s
     out["sync_ipis_measured"] = round(sum(r["sync_ipis_measured"] for r in repeats), 2)
     out["sync_ipis_per_op_per_cpu"] = (
         round(out["sync_ipis_measured"] / out["ops"] / n_other, 4) if out["ops"] else None)
-    attributed: Dict[str, int] = {}
-    for r in repeats:
-        for func, n in r["attributed"].items():
-            attributed[func] = attributed.get(func, 0) + n
-    out["attributed"] = dict(sorted(attributed.items(), key=lambda kv: -kv[1]))
+    out["attributed"] = _add_counts([r["attributed"] for r in repeats])
+    if repeats and all("queued" in r for r in repeats):
+        out["queued"] = _add_counts([r["queued"] for r in repeats])
+        out["woken_without_ipi"] = sum(r["woken_without_ipi"] for r in repeats)
     out["trace_lost_events"] = sum(
         p.get("trace_lost_events", 0) for r in repeats for p in r["phases"].values())
     out["repeats_done"] = len(repeats)

@@ -66,6 +66,12 @@ def render_summary(summary: Dict[str, Any], path: Path) -> str:
     if summary.get("attributed"):
         top = ", ".join(f"{f} {n}" for f, n in list(summary["attributed"].items())[:6])
         lines.append(f"traced IPIs received by the other CPUs: {top}")
+    if summary.get("queued"):
+        top = ", ".join(f"{f} {n}" for f, n in list(summary["queued"].items())[:4])
+        lines.append(f"calls queued for the other CPUs: {top}")
+        if summary.get("woken_without_ipi"):
+            lines.append(f"  {summary['woken_without_ipi']} of the other CPUs' calls and wake-ups came without an "
+                         f"interrupt (the CPU was polling in idle): queued counts them, CAL does not")
     if summary.get("trace_lost_events"):
         lines.append(f"warning: the trace lost {summary['trace_lost_events']} event(s); attribution is short")
     if summary.get("latency"):

@@ -50,6 +50,8 @@ class Repeat:
     sync_ipis_measured: float
     attributed: Dict[str, float]
     phases: Dict[str, Phase]
+    #: calls queued for the other CPUs (csd_queue_cpu); None when the run did not trace them
+    queued: Optional[Dict[str, float]] = None
 
     @property
     def workload(self) -> Optional[Phase]:
@@ -252,6 +254,7 @@ def _repeats(p: Path, summary: Mapping[str, Any]) -> List[Repeat]:
                 sync_ipis_measured=_num(where, r, "sync_ipis_measured"),
                 attributed=_counts(where, r.get("attributed")),
                 phases=phases,
+                queued=_counts(where, r["queued"]) if r.get("queued") is not None else None,
             )
         )
     return out
@@ -306,11 +309,12 @@ def _counts(where: str, d: Any) -> Dict[str, float]:
     if d is None:
         return {}
     if not isinstance(d, dict):
-        raise InputError(f"{where}: damaged: 'attributed' should be an object")
+        raise InputError(f"{where}: damaged: function counts ('attributed', 'queued') should be an object")
     try:
         return {str(k): float(v) for k, v in d.items()}
     except (TypeError, ValueError):
-        raise InputError(f"{where}: damaged: 'attributed' should map functions to counts") from None
+        raise InputError(f"{where}: damaged: function counts ('attributed', 'queued') should map "
+                         f"functions to numbers") from None
 
 
 def _load_phases(p: Path) -> pd.DataFrame:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
 from ..units import format_size
-from .analyze import RunAnalysis
+from .analyze import SYNC_FUNCTION, RunAnalysis, all_queued
 from .stats import Spread
 
 
@@ -222,7 +222,12 @@ def measured_lines(a) -> List[Tuple[str, str]]:
     estimate = v.estimate if v.estimate is not None else v.measured
     lines: List[Tuple[str, str]] = []
     if v.basis == "traced":
-        lines.append(("measured", f"traced tlb_remove_table_smp_sync IPIs {fmt_num(v.measured, 1)} in total"))
+        if all_queued(a.run):
+            received = sum(r.attributed.get(SYNC_FUNCTION, 0.0) for r in a.run.repeats)
+            lines.append(("measured", f"traced tlb_remove_table_smp_sync calls {fmt_num(v.measured)} in total, "
+                                      f"{fmt_num(received)} of them arrived as IPIs"))
+        else:
+            lines.append(("measured", f"traced tlb_remove_table_smp_sync IPIs {fmt_num(v.measured, 1)} in total"))
         lines.append(("", f"CAL-TLB estimate {fmt_num(estimate, 1)} in total; per repeat {fmt_spread(sync, 1)}"))
     else:
         lines.append(("measured", f"sync IPIs (CAL-TLB) {fmt_num(estimate, 1)} in total; "
