@@ -246,6 +246,7 @@ def run_guest(spec: GuestSpec, commands: List[List[str]], outdir: Path,
         accel = "tcg" if why else "kvm"
         if why:
             notes.append(f"KVM not usable ({why}); using TCG")
+            log(f"notice: {notes[-1]}")
     if accel == "tcg" and spec.pv_tlb_flush == "on":
         raise InputError("--pv-tlb-flush on needs KVM, which is not usable here")
     attempt = 0

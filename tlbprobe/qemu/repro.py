@@ -75,9 +75,7 @@ def run_repro(kernel_spec: KernelSpec, guest: GuestSpec, out: Path, patches: Seq
         timings[f"guest_{variant}_s"] = round(time.monotonic() - t, 1)
         # Both kernels must run under the same accelerator (and so the same flush mode):
         # whatever the first boot ended up with is what the second one uses.
-        guest.accel = result.accel
-        for note in result.notes:
-            log(f"{variant}: {note}")
+        guest.accel = result.accel  # (its notes were logged as they happened, and are in run.yaml)
         for (name, _), st, o in zip(jobs, statuses, outs):
             runs[name][variant] = o
             if st != 0:
