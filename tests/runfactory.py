@@ -57,6 +57,7 @@ class RunSpec:
     trace: bool = True
     queue_traced: bool = False  # csd_queue_cpu counts ("queued"), as runs collected since it was added
     polled_fraction: float = 0.0  # share of the sync calls that found the CPU polling: no IPI
+    timeseries_samples: int = 0  # >0: timeseries.csv with this many evenly spread samples per phase
     seed: int = 0
     extra_job: Dict[str, Any] = field(default_factory=dict)
 
@@ -88,6 +89,7 @@ def make_run(base: Path, name: str, spec: Optional[RunSpec] = None, **kw: Any) -
     irq_rows: List[List[Any]] = []
     vm_rows: List[List[Any]] = []
     attr_rows: List[List[Any]] = []
+    ts_rows: List[List[Any]] = []
     repeats: List[Dict[str, Any]] = []
     collapse_alloc = 1000
     for r in range(done):
@@ -165,6 +167,10 @@ def make_run(base: Path, name: str, spec: Optional[RunSpec] = None, **kw: Any) -
                         attr_rows.append([r, phase, "csd_queue_cpu", "tlb_remove_table_smp_sync", "smp_call_function",
                                           c, w])
                     attr_rows.append([r, phase, "csd_function_entry", "flush_tlb_func", "", c, tlb[c]])
+            n = spec.timeseries_samples
+            for k in range(1, n + 1):  # counts grow evenly over the phase, the last sample is the total
+                for c in cpus:
+                    ts_rows.append([r, phase, round(dur * k / n, 4), c, cal[c] * k // n, tlb[c] * k // n])
             t += dur + 0.5
         w = phase_objs["workload"]
         repeats.append(
@@ -292,6 +298,8 @@ def make_run(base: Path, name: str, spec: Optional[RunSpec] = None, **kw: Any) -
     _csv(d / "phases.csv", ["repeat", "phase", "start", "end", "duration_s", "ops", "ops_expected", "result", "note"], phases_rows)
     _csv(d / "interrupts.csv", ["repeat", "phase", "label", "canonical", "description", "cpu", "delta"], irq_rows)
     _csv(d / "vmstat.csv", ["repeat", "phase", "counter", "before", "after", "delta"], vm_rows)
+    if spec.timeseries_samples:
+        _csv(d / "timeseries.csv", ["repeat", "phase", "t_s", "cpu", "cal", "tlb"], ts_rows)
     if spec.trace:
         _csv(d / "attribution.csv", ["repeat", "phase", "event", "function", "callsite", "cpu", "count"], attr_rows)
     (d / "log.txt").write_text("synthetic run written by tests/runfactory.py\n")

@@ -73,6 +73,13 @@ def test_collapse_run_directory_is_complete_and_loadable(collapse_run):
     assert traced("csd_queue_cpu") >= traced("csd_function_entry") >= 0.95 * 3 * 128 * others
     vm = pd.read_csv(out / "vmstat.csv")
     assert vm[(vm.counter == "thp_collapse_alloc") & (vm.phase == "workload")].delta.sum() >= 3 * 128
+    # the time series ends, for every phase and CPU, on the phase's CAL and TLB deltas
+    ts = pd.read_csv(out / "timeseries.csv")
+    last = ts.sort_values("t_s").groupby(["repeat", "phase", "cpu"]).last()
+    for canonical, col in (("function_call", "cal"), ("tlb_shootdown", "tlb")):
+        d = irq[irq.canonical == canonical].astype({"cpu": int}).set_index(["repeat", "phase", "cpu"])["delta"]
+        assert (last[col].sort_index() == d.sort_index()).all(), col
+    assert (ts.groupby(["repeat", "phase", "cpu"])["t_s"].is_monotonic_increasing).all()
     assert len(list((out / "snapshots").iterdir())) == 6 * 4
     import yaml
     run = yaml.safe_load((out / "run.yaml").read_text())

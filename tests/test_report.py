@@ -182,6 +182,13 @@ def test_damaged_phases_csv(capsys, tmp_path):
     assert rc == 2 and "phases.csv" in err
 
 
+def test_damaged_timeseries_csv(capsys, tmp_path):
+    run = make_run(tmp_path, "badts", timeseries_samples=2, seed=7)
+    (run / "timeseries.csv").write_text("repeat,phase,t_s,cpu,cal,tlb\n0,idle,soon,1,2,3\n")
+    rc, _, err = run_cli(capsys, run)
+    assert rc == 2 and "timeseries.csv" in err and "t_s" in err and "Traceback" not in err
+
+
 def test_missing_directory(capsys, tmp_path):
     rc, _, err = run_cli(capsys, tmp_path / "nope")
     assert rc == 2 and "nope" in err
@@ -272,6 +279,24 @@ def test_text_report_names_queued_and_received_counts(capsys, tmp_path):
     assert cli_main(["report", str(run)]) == 0
     out = capsys.readouterr().out
     assert "traced tlb_remove_table_smp_sync calls 384 in total, 345 of them arrived as IPIs" in out
+
+
+def test_timeline_uses_the_time_series_when_the_run_has_one(tmp_path):
+    from tlbprobe.report.plots import _fine_rates
+
+    run = make_run(tmp_path, "ts", timeseries_samples=4, background_rate=0.0, background_tlb_rate=0.0, seed=3)
+    (a,) = analyze(run)
+    t0 = float(a.run.phases["start"].min())
+    curves = _fine_rates(a, t0)
+    assert len(curves["workload"]) == 3 and len(curves["idle"]) == 3
+    xs, sync_r, tlb_r = curves["workload"][0]
+    # 128 sync IPIs over a 2 s workload phase, in 4 even steps: 64/s throughout, no TLB
+    assert sync_r == [64.0] * 4 and tlb_r == [0.0] * 4
+    start = float(a.run.phases[a.run.phases.phase == "workload"]["start"].iloc[0]) - t0
+    assert xs == [start + 0.5, start + 1.0, start + 1.5, start + 2.0]
+    # and a run without timeseries.csv (older runs) has none, and still gets its phase-level plot
+    (b,) = analyze(make_run(tmp_path, "old", seed=3))
+    assert _fine_rates(b, 0.0) == {} and b.run.timeseries.empty
 
 
 def test_hugetlb_per_table_kernel_is_recognised(tmp_path):

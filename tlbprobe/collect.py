@@ -26,11 +26,12 @@ from typing import Any, Callable, Dict, List, Optional
 from . import __version__, host, procfs
 from .errors import PreflightError, TlbprobeError
 from .job import Job
-from .rundir import (ATTRIBUTION_COLUMNS, FORMAT, INTERRUPTS_COLUMNS, PHASES_COLUMNS, VMSTAT_COLUMNS,
-                     RunDir)
+from .rundir import (ATTRIBUTION_COLUMNS, FORMAT, INTERRUPTS_COLUMNS, PHASES_COLUMNS, TIMESERIES_COLUMNS,
+                     VMSTAT_COLUMNS, RunDir)
 from .summary import PhaseRecord, all_repeats, build_summary
 from .sysstate import (DEFAULT_STATE_DIR, Interrupted, SystemState, check_journal, signals_blocked,
                        stop_signals_raise)
+from .timeseries import PhaseSeries
 from .trace import PhaseCounts, TraceSession, open_session
 from .workloads import DRIVERS, PhaseOutcome, Workload
 
@@ -246,7 +247,13 @@ class Collector:
             trace.begin(tag)
         ru0 = resource.getrusage(resource.RUSAGE_THREAD)
         vm_before = procfs.parse_keyvalue(before.vmstat, "/proc/vmstat")
-        outcome = body(self.console.status, vm_before)
+        series = PhaseSeries(start=before.when)
+
+        def progress(text: str) -> None:  # the workloads call it between chunks
+            series.maybe_sample()
+            self.console.status(text)
+
+        outcome = body(progress, vm_before)
         ru1 = resource.getrusage(resource.RUSAGE_THREAD)
         counts: Optional[PhaseCounts] = None
         if trace:
@@ -257,8 +264,8 @@ class Collector:
         for obs in self._observers:
             obs.phase_end(tag)
         self.console.status("")
-        irq = procfs.diff_interrupts(procfs.parse_interrupts(before.interrupts),
-                                     procfs.parse_interrupts(after.interrupts))
+        parsed_before, parsed_after = (procfs.parse_interrupts(s.interrupts) for s in (before, after))
+        irq = procfs.diff_interrupts(parsed_before, parsed_after)
         for w in irq.warnings:
             self.console.log(f"warning: {tag}: {w}")
         vm_after = procfs.parse_keyvalue(after.vmstat, "/proc/vmstat")
@@ -268,6 +275,8 @@ class Collector:
         rec = PhaseRecord(r, phase, before.when, after.when, outcome, irq, vm_delta, counts,
                           ru1.ru_utime - ru0.ru_utime, ru1.ru_stime - ru0.ru_stime)
         self._write_phase(rundir, rec, before, after, vm_before, vm_after)
+        rundir.append_csv("timeseries.csv", TIMESERIES_COLUMNS,
+                          series.rows(r, phase, parsed_before, parsed_after, after.when))
         if outcome.note:
             self.console.log(f"warning: {tag}: {outcome.note}")
         return rec

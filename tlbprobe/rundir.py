@@ -19,6 +19,7 @@ PHASES_COLUMNS = ["repeat", "phase", "start", "end", "duration_s", "ops", "ops_e
 INTERRUPTS_COLUMNS = ["repeat", "phase", "label", "canonical", "description", "cpu", "delta"]
 VMSTAT_COLUMNS = ["repeat", "phase", "counter", "before", "after", "delta"]
 ATTRIBUTION_COLUMNS = ["repeat", "phase", "event", "function", "callsite", "cpu", "count"]
+TIMESERIES_COLUMNS = ["repeat", "phase", "t_s", "cpu", "cal", "tlb"]
 
 
 def atomic_write(path: Path, text: str) -> None:

@@ -12,11 +12,12 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import pandas as pd
 
 from ..errors import InputError
+from ..rundir import TIMESERIES_COLUMNS
 
 FORMAT = "tlbprobe-run/1"
 PHASE_COLUMNS = ("repeat", "phase", "start", "end", "duration_s", "ops", "ops_expected", "result")
@@ -88,6 +89,8 @@ class Run:
     summary: Dict[str, Any]
     repeats: List[Repeat]
     phases: pd.DataFrame
+    #: timeseries.csv (CAL and TLB per CPU during the phases); empty for older runs
+    timeseries: pd.DataFrame = field(default_factory=pd.DataFrame)
     latency: Dict[str, Dict[int, LatencyStats]] = field(default_factory=dict)
     latency_driver_cpu: Optional[int] = None
     histograms: List[Histogram] = field(default_factory=list)
@@ -168,7 +171,8 @@ def load_run(path: Path) -> Run:
     summary = _load_summary(path / "summary.json")
     repeats = _repeats(path / "summary.json", summary)
     phases = _load_phases(path / "phases.csv")
-    run = Run(path=path, run_yaml=run_yaml, summary=summary, repeats=repeats, phases=phases)
+    run = Run(path=path, run_yaml=run_yaml, summary=summary, repeats=repeats, phases=phases,
+              timeseries=_load_timeseries(path / "timeseries.csv"))
     _load_latency(run)
     return run
 
@@ -319,18 +323,27 @@ def _counts(where: str, d: Any) -> Dict[str, float]:
 
 def _load_phases(p: Path) -> pd.DataFrame:
     """phases.csv as a frame; an empty frame when absent (a run killed before its first phase)."""
+    return _load_csv(p, PHASE_COLUMNS, ("start", "end", "duration_s", "ops", "ops_expected"))
+
+
+def _load_timeseries(p: Path) -> pd.DataFrame:
+    """timeseries.csv as a frame; empty for runs recorded before it existed."""
+    return _load_csv(p, TIMESERIES_COLUMNS, TIMESERIES_COLUMNS[2:])
+
+
+def _load_csv(p: Path, columns: Sequence[str], numeric: Sequence[str]) -> pd.DataFrame:
     if not p.exists():
-        return pd.DataFrame(columns=list(PHASE_COLUMNS))
+        return pd.DataFrame(columns=list(columns))
     try:
         df = pd.read_csv(p)
     except pd.errors.EmptyDataError:
-        return pd.DataFrame(columns=list(PHASE_COLUMNS))
+        return pd.DataFrame(columns=list(columns))
     except (pd.errors.ParserError, UnicodeDecodeError) as e:
         raise InputError(f"{p}: damaged, not CSV: {str(e).splitlines()[0]}") from None
-    missing = [c for c in PHASE_COLUMNS if c not in df.columns]
+    missing = [c for c in columns if c not in df.columns]
     if missing:
         raise InputError(f"{p}: damaged: column(s) {', '.join(missing)} missing")
-    for c in ("start", "end", "duration_s", "ops", "ops_expected"):
+    for c in numeric:
         if not pd.api.types.is_numeric_dtype(df[c]):
             raise InputError(f"{p}: damaged: column '{c}' holds non-numbers")
     return df

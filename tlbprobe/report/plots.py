@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, List, Optional
+from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
 from ..errors import InputError
 from .analyze import RunAnalysis
@@ -159,8 +159,39 @@ def _latency_plot(a: RunAnalysis, path: Path) -> PlotFile:
     return PlotFile(path, "latency", a.run.name, title)
 
 
+def _fine_rates(a: RunAnalysis, t0: float) -> Dict[str, List[Tuple[List[float], List[float], List[float]]]]:
+    """From timeseries.csv: per phase kind, one (times, CAL-TLB/s, TLB/s) curve per phase,
+    rates between consecutive samples on the other CPUs, at seconds since ``t0``."""
+    ts, df = a.run.timeseries, a.run.phases
+    out: Dict[str, List[Tuple[List[float], List[float], List[float]]]] = {}
+    if ts.empty:
+        return out
+    others = ts[ts["cpu"].isin(a.run.other_cpus)]
+    for (rep, name), g in others.groupby(["repeat", "phase"]):
+        rows = df[(df["repeat"] == rep) & (df["phase"] == name)]
+        if rows.empty:
+            continue
+        start = float(rows["start"].iloc[0]) - t0
+        tot = g.groupby("t_s")[["cal", "tlb"]].sum().sort_index()
+        t_prev, sync_prev, tlb_prev = 0.0, 0.0, 0.0
+        xs, sync_r, tlb_r = [], [], []
+        for t, row in tot.iterrows():
+            dt = float(t) - t_prev
+            if dt <= 0:
+                continue
+            sync = float(row["cal"] - row["tlb"])
+            xs.append(start + float(t))
+            sync_r.append((sync - sync_prev) / dt)
+            tlb_r.append((float(row["tlb"]) - tlb_prev) / dt)
+            t_prev, sync_prev, tlb_prev = float(t), sync, float(row["tlb"])
+        if xs:
+            out.setdefault(str(name), []).append((xs, sync_r, tlb_r))
+    return out
+
+
 def _timeline_plot(a: RunAnalysis, path: Path) -> Optional[PlotFile]:
-    """Rate of CAL minus TLB on the other CPUs per phase, placed at the phase's time."""
+    """Rate of CAL minus TLB on the other CPUs per phase, placed at the phase's time, and
+    within the phases where the run sampled /proc/interrupts (timeseries.csv)."""
     import matplotlib.pyplot as plt
 
     df = a.run.phases
@@ -185,9 +216,17 @@ def _timeline_plot(a: RunAnalysis, path: Path) -> Optional[PlotFile]:
                       label=f"{name}: CAL-TLB/s" if i == 0 else None)
             ax.hlines(tlb, s, e, colors="tab:blue", linewidth=1, linestyles="dashed",
                       label="TLB/s" if (i == 0 and name == "workload") else None)
+    fine = _fine_rates(a, t0)
+    for name, curves in fine.items():
+        for i, (xs, sync_r, tlb_r) in enumerate(curves):
+            ax.step(xs, sync_r, where="pre", color="darkred" if name == "workload" else "dimgray", linewidth=0.8,
+                    label=f"{name}: CAL-TLB/s between samples" if i == 0 else None)
+            if name == "workload" and any(tlb_r):
+                ax.step(xs, tlb_r, where="pre", color="tab:blue", linewidth=0.6)
     ax.set_xlabel("seconds since the first phase")
     ax.set_ylabel("IPIs/s, other CPUs")
-    if max((p[2] for v in points.values() for p in v), default=0) > 0:
+    if max([p[2] for v in points.values() for p in v] + [r for c in fine.values() for _, sr, _ in c for r in sr],
+           default=0) > 0:
         ax.set_yscale("symlog", linthresh=1.0)
     title = f"{a.label} {a.run.name}: IPIs over time"
     ax.set_title(title, fontsize=10)
