@@ -11,24 +11,29 @@ from ..qemu.kbuild import DEFAULT_FRAGMENT, KernelSpec, as_dict, build_kernel, c
     variant_patches
 
 EPILOG = """\
-The source is Debian's linux-source tarball (apt-get install linux-source-6.12) unless
---source names a kernel tree. The config is x86_64_defconfig + kvm_guest.config +
-kernels/config/tlbprobe-guest.config (+ --config fragments). `--variant patched` applies
-kernels/patches/*.patch, or your --patch files instead, in order. Results are cached
-under $TLBPROBE_CACHE (default ~/.cache/tlbprobe) by source + config + patches; baseline
-and patched share one build directory, so the second build is incremental.
+The source is the newest Debian linux-source tarball (apt-get install linux-source-6.12)
+unless --source names a kernel tree or another tarball (e.g. linux-source-6.1, to see how
+an older kernel behaves; kernels/patches targets 6.12). The config is x86_64_defconfig +
+kvm_guest.config + kernels/config/tlbprobe-guest.config (+ --config fragments).
+`--variant patched` applies kernels/patches/*.patch, or your --patch files instead, in
+order. Results are cached under $TLBPROBE_CACHE (default ~/.cache/tlbprobe) by source +
+config + patches; baseline and patched share one build directory, so the second build is
+incremental.
 
 examples:
   tlbprobe kernel build                         # baseline, prints the bzImage path
   tlbprobe kernel build --variant patched
   tlbprobe kernel build --variant patched --patch 0001-my.patch --patch 0002-my.patch
   tlbprobe kernel build --source ~/linux --format json
+  tlbprobe kernel build --source /usr/src/linux-source-6.1.tar.xz   # Debian 12's own kernel version
 """
 
 
 def add_kernel_options(p: argparse.ArgumentParser) -> None:
     """Options shared with `tlbprobe repro`."""
-    p.add_argument("--source", type=Path, metavar="DIR", help="a kernel source tree (default: Debian's linux-source)")
+    p.add_argument("--source", type=Path, metavar="DIR|TARBALL",
+                   help="a kernel source tree, or a source tarball such as /usr/src/linux-source-6.1.tar.xz "
+                        "(default: the newest Debian linux-source tarball)")
     p.add_argument("--patch", type=Path, action="append", default=[], metavar="FILE",
                    help="patch for the patched variant (repeatable, applied in order; default: kernels/patches/)")
     p.add_argument("--config", type=Path, action="append", default=[], metavar="FRAGMENT",

@@ -27,7 +27,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, List, Optional
+from typing import Callable, Iterator, List, Optional, Tuple
 
 from ..collect import Console
 from ..errors import InputError, TlbprobeError
@@ -38,10 +38,12 @@ DEFAULT_FRAGMENT = KERNELS_DIR / "config" / "tlbprobe-guest.config"
 OUR_PATCHES = sorted((KERNELS_DIR / "patches").glob("*.patch"))
 DEBIAN_TARBALLS = "/usr/src/linux-source-*.tar.xz"
 #: Options the guest cannot do without; a build whose .config lacks one is refused.
+#: "A|B": either will do (hugetlb PMD sharing is HUGETLB_PMD_PAGE_TABLE_SHARING since 6.8,
+#: the architecture's ARCH_WANT_HUGE_PMD_SHARE before, e.g. in Debian 12's 6.1).
 REQUIRED_OPTIONS = ("CONFIG_SMP", "CONFIG_TRANSPARENT_HUGEPAGE", "CONFIG_HUGETLBFS",
-                    "CONFIG_HUGETLB_PMD_PAGE_TABLE_SHARING", "CONFIG_EVENT_TRACING", "CONFIG_9P_FS",
-                    "CONFIG_NET_9P_VIRTIO", "CONFIG_VIRTIO_PCI", "CONFIG_SERIAL_8250_CONSOLE",
-                    "CONFIG_MMU_GATHER_RCU_TABLE_FREE")
+                    "CONFIG_HUGETLB_PMD_PAGE_TABLE_SHARING|CONFIG_ARCH_WANT_HUGE_PMD_SHARE",
+                    "CONFIG_EVENT_TRACING", "CONFIG_9P_FS", "CONFIG_NET_9P_VIRTIO", "CONFIG_VIRTIO_PCI",
+                    "CONFIG_SERIAL_8250_CONSOLE", "CONFIG_MMU_GATHER_RCU_TABLE_FREE")
 KBUILD_FORMAT = 1  # bump when the way we build changes, so old cache entries are not reused
 
 
@@ -57,7 +59,7 @@ def cache_root() -> Path:
 class KernelSpec:
     """What a kernel is built from."""
 
-    source: Optional[Path] = None          # a kernel tree; None: Debian's linux-source tarball
+    source: Optional[Path] = None          # a kernel tree or tarball; None: the newest Debian linux-source
     fragments: List[Path] = field(default_factory=lambda: [DEFAULT_FRAGMENT])
     patches: List[Path] = field(default_factory=list)
     jobs: int = os.cpu_count() or 2
@@ -81,12 +83,23 @@ def _sha(*parts: bytes) -> str:
     return h.hexdigest()[:16]
 
 
+def _version_key(path: str) -> Tuple[int, ...]:
+    """'/usr/src/linux-source-6.12.tar.xz' -> (6, 12): 6.12 is newer than 6.9 and 6.1."""
+    m = re.search(r"linux-source-([\d.]+?)\.tar", path)
+    return tuple(int(x) for x in m.group(1).split(".")) if m else ()
+
+
 def debian_tarball() -> Path:
-    found = sorted(glob.glob(DEBIAN_TARBALLS))
+    """The newest installed Debian linux-source tarball (kernels/patches targets 6.12)."""
+    found = sorted(glob.glob(DEBIAN_TARBALLS), key=_version_key)
     if not found:
         raise InputError("no kernel source: install Debian's linux-source package "
                          "(apt-get install linux-source-6.12) or give --source DIR")
     return Path(found[-1])
+
+
+def is_tarball(path: Path) -> bool:
+    return path.is_file() and ".tar" in path.name
 
 
 def unpack(tarball: Path, log: Callable[[str], None]) -> Path:
@@ -182,8 +195,14 @@ def configure(tree: Path, build: Path, fragments: List[Path]) -> None:
              str(tree / "kernel/configs/kvm_guest.config")] + [str(f.resolve()) for f in fragments]
     subprocess.run(merge, check=True, capture_output=True, cwd=tree)
     subprocess.run(make + ["olddefconfig"], check=True, capture_output=True)
+
+
+def check_config(build: Path) -> None:
+    """Refuse a .config without what the guest needs (checked on every build, not only
+    after configure: a refused config stays in the build directory)."""
     config = (build / ".config").read_text()
-    missing = [o for o in REQUIRED_OPTIONS if not re.search(rf"^{o}=y$", config, re.M)]
+    missing = [o.replace("|", " or ") for o in REQUIRED_OPTIONS
+               if not any(re.search(rf"^{alt}=y$", config, re.M) for alt in o.split("|"))]
     if missing:
         raise BuildError(f"the kernel config in {build} lacks {', '.join(missing)}: check the config fragments")
 
@@ -215,13 +234,14 @@ def build_kernel(spec: KernelSpec, log: Callable[[str], None] = print,
     if shutil.which("make") is None or shutil.which("gcc") is None:
         raise InputError("building a kernel needs make and gcc: apt-get install build-essential bc flex bison "
                          "libelf-dev libssl-dev cpio")
-    if spec.source is None:
-        tarball = debian_tarball()
+    if spec.source is None or is_tarball(spec.source):
+        tarball = spec.source or debian_tarball()
         src_id = f"{tarball.name}:{tarball.stat().st_size}".encode()
         tree = None
     else:
         if not (spec.source / "Makefile").is_file() or not (spec.source / "mm").is_dir():
-            raise InputError(f"{spec.source}: not a kernel source tree (no Makefile and mm/)")
+            raise InputError(f"{spec.source}: not a kernel source tree (no Makefile and mm/) "
+                             f"nor a source tarball (.tar.xz, .tar.gz)")
         src_id = tree_identity(spec.source)
         tree = spec.source
         tarball = None
@@ -243,7 +263,7 @@ def build_kernel(spec: KernelSpec, log: Callable[[str], None] = print,
     with build_lock(log):
         if bzimage.exists() and not force:  # another process built it while we waited
             return _from_cache(key, entry)
-        return _build(spec, tree, tarball if spec.source is None else None, tree_key, key, entry, log, status)
+        return _build(spec, tree, tarball, tree_key, key, entry, log, status)
 
 
 def _from_cache(key: str, entry: Path) -> BuiltKernel:
@@ -275,7 +295,7 @@ def _build(spec: KernelSpec, tree: Optional[Path], tarball: Optional[Path], tree
     try:
         reverse_series(tree)  # a previous build was killed with its patches applied
     except subprocess.CalledProcessError:
-        if spec.source is not None:
+        if tarball is None:  # the user's own tree: never delete it
             raise BuildError(f"{tree}: patches of a killed build are still applied and do not reverse; "
                              f"see {tree / APPLIED}") from None
         log(f"{tree}: patches of a killed build do not reverse; unpacking the source again")
@@ -287,6 +307,7 @@ def _build(spec: KernelSpec, tree: Optional[Path], tarball: Optional[Path], tree
         apply_series(spec.patches, tree)
         if not (build / ".config").exists():
             configure(tree, build, spec.fragments)
+        check_config(build)
         log(f"building {key} ({len(spec.patches)} patch(es)) in {build}, log {entry / 'build.log'}")
         _run_make(tree, build, spec.jobs, entry / "build.log", status)
     finally:
@@ -294,7 +315,7 @@ def _build(spec: KernelSpec, tree: Optional[Path], tarball: Optional[Path], tree
     seconds = time.monotonic() - start
     release = (build / "include/config/kernel.release").read_text().strip()
     shutil.copy2(build / "arch/x86/boot/bzImage", bzimage)
-    meta = {"key": key, "release": release, "source": str(spec.source or tarball),
+    meta = {"key": key, "release": release, "source": str(tarball or spec.source),
             "fragments": [str(f) for f in spec.fragments], "patches": [str(p) for p in spec.patches],
             "seconds": round(seconds, 1), "built": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     (entry / "meta.json").write_text(json.dumps(meta, indent=1))
