@@ -13,8 +13,10 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 APT_PACKAGES=(python3 python3-venv python3-pip rt-tests util-linux procps)
-QEMU_PACKAGES=(qemu-system-x86 linux-source-6.12 build-essential bc flex bison libelf-dev libssl-dev
-               cpio dwarves patch xz-utils)
+# linux-source-6.1 (Debian 12's own kernel version) is for the test of the kprobe attribution
+# that kernels without csd trace events get.
+QEMU_PACKAGES=(qemu-system-x86 linux-source-6.12 linux-source-6.1 build-essential bc flex bison libelf-dev
+               libssl-dev cpio dwarves patch xz-utils)
 case "${1:-}" in
     --with-qemu) APT_PACKAGES+=("${QEMU_PACKAGES[@]}") ;;
     "") ;;

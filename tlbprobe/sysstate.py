@@ -12,6 +12,7 @@ at their defaults and the journal is gone with them, which is exactly right.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -39,7 +40,9 @@ class Interrupted(TlbprobeError):
 
 @dataclass
 class Change:
-    """One journal entry. ``kind``: write (file value), mkdir (remove on undo), mount (umount on undo)."""
+    """One journal entry. ``kind``: write (file value), mkdir (remove on undo), mount (umount
+    on undo), kprobe (``path`` the tracefs kprobe_events file, ``new`` the "group/event" to
+    remove on undo)."""
 
     kind: str
     path: str
@@ -55,8 +58,38 @@ class Change:
         elif self.kind == "mount":
             if os.path.ismount(self.path):
                 subprocess.run(["umount", self.path], check=True, capture_output=True)
+        elif self.kind == "kprobe":
+            remove_kprobe(Path(self.path), self.new or "")
         else:
             raise ValueError(f"unknown journal entry kind {self.kind!r}")
+
+
+def append_line(path: Path, line: str) -> None:
+    """Append to a tracefs command file such as kprobe_events (O_APPEND: without it the
+    write replaces every probe). Not open(path, "a"): Python then seeks to the end, which
+    kprobe_events refuses with EINVAL."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    try:
+        os.write(fd, (line + "\n").encode())
+    finally:
+        os.close(fd)
+
+
+def remove_kprobe(events_file: Path, name: str) -> None:
+    """Disable the kprobe event ``group/event`` wherever it is enabled (a run killed with
+    SIGKILL leaves it enabled in its instance, and an enabled probe cannot be removed),
+    then remove it. A probe that is gone already is fine."""
+    root = events_file.parent
+    for enable in [root / "events" / name / "enable", *root.glob(f"instances/*/events/{name}/enable")]:
+        try:
+            enable.write_text("0")
+        except OSError:
+            pass
+    try:
+        append_line(events_file, f"-:{name}")
+    except OSError as e:
+        if e.errno not in (errno.ENOENT, errno.EINVAL) or (root / "events" / name).exists():
+            raise
 
 
 def read_knob(path: str) -> str:
@@ -145,6 +178,18 @@ class SystemState:
             self._save()
             raise PreflightError(f"cannot mount {fstype} at {path}: {res.stderr.strip()}")
 
+    def add_kprobe(self, events_file: Path, group: str, function: str) -> None:
+        """Place a kprobe event ``group/function`` on a kernel function (removed on restore)."""
+        name = f"{group}/{function}"
+        self.changes.append(Change("kprobe", str(events_file), None, name))
+        self._save()
+        try:
+            append_line(events_file, f"p:{name} {function}")
+        except OSError as e:
+            self.changes.pop()
+            self._save()
+            raise PreflightError(f"cannot place a kprobe on {function}: {e.strerror}") from None
+
     def restore(self) -> List[str]:
         """Undo every change, newest first; returns the problems (empty when all went back).
 
@@ -174,7 +219,8 @@ def undo_changes(changes: List[Change], log: Callable[[str], None]) -> Tuple[Lis
             problems.append(f"could not undo {change.kind} {change.path}: {detail}")
             continue
         try:
-            log(f"restored {change.kind} {change.path}" + (f" = {change.old}" if change.kind == "write" else ""))
+            detail = {"write": f" = {change.old}", "kprobe": f" {change.new}"}.get(change.kind, "")
+            log(f"restored {change.kind} {change.path}{detail}")
         except (OSError, ValueError):
             pass  # the change is undone; only telling about it failed
     return failed, problems

@@ -3,14 +3,14 @@
 The CAL line of /proc/interrupts says how many function-call IPIs a CPU took, not why.
 Two tracepoint families say why:
 
-* ``csd:csd_function_entry`` (kernel/smp.c, csd_do_func(); Linux 6.5+) fires on the CPU
+* ``csd:csd_function_entry`` (kernel/smp.c, csd_do_func(); 6.12 has it, 6.1 not) fires on the CPU
   that runs a cross-CPU function call, with ``func=`` the function, e.g.
   ``tlb_remove_table_smp_sync`` (mm/mmu_gather.c) or ``flush_tlb_func`` (arch/x86/mm/tlb.c).
 * ``ipi:ipi_send_cpu`` / ``ipi:ipi_send_cpumask`` (kernel/smp.c, kernel/sched/core.c;
   Linux 6.4+) fire on the sender with the target(s), the callsite and the callback. With
   two CPUs a broadcast has one target and shows as ipi_send_cpu; with more, as
   ipi_send_cpumask. We count both, one per target CPU.
-* ``csd:csd_queue_cpu`` (kernel/smp.c; Linux 6.5+) fires on the sender for every CPU a
+* ``csd:csd_queue_cpu`` (kernel/smp.c; from the same series) fires on the sender for every CPU a
   call is queued for, with ``cpu=`` the target: what the kernel *asked* for, interrupt or
   not. A target that is polling in its idle loop takes the call without an interrupt: the
   sender only sets TIF_NEED_RESCHED (``sched:sched_wake_idle_without_ipi`` fires instead of
@@ -18,6 +18,12 @@ Two tracepoint families say why:
   on 6.18: 128 queued, 127 entries, 1 wake without IPI; with cyclictest beside the
   collapse up to 7 of 128 went that way). So the queued count is the exact count of sync
   calls, and the entry count is the number that arrived as interrupts.
+
+Kernels without the csd events (Debian 12's own 6.1, for one) get kprobes instead, when the
+kernel has kprobe events (CONFIG_KPROBE_EVENTS, Debian's kernels do): one
+on each of KPROBE_FUNCTIONS, counted on the CPU that runs it, recorded as event ``kprobe``.
+A kprobe counts the function's runs, interrupt or not, so on those kernels ``attributed``
+counts calls run; the sync function only ever runs as a cross-CPU call on the other CPUs.
 
 We use a private instance (instances/tlbprobe-<pid>) so we never fight another tracer,
 delimit phases with trace_marker writes (markers and events share the instance's clock
@@ -37,7 +43,7 @@ from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Set, Tuple
 
 from .errors import PreflightError
 from .sysstate import SystemState, pid_alive
@@ -46,6 +52,10 @@ TRACEFS = Path("/sys/kernel/tracing")
 EVENTS = ("csd/csd_function_entry", "csd/csd_queue_cpu", "ipi/ipi_send_cpu", "ipi/ipi_send_cpumask",
           "sched/sched_wake_idle_without_ipi")
 MARK = "tlbprobe-phase"
+#: Functions probed where the csd events are missing: the sync under study, the TLB flush,
+#: and the two other cross-CPU calls seen most (remote wake-ups, nohz kicks).
+SYNC_FUNCTION = "tlb_remove_table_smp_sync"
+KPROBE_FUNCTIONS = (SYNC_FUNCTION, "flush_tlb_func", "sched_ttwu_pending", "nohz_csd_func")
 
 _LINE = re.compile(
     r"^\s*(?P<task>.*?)-(?P<pid>\d+)\s+(?:\(\s*[-\d]+\)\s+)?\[(?P<cpu>\d+)\]\s+(?:\S+\s+)?"
@@ -113,8 +123,8 @@ class PhaseCounts:
 
     def received(self, cpus: List[int]) -> Dict[str, int]:
         """{function: csd_function_entry count} on the given (receiving) CPUs: the calls
-        that arrived as interrupts."""
-        return self._per_function("csd_function_entry", cpus)
+        that arrived as interrupts; on kernels without that event, the kprobe counts."""
+        return self._per_function("csd_function_entry", cpus) or self._per_function("kprobe", cpus)
 
     def queued(self, cpus: List[int]) -> Dict[str, int]:
         """{function: csd_queue_cpu count} targeting the given CPUs: every call the kernel
@@ -146,6 +156,7 @@ class TraceSession:
         self._overrun_seen = 0
         self._pending = b""
         self.unparsed = 0
+        self.kprobes: Set[str] = set()  # event names of our kprobes (= the function names)
 
     def drain(self) -> None:
         """Consume everything in the buffer now (non-blocking reads of trace_pipe)."""
@@ -185,7 +196,8 @@ class TraceSession:
                     self._phases.setdefault(self._current, PhaseCounts())
             return
         if self._current:
-            keys = parse_event(event, body, int(m.group("cpu")))
+            cpu = int(m.group("cpu"))
+            keys = [("kprobe", event, "", cpu)] if event in self.kprobes else parse_event(event, body, cpu)
             self._phases[self._current].counts.update(keys)
 
     # -- phases ---------------------------------------------------------------------------
@@ -234,6 +246,49 @@ class TraceSession:
                 pass
 
 
+def kprobe_group() -> str:
+    """Our kprobe events' group: per process, so a leftover names the run that left it."""
+    return f"tlbprobe_{os.getpid()}"
+
+
+def kernel_has_symbol(name: str, kallsyms: str = "/proc/kallsyms") -> bool:
+    try:
+        with open(kallsyms) as f:
+            return any(line.split()[2:3] == [name] for line in f)
+    except OSError:
+        return False
+
+
+def place_kprobes(state: SystemState, root: Path, log=lambda s: None) -> List[str]:
+    """The fallback for kernels without csd events: kprobes on KPROBE_FUNCTIONS (journaled,
+    removed on restore). Returns the functions probed; empty, after a warning, when the
+    sync function itself cannot be probed (then the run counts from /proc/interrupts only)."""
+    events_file = root / "kprobe_events"
+    if not events_file.exists():
+        log("warning: this kernel has no csd trace events (6.12 has them, 6.1 not) nor kprobe events "
+            "(CONFIG_KPROBE_EVENTS): IPIs are counted from /proc/interrupts only, without attribution "
+            "to kernel functions")
+        return []
+    placed: List[str] = []
+    for func in KPROBE_FUNCTIONS:
+        if not kernel_has_symbol(func):
+            log(f"note: no kernel function {func} to probe (inlined or renamed in this kernel)")
+            continue
+        try:
+            state.add_kprobe(events_file, kprobe_group(), func)
+        except PreflightError as e:
+            log(f"note: {e}")
+            continue
+        placed.append(func)
+    if SYNC_FUNCTION not in placed:
+        log(f"warning: this kernel has no csd trace events (6.12 has them, 6.1 not) and {SYNC_FUNCTION} "
+            f"cannot be probed: IPIs are counted from /proc/interrupts only")
+        return []
+    log(f"this kernel has no csd trace events (6.12 has them, 6.1 not): attributing with kprobes on "
+        f"{', '.join(placed)} (each counts the function's runs per CPU)")
+    return placed
+
+
 def remove_stale_instances(root: Path, log=lambda s: None) -> None:
     """Remove tlbprobe-<pid> instances whose process is gone (journaled runs never leave
     one, but a tracefs instance outlives unmounting, so an older tool's leftovers would
@@ -277,18 +332,22 @@ def open_session(state: SystemState, log=lambda s: None, ncpus: int = 1) -> Iter
     """
     root = tracefs_root(state)
     available = [ev for ev in EVENTS if (root / "events" / ev).is_dir()]
-    if not any(ev.startswith(("csd/", "ipi/")) for ev in available):  # sched/ alone is in every kernel
-        log("warning: this kernel has no csd/ipi trace events (Linux 6.5+ has them): IPIs are counted "
-            "from /proc/interrupts only, without attribution to kernel functions")
-        yield None
-        return
-    missing = [ev for ev in EVENTS if ev not in available]
-    if missing:
-        log(f"warning: this kernel lacks trace events {', '.join(missing)}; attribution is partial")
+    kprobes: List[str] = []
+    if not any(ev.startswith("csd/") for ev in available):  # sched/ alone is in every kernel
+        kprobes = place_kprobes(state, root, log)
+        if not kprobes:
+            yield None
+            return
+        available += [f"{kprobe_group()}/{f}" for f in kprobes]
+    else:
+        missing = [ev for ev in EVENTS if ev not in available]
+        if missing:
+            log(f"warning: this kernel lacks trace events {', '.join(missing)}; attribution is partial")
     remove_stale_instances(root, log)
     instance = root / "instances" / f"tlbprobe-{os.getpid()}"
     state.mkdir(str(instance))
     session = TraceSession(instance, log)
+    session.kprobes = set(kprobes)
     try:
         (instance / "buffer_size_kb").write_text(str(buffer_kb_for(ncpus)))
         # When the buffer fills, drop new events rather than overwrite old ones: an

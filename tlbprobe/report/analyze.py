@@ -30,10 +30,10 @@ from ..model import (
     predict,
     tables_from_size,
 )
+from ..trace import SYNC_FUNCTION
 from .load import Repeat, Run
 from .stats import Spread, describe
 
-SYNC_FUNCTION = "tlb_remove_table_smp_sync"
 FLUSH_FUNCTION = "flush_tlb_func"
 #: job keys the collect side may use for the hugetlb operation kind
 UNSHARE_KIND_KEYS = ("operation", "op", "unshare_op", "kind")
