@@ -60,6 +60,23 @@ def test_lkml_fits_72_columns_and_has_the_cover_letter_lines(capsys, ab):
     assert "-100.0%" in out or "-100.6%" in out
 
 
+def test_lkml_reproduce_lines_never_send_two_kernels_to_one_directory(capsys, tmp_path):
+    """repro writes baseline/JOB and patched/JOB: the commands must not both say --out JOB."""
+    base = make_run(tmp_path / "baseline", "collapse-1G", kernel_variant="baseline", seed=1, **NATIVE)
+    patched = make_run(tmp_path / "patched", "collapse-1G", kernel_variant="patched", sync_per_op=0.0, seed=2,
+                       **NATIVE)
+    import yaml
+    for run, variant in ((base, "baseline"), (patched, "patched")):  # as repro records them
+        doc = yaml.safe_load((run / "run.yaml").read_text())
+        doc["command"] += ["--kernel-variant", variant]
+        (run / "run.yaml").write_text(yaml.safe_dump(doc))
+    rc, out, _ = run_cli(capsys, base, patched, "--format", "lkml")
+    assert rc == 0
+    text = " ".join(out.split())  # commands may be wrapped
+    assert "--out baseline-collapse-1G" in text and "--out patched-collapse-1G" in text
+    assert "tlbprobe report baseline-collapse-1G patched-collapse-1G --format lkml" in text.replace(" \\ ", " ")
+
+
 def test_lkml_many_runs_and_long_names_still_fit(capsys, tmp_path):
     runs = [make_run(tmp_path, f"a-very-long-run-directory-name-{i:02d}-for-a-kernel", seed=i,
                      cpu_model="Intel(R) Xeon(R) Platinum 8480+ with a rather long model string", **NATIVE)

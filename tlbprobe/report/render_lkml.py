@@ -60,7 +60,9 @@ def render(report: Report) -> str:
         "Mean ±95% CI over the repeats (mean alone with fewer than 3). "
         "* marks a change with Welch's t-test p<0.05 whose [min,max] ranges "
         "do not overlap; ? too few repeats to test. Sync IPIs are CAL minus "
-        "TLB on the CPUs other than the driver, less the idle background.",
+        "TLB on the CPUs other than the driver, less the idle background; "
+        "traced sync calls count tlb_remove_table_smp_sync for those CPUs "
+        "with tracefs, so they do not depend on the background.",
         WIDTH,
     )
     return "\n".join(_fit(lines)) + "\n"
@@ -98,6 +100,18 @@ def _flush(runs: Sequence[RunAnalysis]) -> List[str]:
     return [f"{a.label} {m}" for a, m in zip(runs, modes)]
 
 
+def out_names(runs) -> List[str]:
+    """A distinct --out name per run for the reproduce lines: the run directory's name, or
+    where two share it (repro writes baseline/NAME and patched/NAME) parent-name."""
+    names = [a.run.name for a in runs]
+    if len(set(names)) == len(names):
+        return names
+    longer = [f"{a.run.path.resolve().parent.name}-{a.run.name}" for a in runs]
+    if len(set(longer)) == len(longer):
+        return longer
+    return [f"{a.run.name}-{a.label}" for a in runs]
+
+
 def _reproduce(report: Report) -> List[str]:
     """The recorded collect command(s), then the report command, each wrapped to 72 columns."""
     cmds = reproduce_commands(report.runs)
@@ -110,9 +124,9 @@ def _reproduce(report: Report) -> List[str]:
         out += wrap_command(cmds[0] + " --out DIR", WIDTH, pad + "  ", pad + "    ")
     else:
         out = ["Reproduce:".ljust(KEY) + "as root, one per kernel:"]
-        for a, cmd in zip(report.runs, cmds):
-            out += wrap_command(cmd + f" --out {a.run.name}", WIDTH, pad + "  ", pad + "    ")
-    names = " ".join(a.run.name for a in report.runs)
+        for name, cmd in zip(out_names(report.runs), cmds):
+            out += wrap_command(cmd + f" --out {name}", WIDTH, pad + "  ", pad + "    ")
+    names = " ".join(out_names(report.runs))
     out += wrap_command(f"tlbprobe report {names} --format lkml", WIDTH, pad + "then ", pad + "    ")
     return out
 
@@ -174,7 +188,7 @@ def _model(runs: Sequence[RunAnalysis]) -> List[str]:
     return ["Model:"] + ["  " + line for line in out]
 
 
-_SHORT = {"tlb_remove_table_smp_sync": "attributed sync"}
+_SHORT = {"tlb_remove_table_smp_sync": "traced sync calls"}
 
 
 def _short(label: str) -> str:
