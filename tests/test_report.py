@@ -96,7 +96,7 @@ def test_json_keys(capsys, ab):
     assert a["path"].endswith("base") and a["complete"] is True and a["online_cpus"] == 4
     assert a["ops"] == 384 and a["sync_ipis_expected"] == 384 * 3
     assert b["sync_ipis_expected"] == 0
-    assert a["attributed"]["tlb_remove_table_smp_sync"] == 1152
+    assert a["attributed"]["tlb_remove_table_smp_sync"] == 1152 and a["queued"] is None  # no csd_queue_cpu data
     assert a["variant"] == {"value": "baseline", "source": "run.yaml job.kernel_variant"}
     assert a["flush_mode"]["value"] == "native"
     assert a["verdict"]["status"] == "matches" and b["verdict"]["status"] == "matches"
@@ -296,6 +296,10 @@ def test_text_report_names_queued_and_received_counts(capsys, tmp_path):
     assert cli_main(["report", str(run)]) == 0
     out = capsys.readouterr().out
     assert "traced tlb_remove_table_smp_sync calls 384 in total, 345 of them arrived as IPIs" in out
+    assert cli_main(["report", str(run), "--format", "json"]) == 0
+    (j,) = json.loads(capsys.readouterr().out)["runs"]
+    assert j["queued"]["tlb_remove_table_smp_sync"] == 384 and j["attributed"]["tlb_remove_table_smp_sync"] == 345
+    assert j["sync_ipis_traced"] == 384 and j["verdict_basis"] == "traced"
 
 
 def test_timeline_uses_the_time_series_when_the_run_has_one(tmp_path):

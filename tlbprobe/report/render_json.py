@@ -1,18 +1,18 @@
 """Machine-readable report: every run with its prediction and verdict, and the comparisons.
 
 Key names follow summary.json where they mean the same thing (``ops``,
-``sync_ipis_measured``, ``attributed``) and the model's JSON where they are predictions
-(``sync_ipis_expected``, ``sync_broadcasts_expected``).
+``sync_ipis_measured``, ``attributed``, ``queued``: null for runs without it) and the
+model's JSON where they are predictions (``sync_ipis_expected``, ``sync_broadcasts_expected``).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from . import Report
-from .analyze import RunAnalysis
+from .analyze import RunAnalysis, all_queued
 from .compare import Comparison, latency_table
 from .stats import Spread
 from .tables import per_cpu_rows
@@ -48,10 +48,15 @@ def to_dict(report: Report) -> Dict[str, Any]:
 
 def run_dict(a: RunAnalysis) -> Dict[str, Any]:
     run, v, pred = a.run, a.verdict, a.prediction
-    attributed: Dict[str, float] = {}
-    for r in run.repeats:
-        for k, n in r.attributed.items():
-            attributed[k] = attributed.get(k, 0.0) + n
+    def total(counts: List[Dict[str, float]]) -> Dict[str, float]:
+        out: Dict[str, float] = {}
+        for c in counts:
+            for k, n in c.items():
+                out[k] = out.get(k, 0.0) + n
+        return out
+
+    attributed = total([r.attributed for r in run.repeats])
+    queued = total([r.queued for r in run.repeats if r.queued is not None]) if all_queued(run) else None
     return {
         "label": a.label,
         "path": str(run.path),
@@ -88,6 +93,7 @@ def run_dict(a: RunAnalysis) -> Dict[str, Any]:
             "warnings": list(v.warnings),
         },
         "attributed": attributed,
+        "queued": queued,
         "stats": {k: spread_dict(s) for k, s in a.stats.items()},
         "per_repeat": a.per_repeat,
         "per_cpu": {
