@@ -230,6 +230,16 @@ def check_spec(spec: GuestSpec) -> None:
         raise InputError("--pv-tlb-flush on needs KVM (a TCG guest has no paravirtual TLB flush)")
 
 
+#: Boot panics that a second boot would repeat (no init to run): not retried.
+DETERMINISTIC_PANIC = re.compile(r"Requested init .* failed|No working init found|Unable to mount root fs")
+
+
+def retry_boot_panic(panic: Optional[str], console: str) -> bool:
+    """Whether a panic deserves a second boot: one before our init started (a rare early
+    crash under TCG was seen), unless it is one a second boot would repeat."""
+    return bool(panic) and START_MARK not in console and not DETERMINISTIC_PANIC.search(panic or "")
+
+
 def run_guest(spec: GuestSpec, commands: List[List[str]], outdir: Path,
               log: Callable[[str], None] = print, status: Callable[[str], None] = lambda s: None) -> GuestResult:
     """Boot, run the commands, return their statuses. Raises GuestError on panic or timeout.
@@ -239,6 +249,7 @@ def run_guest(spec: GuestSpec, commands: List[List[str]], outdir: Path,
     crash under TCG was seen) is retried once, and the retry is said.
     """
     check_spec(spec)
+    outdir = Path(outdir).resolve()  # the guest sees the host's / : init= must be absolute
     accel = spec.accel
     notes: List[str] = []
     if accel == "auto":
@@ -260,7 +271,7 @@ def run_guest(spec: GuestSpec, commands: List[List[str]], outdir: Path,
             log(f"notice: {notes[-1]}")
             accel = "tcg"
             continue
-        if result.panic and START_MARK not in text and attempt == 1:
+        if attempt == 1 and retry_boot_panic(result.panic, text):
             notes.append(f"the guest panicked during boot ({result.panic}); retried once")
             log(f"notice: {notes[-1]}")
             (outdir / "console.log").rename(outdir / "console-first-boot.log")
