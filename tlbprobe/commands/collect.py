@@ -16,11 +16,14 @@ EPILOG = """\
 what it measures:
   For each repeat: an idle control window (the background IPI rate), then the
   workload. Around each window it snapshots every line of /proc/interrupts and
-  /proc/vmstat, and (unless --no-trace) attributes every function-call IPI to its
-  kernel function from tracefs. Sync IPIs = CAL minus TLB on the CPUs that did not
-  run the driver, minus the idle windows' rate times the workload's duration.
-  During the idle window the driver CPU spins in user space (--idle-mode spin), so
-  IPIs the scheduler sends because a CPU is busy count as background.
+  /proc/vmstat (and samples CAL and TLB in between, for IPIs over time), and
+  (unless --no-trace) attributes every function-call IPI to its kernel function from
+  tracefs: the csd/ipi events, or on kernels without them (6.1) kprobes. Sync IPIs =
+  CAL minus TLB on the CPUs that did not run the driver, minus the idle windows' rate
+  times the workload's duration; the trace counts the sync calls exactly, including
+  those that reach a CPU polling in idle without an interrupt. During the idle window
+  the driver CPU spins in user space (--idle-mode spin), so IPIs the scheduler sends
+  because a CPU is busy count as background.
 
 examples:
   tlbprobe collect                                  # collapse sized to the machine
@@ -29,9 +32,9 @@ examples:
   tlbprobe collect --job workloads/collapse-small.yaml --repeat 10
   tlbprobe collect --workload idle --idle-seconds 30   # background only
 
-Every setting it changes (THP knobs, nr_hugepages, tracefs) is restored on exit; if a
-run is killed with SIGKILL, `tlbprobe restore` puts them back. The run directory format
-is described in doc/run-format.md; `tlbprobe report DIR` reads it.
+Every setting it changes (THP knobs, nr_hugepages, tracefs, kprobes) is restored on
+exit; if a run is killed with SIGKILL, `tlbprobe restore` puts them back. The run
+directory format is described in doc/run-format.md; `tlbprobe report DIR` reads it.
 """
 
 
