@@ -74,11 +74,13 @@ def stretch(template: Path, dest: Path, repeats: int) -> None:
     for key in SUMMED:
         if all(key in r for r in new):
             summary[key] = sum(r[key] for r in new)
-    attributed: Dict[str, float] = {}
-    for r in new:
-        for f, n in (r.get("attributed") or {}).items():
-            attributed[f] = attributed.get(f, 0) + n
-    summary["attributed"] = attributed
+    for key in ("attributed", "queued"):  # queued: runs that traced csd_queue_cpu
+        if key == "attributed" or all(key in r for r in new):
+            counts: Dict[str, float] = {}
+            for r in new:
+                for f, n in (r.get(key) or {}).items():
+                    counts[f] = counts.get(f, 0) + n
+            summary[key] = counts
     (dest / "summary.json").write_text(json.dumps(summary, indent=2))
     span = _time_span(template / "phases.csv")
     for name in ("phases.csv", "interrupts.csv", "vmstat.csv", "attribution.csv"):

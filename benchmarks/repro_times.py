@@ -38,7 +38,8 @@ def repro(out: Path, env: dict) -> tuple:
 def per_op(run: Path) -> str:
     s = json.loads((run / "summary.json").read_text())
     others = max(s["online_cpus"] - 1, 1)
-    traced = s["attributed"].get("tlb_remove_table_smp_sync", 0) / s["ops"] / others if s["ops"] else 0
+    counts = s.get("queued") or s["attributed"]  # queued: every call, interrupt or not
+    traced = counts.get("tlb_remove_table_smp_sync", 0) / s["ops"] / others if s["ops"] else 0
     return f"{s['sync_ipis_per_op_per_cpu']:.3f} (CAL-TLB), {traced:.3f} (traced)"
 
 
