@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 from .procfs import format_cpulist
+from .trace import SYNC_FUNCTION
 from .textfmt import MAX_CPU_COLUMNS, format_number, summarize_per_cpu
 
 
@@ -28,8 +29,18 @@ def _sum_per_cpu(phases: List[Dict[str, Any]], key: str, cpus: List[int]) -> Dic
     return out
 
 
+def traced_sync(counts: Dict[str, Any]) -> int:
+    """The traced sync count of a phase (or a run): the calls queued for the other CPUs
+    where the run traced them, else the ones they ran (csd_function_entry or kprobes)."""
+    return int((counts.get("queued") if "queued" in counts else counts.get("attributed") or {})
+               .get(SYNC_FUNCTION, 0))
+
+
 def render_summary(summary: Dict[str, Any], path: Path) -> str:
     unit = summary.get("ops_unit", "operations")
+    # traced: a --no-trace run (or a kernel with nothing to trace) has no counts anywhere
+    traced = "queued" in summary or any(
+        ph.get("attributed") for r in summary["repeats"] for ph in r["phases"].values())
     others = summary.get("other_cpus", [])
     n_other = len(others) or 1
     state = "complete" if summary.get("complete") else f"INCOMPLETE ({summary.get('status')})"
@@ -40,7 +51,7 @@ def render_summary(summary: Dict[str, Any], path: Path) -> str:
         f"run directory: {path}",
         "",
         f"{'repeat':>6} {'phase':<9}{'secs':>7} {unit:>10} {'CAL other':>10} {'TLB other':>10} "
-        f"{'bg':>7} {'sync IPIs':>10} {'/op/CPU':>8}",
+        f"{'bg':>7} {'sync IPIs':>10} {'/op/CPU':>8}" + (f" {'traced':>7}" if traced else ""),
     ]
     for rep in summary["repeats"]:
         for name, ph in rep["phases"].items():
@@ -49,7 +60,8 @@ def render_summary(summary: Dict[str, Any], path: Path) -> str:
                 per = f"{ph['sync_ipis'] / ph['ops'] / n_other:8.3f}"
             lines.append(
                 f"{rep['repeat'] + 1:>6} {name:<9}{ph['duration_s']:7.2f} {ph['ops']:>10} {ph['cal_other_cpus']:>10} "
-                f"{ph['tlb_other_cpus']:>10} {ph['background_sync_ipis']:7.1f} {ph['sync_ipis']:10.1f} {per:>8}")
+                f"{ph['tlb_other_cpus']:>10} {ph['background_sync_ipis']:7.1f} {ph['sync_ipis']:10.1f} {per:>8}"
+                + (f" {traced_sync(ph):>7}" if traced else ""))
     work = [r["phases"]["workload"] for r in summary["repeats"] if "workload" in r["phases"]]
     lines.append("")
     if work:
