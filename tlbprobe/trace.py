@@ -1,29 +1,29 @@
 """Attribute every function-call IPI to the kernel function it ran, from tracefs.
 
 The CAL line of /proc/interrupts says how many function-call IPIs a CPU took, not why.
-Two tracepoint families say why:
+Two tracepoint families say why (6.12 and 6.18 have both, 6.1 neither):
 
-* ``csd:csd_function_entry`` (kernel/smp.c, csd_do_func(); 6.12 has it, 6.1 not) fires on the CPU
-  that runs a cross-CPU function call, with ``func=`` the function, e.g.
-  ``tlb_remove_table_smp_sync`` (mm/mmu_gather.c) or ``flush_tlb_func`` (arch/x86/mm/tlb.c).
-* ``ipi:ipi_send_cpu`` / ``ipi:ipi_send_cpumask`` (kernel/smp.c, kernel/sched/core.c;
-  Linux 6.4+) fire on the sender with the target(s), the callsite and the callback. With
-  two CPUs a broadcast has one target and shows as ipi_send_cpu; with more, as
-  ipi_send_cpumask. We count both, one per target CPU.
-* ``csd:csd_queue_cpu`` (kernel/smp.c; from the same series) fires on the sender for every CPU a
-  call is queued for, with ``cpu=`` the target: what the kernel *asked* for, interrupt or
-  not. A target that is polling in its idle loop takes the call without an interrupt: the
-  sender only sets TIF_NEED_RESCHED (``sched:sched_wake_idle_without_ipi`` fires instead of
-  ``ipi_send_cpu``), and neither CAL nor ``csd_function_entry`` shows that call (measured
-  on 6.18: 128 queued, 127 entries, 1 wake without IPI; with cyclictest beside the
-  collapse up to 7 of 128 went that way). So the queued count is the exact count of sync
-  calls, and the entry count is the number that arrived as interrupts.
+* ``csd:csd_function_entry`` (kernel/smp.c, csd_do_func()) fires on the CPU that runs a
+  cross-CPU function call, with ``func=`` the function, e.g. ``tlb_remove_table_smp_sync``
+  (mm/mmu_gather.c) or ``flush_tlb_func`` (arch/x86/mm/tlb.c).
+* ``ipi:ipi_send_cpu`` / ``ipi:ipi_send_cpumask`` (kernel/smp.c, kernel/sched/core.c)
+  fire on the sender with the target(s), the callsite and the callback. With two CPUs a
+  broadcast has one target and shows as ipi_send_cpu; with more, as ipi_send_cpumask.
+  We count both, one per target CPU.
+* ``csd:csd_queue_cpu`` (kernel/smp.c) fires on the sender for every CPU a call is queued
+  for, with ``cpu=`` the target: what the kernel *asked* for, interrupt or not. A target
+  that is polling in its idle loop takes the call without an interrupt: the sender only
+  sets TIF_NEED_RESCHED (``sched:sched_wake_idle_without_ipi`` fires instead of
+  ``ipi_send_cpu``), and neither CAL nor ``csd_function_entry`` shows that call
+  (measured on 6.18: 128 queued, 127 entries, 1 wake without IPI; with cyclictest beside
+  the collapse up to 7 of 128 went that way). So the queued count is the exact count of
+  sync calls, and the entry count is the number that arrived as interrupts.
 
-Kernels without the csd events (Debian 12's own 6.1, for one) get kprobes instead, when the
-kernel has kprobe events (CONFIG_KPROBE_EVENTS, Debian's kernels do): one
-on each of KPROBE_FUNCTIONS, counted on the CPU that runs it, recorded as event ``kprobe``.
-A kprobe counts the function's runs, interrupt or not, so on those kernels ``attributed``
-counts calls run; the sync function only ever runs as a cross-CPU call on the other CPUs.
+Kernels without the csd events get kprobes instead, when they have kprobe events
+(CONFIG_KPROBE_EVENTS; Debian's kernels do): one on each of KPROBE_FUNCTIONS, counted on
+the CPU that runs it, recorded as event ``kprobe``. A kprobe counts the function's runs,
+interrupt or not, so on those kernels ``attributed`` counts calls run; the sync function
+only ever runs as a cross-CPU call on the other CPUs.
 
 We use a private instance (instances/tlbprobe-<pid>) so we never fight another tracer,
 delimit phases with trace_marker writes (markers and events share the instance's clock
