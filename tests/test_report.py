@@ -291,6 +291,15 @@ def test_traced_runs_are_judged_on_the_queued_calls_not_only_the_interrupts(tmp_
     assert c.verdict.status == "matches" and not any("without an interrupt" in w for w in c.verdict.warnings)
 
 
+def test_comparing_a_queued_count_with_a_received_one_is_said(tmp_path):
+    old = make_run(tmp_path, "old", queue_traced=False, seed=31, **NATIVE)
+    new = make_run(tmp_path, "new", queue_traced=True, seed=32, **NATIVE)
+    (c,) = build_report([str(old), str(new)]).comparisons
+    assert any("B are those queued" in w and "of A those received" in w for w in c.warnings), c.warnings
+    (same,) = build_report([str(new), str(new)]).comparisons
+    assert not any("queued" in w for w in same.warnings)
+
+
 def test_text_report_names_queued_and_received_counts(capsys, tmp_path):
     run = make_run(tmp_path, "polled", queue_traced=True, polled_fraction=0.1, seed=21)
     assert cli_main(["report", str(run)]) == 0

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from .analyze import RunAnalysis
+from .analyze import RunAnalysis, all_queued, is_traced
 from .stats import ALPHA, Spread, Welch, describe, ranges_overlap, welch
 
 #: (key, label, unit, digits); order is the order of the table.
@@ -82,7 +82,13 @@ def mismatches(base: RunAnalysis, other: RunAnalysis) -> List[str]:
            if base.run.job.get(k) != other.run.job.get(k)]
     if base.run.online_cpus != other.run.online_cpus:
         out.append(f"online CPUs: {base.run.online_cpus} vs {other.run.online_cpus}")
-    return [f"not the same job ({'; '.join(out)}): the changes below are not the kernel's alone"] if out else []
+    warnings = [f"not the same job ({'; '.join(out)}): the changes below are not the kernel's alone"] if out else []
+    if is_traced(base.run) and is_traced(other.run) and all_queued(base.run) != all_queued(other.run):
+        q, r = (base, other) if all_queued(base.run) else (other, base)
+        warnings.append(f"the traced sync calls of {q.label} are those queued (csd_queue_cpu), of {r.label} those "
+                        f"received (recorded before queued counts, or by kprobes): they can differ by the calls "
+                        f"that found a CPU polling in idle")
+    return warnings
 
 
 def compare(base: RunAnalysis, other: RunAnalysis) -> Comparison:
