@@ -315,7 +315,7 @@ def without_interrupt(run: Run) -> float:
     """Sync calls queued for the other CPUs that no interrupt delivered (0 without queue data)."""
     if not all_queued(run):
         return 0.0
-    return sum(max(traced_sync_of(r, True) - r.attributed.get(SYNC_FUNCTION, 0.0), 0.0) for r in run.repeats)
+    return sum(max(traced_sync_of(r, True) - traced_sync_of(r, False), 0.0) for r in run.repeats)
 
 
 def trace_lost(run: Run) -> int:
@@ -331,11 +331,7 @@ def is_traced(run: Run) -> bool:
 
 def other_functions(run: Run, top: int = 3) -> str:
     """The most frequent traced functions other than the sync and the TLB flush."""
-    counts: Dict[str, float] = {}
-    for r in run.repeats:
-        for func, n in r.attributed.items():
-            if func not in (SYNC_FUNCTION, FLUSH_FUNCTION):
-                counts[func] = counts.get(func, 0.0) + n
+    counts = {f: n for f, n in run.function_totals().items() if f not in (SYNC_FUNCTION, FLUSH_FUNCTION)}
     best = sorted(counts.items(), key=lambda kv: -kv[1])[:top]
     return ", ".join(f"{f} {n:.0f}" for f, n in best) or "none traced"
 

@@ -157,6 +157,15 @@ class Run:
     def ops_expected(self) -> int:
         return sum(r.ops_expected for r in self.repeats)
 
+    def function_totals(self, which: str = "attributed") -> Dict[str, float]:
+        """{function: n} summed over the finished repeats' workload phases, of the
+        ``attributed`` (received) or ``queued`` counts; repeats without them add nothing."""
+        out: Dict[str, float] = {}
+        for r in self.repeats:
+            for func, n in (getattr(r, which) or {}).items():
+                out[func] = out.get(func, 0.0) + n
+        return out
+
     @property
     def kernel_release(self) -> str:
         return str(self.summary.get("kernel_release") or self.host.get("kernel_release") or "unknown")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
 from . import Report
 from .analyze import RunAnalysis, all_queued
@@ -48,15 +48,8 @@ def to_dict(report: Report) -> Dict[str, Any]:
 
 def run_dict(a: RunAnalysis) -> Dict[str, Any]:
     run, v, pred = a.run, a.verdict, a.prediction
-    def total(counts: List[Dict[str, float]]) -> Dict[str, float]:
-        out: Dict[str, float] = {}
-        for c in counts:
-            for k, n in c.items():
-                out[k] = out.get(k, 0.0) + n
-        return out
-
-    attributed = total([r.attributed for r in run.repeats])
-    queued = total([r.queued for r in run.repeats if r.queued is not None]) if all_queued(run) else None
+    attributed = run.function_totals()
+    queued = run.function_totals("queued") if all_queued(run) else None
     return {
         "label": a.label,
         "path": str(run.path),

@@ -100,10 +100,7 @@ def _basis(v) -> str:
 
 
 def _attributed(a: RunAnalysis) -> str:
-    total = {}
-    for r in a.run.repeats:
-        for k, n in r.attributed.items():
-            total[k] = total.get(k, 0.0) + n
+    total = a.run.function_totals()
     if not total:
         return ""
     order = [k for k in (SYNC_FUNCTION, FLUSH_FUNCTION) if k in total]

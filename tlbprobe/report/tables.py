@@ -223,7 +223,7 @@ def measured_lines(a) -> List[Tuple[str, str]]:
     lines: List[Tuple[str, str]] = []
     if v.basis == "traced":
         if all_queued(a.run):
-            received = sum(r.attributed.get(SYNC_FUNCTION, 0.0) for r in a.run.repeats)
+            received = a.run.function_totals().get(SYNC_FUNCTION, 0.0)
             lines.append(("measured", f"traced tlb_remove_table_smp_sync calls {fmt_num(v.measured)} in total, "
                                       f"{fmt_num(received)} of them arrived as IPIs"))
         else:
