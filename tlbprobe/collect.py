@@ -32,7 +32,7 @@ from .summary import PhaseRecord, all_repeats, build_summary
 from .sysstate import (DEFAULT_STATE_DIR, Interrupted, SystemState, check_journal, signals_blocked,
                        stop_signals_raise)
 from .timeseries import PhaseSeries
-from .trace import PhaseCounts, TraceSession, open_session
+from .trace import SYNC_FUNCTION, PhaseCounts, TraceSession, open_session
 from .workloads import DRIVERS, PhaseOutcome, Workload
 
 
@@ -314,9 +314,9 @@ class Collector:
             self.console.log(f"  idle: CAL {idle['cal_other_cpus']} TLB {idle['tlb_other_cpus']} on the other CPUs "
                              f"in {idle['duration_s']:.1f} s")
             return
-        sync = w["attributed"].get("tlb_remove_table_smp_sync", "n/a")
+        sync = w["attributed"].get(SYNC_FUNCTION, "n/a")
         if "queued" in w:
-            sync = f"{w['queued'].get('tlb_remove_table_smp_sync', 0)} queued, {sync if sync != 'n/a' else 0} as IPIs"
+            sync = f"{w['queued'].get(SYNC_FUNCTION, 0)} queued, {w['attributed'].get(SYNC_FUNCTION, 0)} as IPIs"
         self.console.log(f"  {w['ops']} {unit} in {w['duration_s']:.2f} s; other CPUs: CAL {w['cal_other_cpus']}, "
                          f"TLB {w['tlb_other_cpus']}, sync IPIs {w['sync_ipis']:.0f} "
-                         f"(traced tlb_remove_table_smp_sync: {sync})")
+                         f"(traced {SYNC_FUNCTION}: {sync})")

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 from . import procfs
+from .errors import TlbprobeError
 
 INTERVAL_S = 0.1
 
@@ -51,7 +52,7 @@ class PhaseSeries:
         self._last = now
         try:
             snap = procfs.read_interrupts()
-        except Exception:  # a failed sample costs a point of the plot, never the run
+        except (OSError, TlbprobeError):  # a failed sample costs a point of the plot, never the run
             return
         self.add(now, snap)
 

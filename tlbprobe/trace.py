@@ -43,7 +43,7 @@ from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Set, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 from .errors import PreflightError
 from .sysstate import SystemState, pid_alive
@@ -56,6 +56,7 @@ MARK = "tlbprobe-phase"
 #: and the two other cross-CPU calls seen most (remote wake-ups, nohz kicks).
 SYNC_FUNCTION = "tlb_remove_table_smp_sync"
 KPROBE_FUNCTIONS = (SYNC_FUNCTION, "flush_tlb_func", "sched_ttwu_pending", "nohz_csd_func")
+NO_CSD = "this kernel has no csd trace events (6.12 has them, 6.1 not)"
 
 _LINE = re.compile(
     r"^\s*(?P<task>.*?)-(?P<pid>\d+)\s+(?:\(\s*[-\d]+\)\s+)?\[(?P<cpu>\d+)\]\s+(?:\S+\s+)?"
@@ -251,12 +252,18 @@ def kprobe_group() -> str:
     return f"tlbprobe_{os.getpid()}"
 
 
-def kernel_has_symbol(name: str, kallsyms: str = "/proc/kallsyms") -> bool:
+def kernel_symbols(names: Sequence[str], kallsyms: str = "/proc/kallsyms") -> Set[str]:
+    """Which of ``names`` the running kernel has (one pass over kallsyms, ~10^5 lines)."""
+    wanted, found = set(names), set()
     try:
         with open(kallsyms) as f:
-            return any(line.split()[2:3] == [name] for line in f)
+            for line in f:
+                fields = line.split()
+                if len(fields) > 2 and fields[2] in wanted:
+                    found.add(fields[2])
     except OSError:
-        return False
+        pass
+    return found
 
 
 def place_kprobes(state: SystemState, root: Path, log=lambda s: None) -> List[str]:
@@ -265,13 +272,13 @@ def place_kprobes(state: SystemState, root: Path, log=lambda s: None) -> List[st
     sync function itself cannot be probed (then the run counts from /proc/interrupts only)."""
     events_file = root / "kprobe_events"
     if not events_file.exists():
-        log("warning: this kernel has no csd trace events (6.12 has them, 6.1 not) nor kprobe events "
-            "(CONFIG_KPROBE_EVENTS): IPIs are counted from /proc/interrupts only, without attribution "
-            "to kernel functions")
+        log(f"warning: {NO_CSD} nor kprobe events (CONFIG_KPROBE_EVENTS): IPIs are counted from "
+            f"/proc/interrupts only, without attribution to kernel functions")
         return []
     placed: List[str] = []
+    present = kernel_symbols(KPROBE_FUNCTIONS)
     for func in KPROBE_FUNCTIONS:
-        if not kernel_has_symbol(func):
+        if func not in present:
             log(f"note: no kernel function {func} to probe (inlined or renamed in this kernel)")
             continue
         try:
@@ -281,11 +288,10 @@ def place_kprobes(state: SystemState, root: Path, log=lambda s: None) -> List[st
             continue
         placed.append(func)
     if SYNC_FUNCTION not in placed:
-        log(f"warning: this kernel has no csd trace events (6.12 has them, 6.1 not) and {SYNC_FUNCTION} "
-            f"cannot be probed: IPIs are counted from /proc/interrupts only")
+        log(f"warning: {NO_CSD} and {SYNC_FUNCTION} cannot be probed: IPIs are counted from "
+            f"/proc/interrupts only")
         return []
-    log(f"this kernel has no csd trace events (6.12 has them, 6.1 not): attributing with kprobes on "
-        f"{', '.join(placed)} (each counts the function's runs per CPU)")
+    log(f"{NO_CSD}: attributing with kprobes on {', '.join(placed)} (each counts the function's runs per CPU)")
     return placed
 
 
