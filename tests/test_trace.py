@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tlbprobe.trace import PhaseCounts, TraceSession, parse_event, parse_hex_cpumask
+from tlbprobe.trace import (RECEIVER_EVENT_BYTES, PhaseCounts, TracePlan, TraceSession, parse_event,
+                            parse_hex_cpumask, sync_filter)
 
 DATA = Path(__file__).parent / "data"
 
@@ -58,3 +59,47 @@ def test_cpumask_events_count_once_per_target():
     assert parse_event("csd_queue_cpu", "cpu=3 callsite=smp_call_function+0x28/0x60 func=tlb_remove_table_smp_sync "
                        "csd=0000000006", 0) == [("csd_queue_cpu", "tlb_remove_table_smp_sync", "smp_call_function", 3)]
     assert parse_event("sched_switch", "prev_comm=x", 0) == []
+
+
+def test_a_refused_marker_marks_the_phase_lost_and_does_not_raise(tmp_path):
+    """The 4 GiB / 64-vCPU run died here: trace_marker refused with EBADF when the sending
+    CPU's buffer was full. Now the phase is marked, and the run goes on."""
+    s = session_over(tmp_path, "")
+    (tmp_path / "trace_marker").mkdir()  # any write to it fails (EISDIR), as a full buffer's EBADF
+    warnings = []
+    s.log = warnings.append
+    s.open_phase("r0-workload")
+    s.begin("r0-workload")
+    s.end("r0-workload")
+    c = s.counts("r0-workload")
+    assert not c.ring_complete and "begin marker was refused" in c.error
+    assert warnings and "received counts are short" in warnings[0] and "CAL minus TLB" in warnings[0]
+    # the next phase starts clean: its own markers decide, not the failed one's
+    (tmp_path / "trace_marker").rmdir()
+    (tmp_path / "trace_marker").write_text("")
+    s.open_phase("r1-idle")
+    s.begin("r1-idle")
+    assert s.counts("r1-idle").error is None
+
+
+def test_the_in_kernel_sync_count_replaces_the_ring_buffers():
+    c = PhaseCounts(queue_traced=True, sync_queued=8064)
+    c.counts.update({("csd_queue_cpu", "flush_tlb_func", "x", 1): 3,
+                     ("csd_queue_cpu", "tlb_remove_table_smp_sync", "x", 1): 5})
+    c.lost = 120
+    assert c.queued([1, 2]) == {"tlb_remove_table_smp_sync": 8064, "flush_tlb_func": 3}
+    assert not c.ring_complete
+
+
+def test_buffers_are_sized_from_the_job_and_the_counter_spares_the_sender():
+    # the crash: 2048 collapses on 64 CPUs queue 129,024 calls on the driver CPU
+    ring = TracePlan(tuple(range(64)), 0, 2048, sync_counter="trace")
+    assert ring.driver_kb(counter=False) * 1024 >= 2048 * 63 * RECEIVER_EVENT_BYTES
+    assert ring.driver_kb(counter=True) < ring.driver_kb(counter=False) / 3
+    # the seed at 256 CPUs: every receiver holds its 10,240 sync entries twice over
+    seed = TracePlan(tuple(range(256)), 0, 10240)
+    assert seed.per_cpu_kb() * 1024 >= 2 * 10240 * RECEIVER_EVENT_BYTES
+    assert seed.total_kb(counter=True) < 512 * 1024  # KiB: under 512 MiB for 256 CPUs
+    assert TracePlan((0, 1), 0, 128, buffer_kb=4).total_kb(True) == 8  # what the user gives
+    assert sync_filter(3, 0xffffffff8160f1c0) == "func == 0xffffffff8160f1c0 && cpu != 3"
+    assert sync_filter(3, 0xffffffff8160f1c0, negate=True) == "func != 0xffffffff8160f1c0"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from typing import List, Optional
 
@@ -58,3 +59,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 130
     except BrokenPipeError:
         return 1
+    except Exception as e:  # a bug that escaped every command's own handling
+        if os.environ.get("TLBPROBE_DEBUG"):
+            raise
+        print(f"tlbprobe: internal error: {type(e).__name__}: {e}\n(a bug in tlbprobe; run again with "
+              f"TLBPROBE_DEBUG=1 for the traceback, and report it)", file=sys.stderr)
+        return 70

@@ -18,13 +18,14 @@ import os
 import resource
 import sys
 import time
+import traceback
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 from . import __version__, host, procfs
-from .errors import PreflightError, TlbprobeError
+from .errors import InternalError, PreflightError, TlbprobeError
 from .job import Job
 from .rundir import (ATTRIBUTION_COLUMNS, FORMAT, INTERRUPTS_COLUMNS, PHASES_COLUMNS, TIMESERIES_COLUMNS,
                      VMSTAT_COLUMNS, RunDir)
@@ -32,7 +33,7 @@ from .summary import PhaseRecord, all_repeats, build_summary
 from .sysstate import (DEFAULT_STATE_DIR, Interrupted, SystemState, check_journal, signals_blocked,
                        stop_signals_raise)
 from .timeseries import PhaseSeries
-from .trace import SYNC_FUNCTION, PhaseCounts, TraceSession, open_session
+from .trace import COUNTER_EVENT, SYNC_FUNCTION, PhaseCounts, TracePlan, TraceSession, open_session
 from .workloads import DRIVERS, PhaseOutcome, Workload
 
 
@@ -110,6 +111,17 @@ def preflight(job: Job, facts: host.HostFacts) -> None:
         raise PreflightError("only one CPU is online: there is nobody to send IPIs to")
 
 
+def check_trace_memory(plan: TracePlan, mem_available: int) -> None:
+    """Trace buffers take kernel memory the workload then lacks: at most a quarter of
+    MemAvailable, or a clear refusal with the figure and the ways out."""
+    need = plan.total_kb(counter=plan.sync_counter == "perf") * 1024
+    if need > mem_available // 4:
+        raise PreflightError(
+            f"the trace buffers for {plan.ops_per_phase} operations per phase on {len(plan.cpus)} CPUs need "
+            f"{need >> 20} MiB, more than a quarter of MemAvailable ({mem_available >> 20} MiB): give a smaller "
+            f"--trace-buffer-kb (the sync count stays exact with --sync-counter perf), or --no-trace")
+
+
 @dataclass
 class Collector:
     """One run of a job. ``run()`` returns the summary dict it wrote."""
@@ -120,12 +132,16 @@ class Collector:
     argv: List[str] = field(default_factory=list)
     state_dir: Optional[Path] = None
     _observers: List[Any] = field(default_factory=list)
+    #: the phase being measured, for error messages
+    _where: Optional[str] = None
 
     def run(self) -> Dict[str, Any]:
         facts = host.gather(self.job.flush_mode)
         preflight(self.job, facts)
         workload: Workload = DRIVERS[self.job.workload](self.job, facts, self.console.log)
         workload.preflight()
+        if self.job.trace:
+            check_trace_memory(self._trace_plan(facts, workload), facts.mem_available)
         for obs in self._observers:  # e.g. cyclictest missing: refuse before anything is measured
             if hasattr(obs, "preflight"):
                 obs.preflight(facts)
@@ -160,7 +176,8 @@ class Collector:
                 old_affinity = os.sched_getaffinity(0)
                 os.sched_setaffinity(0, {self.job.cpu})
                 stack.callback(os.sched_setaffinity, 0, old_affinity)
-                trace = stack.enter_context(open_session(state, self.console.log, len(facts.online_cpus))) if self.job.trace else None
+                trace = (stack.enter_context(open_session(state, self._trace_plan(facts, workload), self.console.log))
+                         if self.job.trace else None)
                 for obs in self._observers:
                     stack.callback(obs.stop)  # registered first: stop() runs even if start() fails
                     obs.start(rundir, facts, self.console)
@@ -178,6 +195,13 @@ class Collector:
         except TlbprobeError as e:
             meta.update(status="failed", error=str(e))
             raise TlbprobeError(f"{e}\n(run directory {rundir.path} kept, marked incomplete)") from None
+        except Exception as e:  # a bug: one clear line for the user, the traceback in log.txt
+            where = f"phase {self._where}" if self._where else "setup"
+            meta.update(status="failed", error=f"{type(e).__name__}: {e} (in {where})")
+            rundir.log("".join(traceback.format_exception(e)).rstrip())
+            raise InternalError(f"collect failed in {where}: {type(e).__name__}: {e}\n"
+                                f"(a bug in tlbprobe: the traceback is in {rundir.path / 'log.txt'}; "
+                                f"run directory kept, marked incomplete)") from None
         except BaseException as e:
             meta.update(status="failed", error=f"{type(e).__name__}: {e}")
             raise
@@ -189,6 +213,10 @@ class Collector:
                 rundir.write_json("summary.json", summary)
                 rundir.chown_to_invoker()
         return summary
+
+    def _trace_plan(self, facts: host.HostFacts, workload: Workload) -> TracePlan:
+        return TracePlan(cpus=tuple(facts.online_cpus), driver_cpu=self.job.cpu, ops_per_phase=workload.planned_ops(),
+                         sync_counter=self.job.sync_counter, buffer_kb=self.job.trace_buffer_kb)
 
     def add_observer(self, observer: Any) -> None:
         """Something that runs beside every phase (cyclictest). Hooks, in call order:
@@ -240,8 +268,11 @@ class Collector:
     def _phase(self, r: int, phase: str, trace: Optional[TraceSession], rundir: RunDir,
                body: Callable, workload: Workload) -> PhaseRecord:
         tag = f"r{r}-{phase}"
+        self._where = tag
         for obs in self._observers:
             obs.phase_begin(tag)
+        if trace:
+            trace.open_phase(tag)  # reads the sync counter: IPIs, so before the window
         before = Snapshot.take()
         if trace:
             trace.begin(tag)
@@ -279,6 +310,7 @@ class Collector:
                           series.rows(r, phase, parsed_before, parsed_after, after.when))
         if outcome.note:
             self.console.log(f"warning: {tag}: {outcome.note}")
+        self._where = None
         return rec
 
     def _write_phase(self, rundir: RunDir, rec: PhaseRecord, before: Snapshot, after: Snapshot,
@@ -303,9 +335,12 @@ class Collector:
             [rec.repeat, rec.phase, k, vm_before[k], vm_after[k], vm_after[k] - vm_before[k]]
             for k in vm_after if k in vm_before])
         if rec.attribution is not None:
-            rundir.append_csv("attribution.csv", ATTRIBUTION_COLUMNS, [
-                [rec.repeat, rec.phase, ev, func, site, cpu, n]
-                for (ev, func, site, cpu), n in sorted(rec.attribution.counts.items())])
+            rows = [[rec.repeat, rec.phase, ev, func, site, cpu, n]
+                    for (ev, func, site, cpu), n in sorted(rec.attribution.counts.items())]
+            if rec.attribution.sync_queued is not None:  # the in-kernel count, over all the other CPUs
+                rows.append([rec.repeat, rec.phase, COUNTER_EVENT, SYNC_FUNCTION, "", "",
+                             rec.attribution.sync_queued])
+            rundir.append_csv("attribution.csv", ATTRIBUTION_COLUMNS, rows)
 
     def _log_repeat(self, rep: Dict[str, Any], unit: str) -> None:
         w = rep["phases"].get("workload")

@@ -27,3 +27,10 @@ class WorkloadError(TlbprobeError):
     """The workload failed while running; the run directory is kept and marked incomplete."""
 
     exit_code = 4
+
+
+class InternalError(TlbprobeError):
+    """A bug: something tlbprobe did not expect. The message says where it happened and
+    where the traceback was kept; the run directory is kept, marked incomplete."""
+
+    exit_code = 70  # EX_SOFTWARE

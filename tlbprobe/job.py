@@ -25,6 +25,8 @@ from .units import parse_size
 WORKLOADS = ("collapse", "hugetlb-unshare", "idle")
 KERNEL_VARIANTS = ("baseline", "patched")
 IDLE_MODES = ("spin", "sleep")
+#: how the sync calls are counted when tracing (tlbprobe/trace.py, tlbprobe/perfcount.py)
+SYNC_COUNTERS = ("perf", "trace")
 
 
 @dataclass
@@ -39,6 +41,8 @@ class Job:
     idle_seconds: float = 5.0
     idle_mode: str = "spin"             # spin: driver CPU busy in user space; sleep: all idle
     trace: bool = True
+    trace_buffer_kb: Optional[int] = None   # per CPU; None: sized from the job (trace.TracePlan)
+    sync_counter: str = "perf"          # perf: count the sync calls in the kernel; trace: in the buffer
     latency: bool = False
     kernel_variant: Optional[str] = None
     flush_mode: Optional[str] = None    # override of the detected flush mode
@@ -66,6 +70,10 @@ class Job:
             raise InputError(f"--threads {self.threads} is out of range (0..4096)")
         if not 0 <= self.idle_seconds <= 3600:
             raise InputError(f"--idle-seconds {self.idle_seconds} is out of range (0..3600)")
+        if self.trace_buffer_kb is not None and not 4 <= self.trace_buffer_kb <= 1 << 20:
+            raise InputError(f"--trace-buffer-kb {self.trace_buffer_kb} is out of range (4..1048576 KiB per CPU)")
+        if self.sync_counter not in SYNC_COUNTERS:
+            raise InputError(f"--sync-counter must be one of {', '.join(SYNC_COUNTERS)}")
         if self.idle_mode not in IDLE_MODES:
             raise InputError(f"--idle-mode must be one of {', '.join(IDLE_MODES)}")
         if self.flush_mode not in (None, "native", "pv", "invlpgb"):

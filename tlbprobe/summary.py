@@ -61,6 +61,7 @@ def phase_figures(rec: PhaseRecord, driver_cpu: int, background_rate: float) -> 
         "sync_ipis": round(cal_o - tlb_o - background, 2),
         "attributed": rec.attribution.received(others) if rec.attribution else {},
         "trace_lost_events": rec.attribution.lost if rec.attribution else 0,
+        **({"trace_error": rec.attribution.error} if rec.attribution and rec.attribution.error else {}),
         **_queued_figures(rec.attribution, others),
         "driver_utime_s": round(rec.utime_s, 4),
         "driver_stime_s": round(rec.stime_s, 4),
@@ -72,7 +73,11 @@ def _queued_figures(attribution: Optional[PhaseCounts], others: List[int]) -> Di
     that a reader can tell "none queued" from "not traced" (doc/run-format.md)."""
     if attribution is None or not attribution.queue_traced:
         return {}
-    return {"queued": attribution.queued(others), "woken_without_ipi": attribution.woken_without_ipi(others)}
+    out: Dict[str, Any] = {"queued": attribution.queued(others),
+                           "woken_without_ipi": attribution.woken_without_ipi(others)}
+    if attribution.sync_queued is not None:
+        out["queued_by"] = "perf-counter"  # the sync's count is exact even when the ring lost events
+    return out
 
 
 def _add_counts(dicts: List[Dict[str, int]]) -> Dict[str, int]:
@@ -109,7 +114,7 @@ def repeat_figures(repeat: int, records: List[PhaseRecord], driver_cpu: int, rat
         "background_sync_ipis": main.get("background_sync_ipis", 0.0),
         "sync_ipis_measured": main.get("sync_ipis", 0.0),
         "attributed": main.get("attributed", {}),
-        **{k: main[k] for k in ("queued", "woken_without_ipi") if k in main},
+        **{k: main[k] for k in ("queued", "woken_without_ipi", "queued_by") if k in main},
         "phases": phases,
     }
 
@@ -136,6 +141,12 @@ def build_summary(repeats: List[Dict[str, Any]], meta: Dict[str, Any]) -> Dict[s
         out["woken_without_ipi"] = sum(r["woken_without_ipi"] for r in repeats)
     out["trace_lost_events"] = sum(
         p.get("trace_lost_events", 0) for r in repeats for p in r["phases"].values())
+    errors = [f"r{r['repeat']}-{name}: {p['trace_error']}" for r in repeats for name, p in r["phases"].items()
+              if p.get("trace_error")]
+    if errors:
+        out["trace_errors"] = errors
+    if repeats and all(r.get("queued_by") == "perf-counter" for r in repeats):
+        out["queued_by"] = "perf-counter"
     out["repeats_done"] = len(repeats)
     out["repeats"] = repeats
     return out

@@ -84,8 +84,12 @@ def render_summary(summary: Dict[str, Any], path: Path) -> str:
         if summary.get("woken_without_ipi"):
             lines.append(f"  {summary['woken_without_ipi']} of the other CPUs' calls and wake-ups came without an "
                          f"interrupt (the CPU was polling in idle): queued counts them, CAL does not")
-    if summary.get("trace_lost_events"):
-        lines.append(f"warning: the trace lost {summary['trace_lost_events']} event(s); attribution is short")
+    if summary.get("trace_lost_events") or summary.get("trace_errors"):
+        exact = (f"the {SYNC_FUNCTION} count is exact (in-kernel counter)" if summary.get("queued_by") == "perf-counter"
+                 else "the report judges on CAL minus TLB")
+        where = "; ".join(summary.get("trace_errors", [])) or f"{summary.get('trace_lost_events')} event(s) dropped"
+        lines.append(f"warning: the trace buffer missed part of the run ({where}): the received counts are short; "
+                     f"{exact}")
     if summary.get("latency"):
         lines.append("")
         lines.extend(latency_lines(summary["latency"], summary.get("repeats_done", 0)))

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 from .errors import PreflightError
+from .perfcount import CounterUnavailable, TracepointCounter, kernel_addresses
 from .sysstate import SystemState, pid_alive
 
 TRACEFS = Path("/sys/kernel/tracing")
@@ -56,6 +57,8 @@ MARK = "tlbprobe-phase"
 #: and the two other cross-CPU calls seen most (remote wake-ups, nohz kicks).
 SYNC_FUNCTION = "tlb_remove_table_smp_sync"
 KPROBE_FUNCTIONS = (SYNC_FUNCTION, "flush_tlb_func", "sched_ttwu_pending", "nohz_csd_func")
+#: attribution.csv's event name for the in-kernel count of sync calls queued (perfcount.py)
+COUNTER_EVENT = "counter:csd_queue_cpu"
 NO_CSD = "this kernel has no csd trace events (6.12 has them, 6.1 not)"
 
 _LINE = re.compile(
@@ -107,12 +110,23 @@ def parse_event(body_event: str, body: str, cpu: int) -> List[Key]:
 
 @dataclass
 class PhaseCounts:
-    """Attribution counts of one phase, plus events the kernel reported lost."""
+    """Attribution counts of one phase, plus what the trace could not see."""
 
     counts: Counter = field(default_factory=Counter)
+    #: events the ring buffer dropped in this phase (per_cpu/*/stats, [LOST] lines)
     lost: int = 0
     #: csd_queue_cpu was enabled: without it (a kernel that lacks it) queued() means nothing
     queue_traced: bool = False
+    #: the sync calls queued for the watched CPUs, from the in-kernel perf counter; None
+    #: when the run counted them in the ring buffer (or not at all)
+    sync_queued: Optional[int] = None
+    #: why the ring buffer's figures of this phase cannot be trusted (a refused marker)
+    error: Optional[str] = None
+
+    @property
+    def ring_complete(self) -> bool:
+        """Whether the ring buffer saw the whole phase: nothing dropped, both markers written."""
+        return not self.lost and not self.error
 
     def _per_function(self, event_name: str, cpus: List[int]) -> Dict[str, int]:
         out: Counter = Counter()
@@ -130,7 +144,11 @@ class PhaseCounts:
     def queued(self, cpus: List[int]) -> Dict[str, int]:
         """{function: csd_queue_cpu count} targeting the given CPUs: every call the kernel
         asked them to run, with or without an interrupt."""
-        return self._per_function("csd_queue_cpu", cpus)
+        out = self._per_function("csd_queue_cpu", cpus)
+        if self.sync_queued is not None:  # the exact in-kernel count replaces the ring's
+            out[SYNC_FUNCTION] = self.sync_queued
+            out = dict(sorted(out.items(), key=lambda kv: -kv[1]))
+        return out
 
     def woken_without_ipi(self, cpus: List[int]) -> int:
         """Calls (and wake-ups) delivered to the given CPUs by setting NEED_RESCHED on a
@@ -139,13 +157,16 @@ class PhaseCounts:
 
 
 class TraceSession:
-    """A private tracefs instance whose IPI events are aggregated per phase.
+    """A private tracefs instance whose IPI events are aggregated per phase, and the
+    in-kernel counter of the sync calls queued.
 
-    Use :func:`open_session`; call :meth:`begin` and :meth:`end` around each phase and
-    :meth:`counts` after it. The trace is read only between phases, never during one:
-    a reader blocked on trace_pipe is woken through irq_work and would add interrupts
-    of its own to the phase it measures. The per-CPU buffer must therefore hold one
-    phase's events; losses are counted (per_cpu/cpu*/stats) and reported.
+    Use :func:`open_session`. Per phase: :meth:`open_phase` before the "before" snapshot,
+    :meth:`begin` after it, :meth:`end` before the "after" snapshot and :meth:`counts`
+    after it. The trace is read only between phases, never during one: a reader blocked
+    on trace_pipe is woken through irq_work and would add interrupts of its own to the
+    phase it measures; and reading the perf counter sends IPIs. A full buffer never ends
+    a run: the phase's ring-buffer figures are marked lost (``PhaseCounts.lost`` and
+    ``error``) and the report falls back as doc/run-format.md says.
     """
 
     def __init__(self, instance: Path, log=lambda s: None):
@@ -158,15 +179,26 @@ class TraceSession:
         self._pending = b""
         self.unparsed = 0
         self.kprobes: Set[str] = set()  # event names of our kprobes (= the function names)
+        #: counts the sync calls queued for the other CPUs in the kernel (perfcount.py)
+        self.counter: Optional[TracepointCounter] = None
+        self._counter_start = 0
+        self._errors: Dict[str, str] = {}
 
     def drain(self) -> None:
         """Consume everything in the buffer now (non-blocking reads of trace_pipe)."""
-        fd = os.open(self.instance / "trace_pipe", os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            fd = os.open(self.instance / "trace_pipe", os.O_RDONLY | os.O_NONBLOCK)
+        except OSError as e:
+            self._fail(f"trace_pipe cannot be opened ({e.strerror})")
+            return
         try:
             while True:
                 try:
                     chunk = os.read(fd, 1 << 16)
                 except BlockingIOError:
+                    break
+                except OSError as e:
+                    self._fail(f"reading trace_pipe failed ({e.strerror})")
                     break
                 if not chunk:
                     break
@@ -176,6 +208,11 @@ class TraceSession:
                     self._handle(raw.decode("utf-8", "replace"))
         finally:
             os.close(fd)
+
+    def _fail(self, why: str, tag: Optional[str] = None) -> None:
+        tag = tag or self._current
+        if tag and tag not in self._errors:
+            self._errors[tag] = why
 
     def _handle(self, line: str) -> None:
         lost = _LOST.search(line)
@@ -203,12 +240,28 @@ class TraceSession:
 
     # -- phases ---------------------------------------------------------------------------
     def _mark(self, what: str, tag: str) -> None:
-        with open(self.instance / "trace_marker", "w") as f:
-            f.write(f"{MARK} {what} {tag}\n")
+        """Write a phase marker. The kernel refuses it (EBADF from tracing_mark_write())
+        when this CPU's buffer is full and overwrite is off: then the phase's ring-buffer
+        figures are marked lost, and the run goes on."""
+        try:
+            fd = os.open(self.instance / "trace_marker", os.O_WRONLY)
+            try:
+                os.write(fd, f"{MARK} {what} {tag}\n".encode())
+            finally:
+                os.close(fd)
+        except OSError as e:
+            self._fail(f"the {what} marker was refused ({e.strerror or e}): a trace buffer was full", tag)
+
+    def open_phase(self, tag: str) -> None:
+        """Before the "before" snapshot: read out what came before (it belongs to no phase)
+        and the counter's start (this read sends IPIs, so it stays outside the window)."""
+        self.drain()
+        self._current = None
+        if self.counter:
+            self._counter_start = self.counter.read()
 
     def begin(self, tag: str) -> None:
         """Open a phase (call right after the "before" snapshot)."""
-        self.drain()  # whatever came before belongs to no phase
         self._mark("begin", tag)
 
     def end(self, tag: str) -> None:
@@ -216,13 +269,21 @@ class TraceSession:
         self._mark("end", tag)
 
     def counts(self, tag: str) -> PhaseCounts:
-        """A closed phase's counts (reads the buffer)."""
+        """A closed phase's counts (call after the "after" snapshot: reads the counter and
+        the buffer)."""
+        sync_queued = self.counter.read() - self._counter_start if self.counter else None
         self.drain()
+        self._current = None
         counts = self._phases.pop(tag, PhaseCounts())
-        counts.queue_traced = "csd/csd_queue_cpu" in self.enabled
+        counts.queue_traced = "csd/csd_queue_cpu" in self.enabled or self.counter is not None
+        counts.sync_queued = sync_queued
         counts.lost += self.overruns_since_last()
-        if counts.lost:
-            self.log(f"warning: {tag}: the trace buffer lost {counts.lost} event(s); attribution is short")
+        counts.error = self._errors.pop(tag, None)
+        if not counts.ring_complete:
+            exact = (f"the {SYNC_FUNCTION} count stays exact (in-kernel counter)" if self.counter
+                     else "the verdict uses CAL minus TLB")
+            why = counts.error or f"the trace buffer dropped {counts.lost} event(s)"
+            self.log(f"warning: {tag}: {why}: the received counts are short; {exact}")
         return counts
 
     def overruns_since_last(self) -> int:
@@ -240,6 +301,8 @@ class TraceSession:
         return max(new, 0)
 
     def close(self) -> None:
+        if self.counter:
+            self.counter.close()
         for ev in self.enabled:
             try:
                 (self.instance / "events" / ev / "enable").write_text("0")
@@ -252,20 +315,6 @@ def kprobe_group() -> str:
     return f"tlbprobe_{os.getpid()}"
 
 
-def kernel_symbols(names: Sequence[str], kallsyms: str = "/proc/kallsyms") -> Set[str]:
-    """Which of ``names`` the running kernel has (one pass over kallsyms, ~10^5 lines)."""
-    wanted, found = set(names), set()
-    try:
-        with open(kallsyms) as f:
-            for line in f:
-                fields = line.split()
-                if len(fields) > 2 and fields[2] in wanted:
-                    found.add(fields[2])
-    except OSError:
-        pass
-    return found
-
-
 def place_kprobes(state: SystemState, root: Path, log=lambda s: None) -> List[str]:
     """The fallback for kernels without csd events: kprobes on KPROBE_FUNCTIONS (journaled,
     removed on restore). Returns the functions probed; empty, after a warning, when the
@@ -276,7 +325,7 @@ def place_kprobes(state: SystemState, root: Path, log=lambda s: None) -> List[st
             f"/proc/interrupts only, without attribution to kernel functions")
         return []
     placed: List[str] = []
-    present = kernel_symbols(KPROBE_FUNCTIONS)
+    present = kernel_addresses(KPROBE_FUNCTIONS)
     for func in KPROBE_FUNCTIONS:
         if func not in present:
             log(f"note: no kernel function {func} to probe (inlined or renamed in this kernel)")
@@ -309,13 +358,83 @@ def remove_stale_instances(root: Path, log=lambda s: None) -> None:
                 log(f"warning: stale trace instance {inst} could not be removed: {e.strerror}")
 
 
-def buffer_kb_for(ncpus: int) -> int:
-    """Per-CPU buffer: 8 MiB on small machines, less per CPU on big ones (256 MiB in all at most).
+#: Bytes one event takes in the ring buffer, header included, rounded up: a
+#: csd_function_entry record is 32 bytes, csd_queue_cpu 48, ipi_send_cpumask grows with
+#: the cpumask (80 at 256 CPUs).
+RECEIVER_EVENT_BYTES = 48
+SENDER_EVENT_BYTES = 96
+#: Events per CPU per phase that the buffer holds beyond the workload's own: the
+#: background, the scheduler's kicks, a long idle window.
+BASE_EVENTS = 16384
+MAX_BUFFER_KB = 256 * 1024
+BUFFER_STEP_KB = 256
 
-    An event takes about 40 bytes, so even 1 MiB holds 25,000 IPIs per CPU per phase: a
-    20 GiB collapse sends 10,240 broadcasts.
+
+@dataclass(frozen=True)
+class TracePlan:
+    """How big the buffers are and how the sync calls are counted, fixed before the run.
+
+    Why per job: one sync broadcast queues one call per other CPU, all recorded on the
+    sending CPU (csd_queue_cpu), and each receiver records what it runs. A fixed size
+    either wastes memory on small runs or overflows on big ones (ops x (N-1) = 129,024
+    events for 4 GiB on 64 CPUs). With the perf counter the sender's buffer no longer
+    holds the sync's queue events, so every CPU needs room for about its own receipts:
+    the sync's entry and, with --threads, a TLB flush per operation.
     """
-    return max(1024, min(8192, (256 * 1024) // max(ncpus, 1)))
+
+    cpus: Tuple[int, ...]
+    driver_cpu: int
+    ops_per_phase: int
+    sync_counter: str = "perf"         # perf | trace (the ring buffer counts the queued syncs)
+    buffer_kb: Optional[int] = None    # per CPU, given by the user: overrides the sizing
+
+    def per_cpu_kb(self) -> int:
+        if self.buffer_kb:
+            return self.buffer_kb
+        return _kb((BASE_EVENTS + 2 * self.ops_per_phase) * RECEIVER_EVENT_BYTES)
+
+    def driver_kb(self, counter: bool) -> int:
+        """The sending CPU: its own receipts, one ipi_send and a few flush queue events
+        per broadcast, and (without the counter) one csd_queue_cpu per broadcast and target."""
+        if self.buffer_kb:
+            return self.buffer_kb
+        targets = 0 if counter else len(self.cpus) - 1
+        return _kb((BASE_EVENTS + 4 * self.ops_per_phase) * SENDER_EVENT_BYTES
+                   + targets * self.ops_per_phase * RECEIVER_EVENT_BYTES)
+
+    def total_kb(self, counter: bool) -> int:
+        return self.per_cpu_kb() * (len(self.cpus) - 1) + self.driver_kb(counter)
+
+
+def _kb(nbytes: int) -> int:
+    """Round up to BUFFER_STEP_KB, at least 1 MiB, at most MAX_BUFFER_KB."""
+    steps = -(-nbytes // (BUFFER_STEP_KB * 1024))
+    return max(1024, min(MAX_BUFFER_KB, steps * BUFFER_STEP_KB))
+
+
+def sync_filter(driver_cpu: int, address: int, negate: bool = False) -> str:
+    """The ftrace filter for csd_queue_cpu: the sync function's calls to the other CPUs
+    (for the counter), or everything but the sync function (for the ring buffer)."""
+    if negate:
+        return f"func != 0x{address:x}"
+    return f"func == 0x{address:x} && cpu != {driver_cpu}"
+
+
+def open_counter(root: Path, plan: TracePlan, log) -> Optional[TracepointCounter]:
+    """The in-kernel counter of sync calls queued, or None (said) when it cannot be had."""
+    if plan.sync_counter != "perf":
+        return None
+    address = kernel_addresses([SYNC_FUNCTION]).get(SYNC_FUNCTION)
+    if not address:
+        log(f"note: {SYNC_FUNCTION} has no visible address (kptr_restrict?): counting sync calls in the "
+            f"trace buffer")
+        return None
+    try:
+        return TracepointCounter.open(root, "csd/csd_queue_cpu", sync_filter(plan.driver_cpu, address),
+                                      plan.cpus)
+    except CounterUnavailable as e:
+        log(f"note: no in-kernel counter ({e}): counting sync calls in the trace buffer")
+        return None
 
 
 def tracefs_root(state: SystemState) -> Path:
@@ -329,8 +448,9 @@ def tracefs_root(state: SystemState) -> Path:
 
 
 @contextmanager
-def open_session(state: SystemState, log=lambda s: None, ncpus: int = 1) -> Iterator[Optional[TraceSession]]:
-    """Create the private instance, enable the IPI events; tear down on exit.
+def open_session(state: SystemState, plan: TracePlan, log=lambda s: None) -> Iterator[Optional[TraceSession]]:
+    """Create the private instance, enable the IPI events, open the sync counter; tear
+    down on exit.
 
     Yields None, after a warning, on a kernel without any of the events (before Linux
     6.4/6.5, e.g. Debian 12's own 6.1): the run then counts IPIs from /proc/interrupts
@@ -355,10 +475,19 @@ def open_session(state: SystemState, log=lambda s: None, ncpus: int = 1) -> Iter
     session = TraceSession(instance, log)
     session.kprobes = set(kprobes)
     try:
-        (instance / "buffer_size_kb").write_text(str(buffer_kb_for(ncpus)))
+        if "csd/csd_queue_cpu" in available:
+            session.counter = open_counter(root, plan, log)
+        _size_buffers(instance, plan, session.counter is not None, log)
+        if session.counter:
+            # The counter has the sync's queue events: keep them out of the sender's buffer.
+            flt = sync_filter(plan.driver_cpu, kernel_addresses([SYNC_FUNCTION])[SYNC_FUNCTION], negate=True)
+            try:
+                (instance / "events" / "csd" / "csd_queue_cpu" / "filter").write_text(flt)
+            except OSError as e:
+                log(f"note: the ring buffer keeps the sync's queue events too (filter refused: {e.strerror})")
         # When the buffer fills, drop new events rather than overwrite old ones: an
         # overwritten begin marker would throw a whole phase's events away. Drops are
-        # counted (per_cpu/*/stats "dropped events") and the report then falls back to CAL-TLB.
+        # counted (per_cpu/*/stats "dropped events") and the phase marked lost.
         overwrite = instance / "options" / "overwrite"
         if overwrite.exists():
             overwrite.write_text("0")
@@ -372,3 +501,20 @@ def open_session(state: SystemState, log=lambda s: None, ncpus: int = 1) -> Iter
         yield session
     finally:
         session.close()
+
+
+def _size_buffers(instance: Path, plan: TracePlan, counter: bool, log) -> None:
+    """Per-CPU buffers sized for the job (TracePlan), the sending CPU's apart; the memory
+    they take is said before the first phase."""
+    per_cpu, driver = plan.per_cpu_kb(), plan.driver_kb(counter)
+    try:
+        (instance / "buffer_size_kb").write_text(str(per_cpu))
+        if driver != per_cpu:
+            (instance / "per_cpu" / f"cpu{plan.driver_cpu}" / "buffer_size_kb").write_text(str(driver))
+    except OSError as e:
+        raise PreflightError(f"cannot allocate trace buffers of {plan.total_kb(counter) // 1024} MiB "
+                             f"({e.strerror}): give less with --trace-buffer-kb, or --no-trace") from None
+    how = ("sync calls counted in the kernel (perf counter on csd_queue_cpu)" if counter
+           else "sync calls counted in the trace buffer")
+    log(f"trace buffers: {plan.total_kb(counter) / 1024:.1f} MiB in all ({per_cpu} KiB per CPU, {driver} KiB on "
+        f"CPU {plan.driver_cpu}, for {plan.ops_per_phase} operations per phase); {how}")

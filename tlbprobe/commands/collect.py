@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..collect import Collector, Console, default_out
 from ..host import FLUSH_MODES
-from ..job import IDLE_MODES, KERNEL_VARIANTS, WORKLOADS, build_job
+from ..job import IDLE_MODES, KERNEL_VARIANTS, SYNC_COUNTERS, WORKLOADS, build_job
 from ..summary_text import render_summary
 from ..units import parse_size
 
@@ -56,6 +56,12 @@ def add_collect_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, metavar="DIR", help="run directory (default: runs/<timestamp>-<workload>)")
     p.add_argument("--no-trace", dest="trace", action="store_const", const=False,
                    help="do not attribute IPIs with tracefs (counts from /proc/interrupts only)")
+    p.add_argument("--trace-buffer-kb", type=int, metavar="KB",
+                   help="trace buffer per CPU in KiB (default: sized from the job, said in the log); a buffer "
+                        "that fills marks its phase's received counts lost, it does not end the run")
+    p.add_argument("--sync-counter", choices=SYNC_COUNTERS,
+                   help="perf (default): count the sync calls queued in the kernel with a perf counter, exact "
+                        "at any CPU count; trace: count them in the trace buffer (the older way)")
     p.add_argument("--kernel-variant", choices=KERNEL_VARIANTS,
                    help="say which kernel this is, for the report (default: unknown)")
     p.add_argument("--flush-mode", choices=[m for m in FLUSH_MODES if m != "unknown"],
@@ -79,7 +85,8 @@ def register(sub) -> None:
 
 
 def job_from_args(args: argparse.Namespace):
-    keys = ("workload", "size", "repeat", "cpu", "threads", "idle_seconds", "idle_mode", "trace", "kernel_variant",
+    keys = ("workload", "size", "repeat", "cpu", "threads", "idle_seconds", "idle_mode", "trace", "trace_buffer_kb",
+            "sync_counter", "kernel_variant",
             "flush_mode", "latency", "operation", "sharers", "cycles", "control")
     return build_job({k: getattr(args, k, None) for k in keys}, args.job)
 

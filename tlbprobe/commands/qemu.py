@@ -7,7 +7,8 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..qemu.kbuild import terminal_status
-from ..qemu.vmrun import collect_in_guest, guest_spec_from_args
+from ..qemu.guest import GuestError
+from ..qemu.vmrun import collect_in_guest, guest_failure, guest_spec_from_args
 from .collect import add_collect_options, job_from_args
 
 EPILOG = """\
@@ -51,6 +52,12 @@ def register(sub) -> None:
     p.set_defaults(func=lambda args: p.print_help() or 2)
 
 
+class GuestCollectError(GuestError):
+    """The guest booted and ran collect, which failed: its run directory came back."""
+
+    exit_code = 7
+
+
 def main_collect(args: argparse.Namespace) -> int:
     rest = list(args.collect_args)
     if rest[:1] == ["--"]:
@@ -70,4 +77,6 @@ def main_collect(args: argparse.Namespace) -> int:
     out, status = collect_in_guest(guest_spec_from_args(args), rest, args.out, workload=parsed.workload or "collapse",
                                    status=terminal_status())
     print((out / "summary.txt").read_text() if (out / "summary.txt").exists() else f"run directory: {out}")
-    return status
+    if status != 0:
+        raise GuestCollectError(guest_failure(out, status))
+    return 0

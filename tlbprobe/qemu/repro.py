@@ -20,7 +20,7 @@ from ..report import ReportOptions, build_report
 from ..report import render_lkml
 from .guest import GuestSpec
 from .kbuild import BuiltKernel, KernelSpec, build_kernel, variant_patches
-from .vmrun import run_jobs
+from .vmrun import guest_failure, run_jobs
 
 VARIANTS = ("baseline", "patched")
 
@@ -79,7 +79,7 @@ def run_repro(kernel_spec: KernelSpec, guest: GuestSpec, out: Path, patches: Seq
         for (name, _), st, o in zip(jobs, statuses, outs):
             runs[name][variant] = o
             if st != 0:
-                log(f"{variant}/{name}: tlbprobe collect exited {st} in the guest (see {o}/guest/console.log)")
+                log(f"{variant}/{name}: {guest_failure(o, st)}")
     verdicts: Dict[str, Dict[str, str]] = {}
     reports: Dict[str, str] = {}
     ok = True

@@ -83,6 +83,21 @@ def collect_in_guest(spec: GuestSpec, collect_args: List[str], out: Optional[Pat
     statuses, result = run_jobs(spec, [(workload, collect_args)], [out], log, status)
     summary = read_summary(out)
     atomic_write(out / "summary.txt", render_summary(summary, out) + "\n")
-    if statuses[0] != 0:
-        log(f"tlbprobe collect exited {statuses[0]} in the guest; see {out / 'guest' / 'console.log'}")
     return out, statuses[0]
+
+
+def guest_failure(out: Path, status: int) -> str:
+    """What to tell the user when the guest's collect failed: what, where, and the files.
+
+    From the run's own summary.json (status, error with its phase), then the guest's
+    ``tlbprobe:`` line on the console; a console line alone never decides success.
+    """
+    summary = read_summary(out)
+    console = out / "guest" / "console.log"
+    said = []
+    if console.exists():
+        said = [line for line in console.read_text(errors="replace").splitlines() if line.startswith("tlbprobe: ")]
+    what = summary.get("error") or (said[-1][len("tlbprobe: "):] if said else f"exit status {status}")
+    return (f"collect failed in the guest ({summary.get('status', 'unknown')}, exit status {status}): {what}\n"
+            f"run directory {out} (kept, {summary.get('repeats_done', 0)}/{summary.get('repeats_planned', '?')} "
+            f"repeats, marked incomplete); guest console log {console}")

@@ -243,9 +243,13 @@ def judge(run: Run, scen: Scenario, pred: Prediction, params: ModelParams, bg_ra
             f"partial: {run.ops} of {run.ops_expected} operations done "
             f"({_partial_note(run) or 'see phases.csv note'})"
         )
-    if trace_lost(run):
-        warnings.append(f"{trace_lost(run)} trace events lost: attribution undercounts, so the verdict "
-                        f"uses CAL minus TLB")
+    if ring_lost(run):
+        what = f"{trace_lost(run)} trace events lost" if trace_lost(run) else "a trace marker was refused"
+        if counted_in_kernel(run):
+            warnings.append(f"{what}: the received counts are short; the {SYNC_FUNCTION} count is exact "
+                            f"(in-kernel counter) and the verdict uses it")
+        else:
+            warnings.append(f"{what}: attribution undercounts, so the verdict uses CAL minus TLB")
     estimate = sum(r.sync_ipis_measured for r in run.repeats)
     expected = pred.sync_ipis.value
     traced = traced_sync(run)
@@ -295,7 +299,7 @@ def traced_sync(run: Run) -> Optional[float]:
     nor csd_function_entry sees it (tlbprobe/trace.py). Older runs have only the received
     count (csd_function_entry), which is then used.
     """
-    if not is_traced(run) or trace_lost(run):
+    if not is_traced(run) or (ring_lost(run) and not counted_in_kernel(run)):
         return None
     queued = all_queued(run)
     return float(sum(traced_sync_of(r, queued) for r in run.repeats))
@@ -313,7 +317,7 @@ def traced_sync_of(r: Repeat, queued: bool) -> float:
 
 def without_interrupt(run: Run) -> float:
     """Sync calls queued for the other CPUs that no interrupt delivered (0 without queue data)."""
-    if not all_queued(run):
+    if not all_queued(run) or ring_lost(run):  # a short received count would inflate it
         return 0.0
     return sum(max(traced_sync_of(r, True) - traced_sync_of(r, False), 0.0) for r in run.repeats)
 
@@ -322,6 +326,16 @@ def trace_lost(run: Run) -> int:
     """Events the trace buffer dropped: then the traced count is a lower bound, not a count."""
     lost = run.summary.get("trace_lost_events")
     return int(lost) if isinstance(lost, (int, float)) and lost > 0 else 0
+
+
+def ring_lost(run: Run) -> bool:
+    """Whether the trace buffer missed part of some phase (events dropped, a marker refused)."""
+    return bool(trace_lost(run) or run.summary.get("trace_errors"))
+
+
+def counted_in_kernel(run: Run) -> bool:
+    """Whether every repeat's sync count came from the perf counter (tlbprobe/perfcount.py)."""
+    return all_queued(run) and all(r.queued_by_counter for r in run.repeats)
 
 
 def is_traced(run: Run) -> bool:

@@ -53,6 +53,9 @@ class Repeat:
     phases: Dict[str, Phase]
     #: calls queued for the other CPUs (csd_queue_cpu); None when the run did not trace them
     queued: Optional[Dict[str, float]] = None
+    #: the sync's queued count came from the in-kernel perf counter: exact even when the
+    #: ring buffer lost events
+    queued_by_counter: bool = False
 
     @property
     def workload(self) -> Optional[Phase]:
@@ -268,6 +271,7 @@ def _repeats(p: Path, summary: Mapping[str, Any]) -> List[Repeat]:
                 attributed=_counts(where, r.get("attributed")),
                 phases=phases,
                 queued=_counts(where, r["queued"]) if r.get("queued") is not None else None,
+                queued_by_counter=r.get("queued_by") == "perf-counter",
             )
         )
     return out

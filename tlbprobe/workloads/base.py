@@ -58,5 +58,9 @@ class Workload:
     def cleanup(self) -> None:
         """Per repeat: free everything prepare made. Must be safe to call twice."""
 
+    def planned_ops(self) -> int:
+        """Operations one workload phase asks for, before it runs (sizes the trace buffers)."""
+        return 0
+
     def describe(self) -> str:
         return self.name

@@ -66,6 +66,9 @@ class CollapseWorkload(Workload):
         self._threads: List[threading.Thread] = []
         self._stop = threading.Event()
 
+    def planned_ops(self) -> int:
+        return self.size // libc.PMD_SIZE
+
     def describe(self) -> str:
         threads = f", {self.job.threads} touching thread(s)" if self.job.threads else ""
         return f"MADV_COLLAPSE of {format_size(self.size)} ({self.size // libc.PMD_SIZE} x 2 MiB){threads}"

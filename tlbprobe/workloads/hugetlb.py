@@ -286,6 +286,9 @@ class HugetlbUnshareWorkload(Workload):
         self._reply_fd: Optional[int] = None
         self._reply_buf = b""
 
+    def planned_ops(self) -> int:
+        return self.cycles * self.unsharers
+
     def describe(self) -> str:
         kind = ("control: MAP_PRIVATE, no table can be shared" if self.job.control
                 else f"{self.size // libc.PUD_SIZE} shared PMD table(s)")
