@@ -36,6 +36,12 @@ def traced_sync(counts: Dict[str, Any]) -> int:
                .get(SYNC_FUNCTION, 0))
 
 
+def _shown(sync_ipis: float) -> str:
+    """A phase's background-subtracted sync IPIs, never a negative count ("<0" marks one
+    whose background estimate exceeded what the CPUs received; summary.json keeps it)."""
+    return f"{sync_ipis:.1f}" if sync_ipis >= 0 else "0 (<bg)"
+
+
 def render_summary(summary: Dict[str, Any], path: Path) -> str:
     unit = summary.get("ops_unit", "operations")
     # traced: a --no-trace run (or a kernel with nothing to trace) has no counts anywhere
@@ -57,10 +63,10 @@ def render_summary(summary: Dict[str, Any], path: Path) -> str:
         for name, ph in rep["phases"].items():
             per = ""
             if name != "idle" and ph["ops"]:
-                per = f"{ph['sync_ipis'] / ph['ops'] / n_other:8.3f}"
+                per = f"{max(ph['sync_ipis'], 0.0) / ph['ops'] / n_other:8.3f}"
             lines.append(
                 f"{rep['repeat'] + 1:>6} {name:<9}{ph['duration_s']:7.2f} {ph['ops']:>10} {ph['cal_other_cpus']:>10} "
-                f"{ph['tlb_other_cpus']:>10} {ph['background_sync_ipis']:7.1f} {ph['sync_ipis']:10.1f} {per:>8}"
+                f"{ph['tlb_other_cpus']:>10} {ph['background_sync_ipis']:7.1f} {_shown(ph['sync_ipis']):>10} {per:>8}"
                 + (f" {traced_sync(ph):>7}" if traced else ""))
     work = [r["phases"]["workload"] for r in summary["repeats"] if "workload" in r["phases"]]
     lines.append("")
@@ -69,10 +75,12 @@ def render_summary(summary: Dict[str, Any], path: Path) -> str:
         lines.append(
             f"workload total: {summary['ops']} {unit} (asked for {summary['ops_expected']}); other CPUs received "
             f"CAL {summary['cal_other_cpus']}, TLB {summary['tlb_other_cpus']}")
+        measured = summary["sync_ipis_measured"]
+        raw = summary["cal_other_cpus"] - summary["tlb_other_cpus"]
         lines.append(
-            f"sync IPIs (CAL - TLB - background {summary['background_sync_ipis']:.1f}): "
-            f"{summary['sync_ipis_measured']:.1f}" +
-            (f" = {ratio:.3f} per {unit.rstrip('s')} per other CPU" if ratio is not None else ""))
+            f"sync IPIs (CAL - TLB - background {summary['background_sync_ipis']:.1f}): " +
+            (f"0 (below background, at most {raw})" if measured < 0 else f"{measured:.1f}") +
+            (f" = {max(ratio, 0.0):.3f} per {unit.rstrip('s')} per other CPU" if ratio is not None else ""))
         lines.append(per_cpu_line("CAL per CPU", _sum_per_cpu(work, "cal_per_cpu", others)))
         lines.append(per_cpu_line("TLB per CPU", _sum_per_cpu(work, "tlb_per_cpu", others)))
     if summary.get("attributed"):

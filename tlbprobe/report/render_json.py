@@ -69,6 +69,12 @@ def run_dict(a: RunAnalysis) -> Dict[str, Any]:
         "ops": run.ops,
         "ops_expected": run.ops_expected,
         "sync_ipis_measured": v.estimate if v.estimate is not None else v.measured,
+        # what the text shows (never below 0) and the interval a CAL-only verdict rests on
+        "sync_ipis_shown": v.measured if v.basis == "traced" else (
+            max(v.estimate, 0.0) if v.estimate is not None else v.measured),
+        "sync_ipis_bounds": ({"low": v.bounds.low, "high": v.bounds.high, "raw_cal_minus_tlb": v.bounds.raw,
+                              "background": v.bounds.background, "background_max": v.bounds.background_max}
+                             if v.bounds is not None else None),
         "sync_ipis_traced": v.measured if v.basis == "traced" else None,
         "verdict_basis": v.basis,
         "sync_ipis_expected": pred.sync_ipis.value,
@@ -82,6 +88,8 @@ def run_dict(a: RunAnalysis) -> Dict[str, Any]:
             "status": v.status,
             "ok": v.ok,
             "tolerance": v.tolerance,
+            "method": ("traced count, no background" if v.basis == "traced" else
+                       v.bounds.method() if v.bounds is not None else None),
             "reason": v.reason,
             "warnings": list(v.warnings),
         },

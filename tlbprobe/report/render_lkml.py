@@ -17,6 +17,7 @@ from .tables import (
     expected_per_repeat,
     fmt_mean_ci,
     fmt_num,
+    shown_sync,
     fmt_pct,
     host_line,
     reproduce_commands,
@@ -181,7 +182,7 @@ def _model(runs: Sequence[RunAnalysis]) -> List[str]:
             tail = v.reason or v.status
         reps = len(a.run.repeats)
         text = (f"{a.label}: {exp} sync IPIs expected over {reps} repeat{'s' if reps != 1 else ''}, "
-                f"{fmt_num(v.measured, 1)} {'traced' if v.basis == 'traced' else 'measured (CAL-TLB)'}: {tail}")
+                f"{shown_sync(v)} {'traced' if v.basis == 'traced' else 'measured (CAL-TLB)'}: {tail}")
         out += textwrap.wrap(text, WIDTH - 2, subsequent_indent="   ")
         for w in v.warnings:
             out += textwrap.wrap(f"warning: {w}", WIDTH - 2, initial_indent="   ", subsequent_indent="     ")

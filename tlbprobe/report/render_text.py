@@ -11,6 +11,7 @@ from .tables import (
     measured_lines,
     comparison_rows,
     fmt_num,
+    shown_sync,
     fmt_pct,
     host_line,
     kernel_line,
@@ -86,13 +87,20 @@ def run_lines(a: RunAnalysis) -> List[str]:
 
 def verdict_text(a: RunAnalysis) -> str:
     v = a.verdict
+    if v.status not in ("matches", "differs"):
+        return f"{v.status.upper()}: {v.reason}"
+    ratio = (f"measured/expected {v.ratio:.3f}" if v.ratio is not None
+             else f"{shown_sync(v)} vs 0 expected")
+    if v.basis == "traced" or v.bounds is None:
+        where = f"within ±{fmt_num(v.tolerance, 1)}" if v.status == "matches" else f"outside ±{fmt_num(v.tolerance, 1)}"
+        where += f" ({_basis(v)})"
+    else:  # CAL only: an interval, not a subtraction (report/analyze.py)
+        where = (f"{'in' if v.status == 'matches' else 'outside'} {fmt_num(v.bounds.low)}..{fmt_num(v.bounds.high)} "
+                 f"±{fmt_num(v.tolerance - v.bounds.background_max, 1)} (CAL minus TLB, background 0.."
+                 f"{fmt_num(v.bounds.background_max)})")
     if v.status == "matches":
-        ratio = f"measured/expected {v.ratio:.3f}" if v.ratio is not None else f"{fmt_num(v.measured, 1)} vs 0 expected"
-        return f"MATCHES: {ratio}, within ±{fmt_num(v.tolerance, 1)} ({_basis(v)})"
-    if v.status == "differs":
-        ratio = f"measured/expected {v.ratio:.3f}" if v.ratio is not None else f"{fmt_num(v.measured, 1)} vs 0 expected"
-        return f"DIFFERS: {ratio}, outside ±{fmt_num(v.tolerance, 1)} ({_basis(v)}); likely reason: {v.reason}"
-    return f"{v.status.upper()}: {v.reason}"
+        return f"MATCHES: {ratio}, {where}"
+    return f"DIFFERS: {ratio}, {where}; likely reason: {v.reason}"
 
 
 def _basis(v) -> str:

@@ -60,6 +60,15 @@ def fmt_num(v: Optional[float], digits: int = 0) -> str:
     return f"{v:,.{digits}f}"
 
 
+def shown_sync(v) -> str:
+    """A verdict's measured sync IPIs as a person should read them: never a negative count.
+    A CAL-only estimate below 0 (the background estimate exceeded the raw count) is
+    "0 (below background, at most X)", X being the raw CAL-TLB."""
+    if v.below_background and v.bounds is not None:
+        return f"0 (below background, at most {fmt_num(v.bounds.high)})"
+    return fmt_num(v.measured, 1)
+
+
 def fmt_pct(v: Optional[float]) -> str:
     return "-" if v is None else f"{v:+.1f}%"
 
@@ -228,10 +237,12 @@ def measured_lines(a) -> List[Tuple[str, str]]:
                                       f"{fmt_num(received)} of them arrived as IPIs"))
         else:
             lines.append(("measured", f"traced tlb_remove_table_smp_sync IPIs {fmt_num(v.measured, 1)} in total"))
-        lines.append(("", f"CAL-TLB estimate {fmt_num(estimate, 1)} in total; per repeat {fmt_spread(sync, 1)}"))
+        lines.append(("", f"CAL-TLB estimate {fmt_num(max(estimate, 0.0), 1)} in total; per repeat {fmt_spread(sync, 1)}"))
     else:
-        lines.append(("measured", f"sync IPIs (CAL-TLB) {fmt_num(estimate, 1)} in total; "
+        lines.append(("measured", f"sync IPIs (CAL-TLB) {shown_sync(v)} in total; "
                                   f"per repeat {fmt_spread(sync, 1)}"))
+        if v.bounds is not None:
+            lines.append(("", f"between {fmt_num(v.bounds.low)} and {fmt_num(v.bounds.high)}: {v.bounds.method()}"))
     per_op = a.stats.get("sync_per_op_per_cpu")
     if per_op is not None:
         lines.append(("", f"CAL-TLB {fmt_num(per_op.median, 3)} per operation per other CPU (median)"))
