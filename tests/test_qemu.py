@@ -264,3 +264,43 @@ def test_a_series_applies_in_order_and_a_failure_leaves_the_tree_pristine(tmp_pa
     apply_series([p1], tree)
     reverse_series(tree)
     assert (tree / "mm" / "x.c").read_text() == "one\ntwo\nthree\n"
+
+
+@needs_qemu
+@needs_source
+@pytest.mark.slow
+def test_an_overflowing_trace_buffer_in_a_guest_keeps_the_run_and_the_exact_count(baseline_kernel, tmp_path):
+    """The 4 GiB / 64-vCPU crash in CI time: a 4 KiB buffer overflows at 4 vCPUs. Both runs
+    complete; the in-kernel counter keeps the sync count exact, the ring-buffer count falls
+    back to CAL minus TLB; neither dies on the refused trace_marker."""
+    from tlbprobe.qemu.vmrun import run_jobs
+    from tlbprobe.report import build_report
+
+    spec = g.GuestSpec(kernel=baseline_kernel.bzimage, smp=4, memory="2G", accel="tcg", timeout=900)
+    common = ["--size", "512M", "--repeat", "1", "--idle-seconds", "1", "--trace-buffer-kb", "4",
+              "--kernel-variant", "baseline"]
+    outs = [tmp_path / "perf", tmp_path / "trace"]
+    statuses, _ = run_jobs(spec, [("perf", common), ("trace", common + ["--sync-counter", "trace"])], outs)
+    assert statuses == [0, 0]
+    for out in outs:
+        s = json.loads((out / "summary.json").read_text())
+        assert s["complete"] and s["ops"] == 256 and s["online_cpus"] == 4
+        assert s["trace_lost_events"] > 0 or s.get("trace_errors"), s
+    perf = json.loads((outs[0] / "summary.json").read_text())
+    assert perf["queued_by"] == "perf-counter" and perf["queued"]["tlb_remove_table_smp_sync"] == 256 * 3
+    a, b = build_report([str(o) for o in outs]).runs
+    assert a.verdict.basis == "traced" and a.verdict.status == "matches", a.verdict
+    assert b.verdict.basis == "CAL-TLB" and b.verdict.status == "matches", b.verdict
+
+
+def test_guest_memory_follows_the_jobs_size_and_the_host_must_have_it(monkeypatch):
+    from tlbprobe.commands import qemu as cmd
+    from tlbprobe.errors import PreflightError
+
+    assert cmd.guest_memory_for(None) == "4G" and cmd.guest_memory_for(256 << 20) == "4G"
+    assert cmd.guest_memory_for(12 << 30) == "14G" and cmd.guest_memory_for(20 << 30) == "22G"
+    monkeypatch.setattr(cmd, "read_meminfo", lambda: {"MemAvailable": 23 << 30})
+    cmd.check_host_memory("22G")
+    with pytest.raises(PreflightError, match="needs --memory 23G .* MemAvailable is 23.0G"):
+        cmd.check_host_memory("23G")
+    cmd.check_host_memory("2048")  # QEMU's plain number is MiB

@@ -33,6 +33,30 @@ woken through irq_work and add interrupts of its own.
 
 Enabling a tracepoint patches kernel text, which itself sends IPIs (do_sync_core): the
 session is opened before the first snapshot and closed after the last.
+
+Counting at scale, and why a perf counter. csd_queue_cpu is recorded on the *sender*, one
+event per target: ops x (N-1) events in one CPU's buffer per phase (129,024 for 4 GiB on
+64 CPUs, 645,120 for the seed's 20 GiB, 2.6 million at 256 CPUs). When that buffer filled,
+the kernel dropped events and then refused the phase's end marker (EBADF), which killed
+the 4 GiB / 64-vCPU run. The choices, and what was measured (benchmarks/trace_scale.py):
+
+* a bigger buffer on the sender only: memory grows with ops x N (125 MiB on one CPU at
+  256 CPUs and 20 GiB), and the sender is not always the driver (khugepaged, hugetlb
+  clients run anywhere);
+* draining the buffer between the workload's chunks: the driver CPU parses ~10^5 lines
+  inside the measured window, which lengthens the phase it measures;
+* ``ipi:ipi_send_cpumask``: its mask holds only the CPUs whose call queue was empty,
+  and its callback is smp.c's generic handler, not the function;
+* a perf counter per CPU on csd_queue_cpu, in counting mode, with the filter
+  ``func == <sync address> && cpu != <driver>``: the kernel keeps a 64-bit count, no
+  buffer at all, exact at any N x ops; N file descriptors. Reading it sends IPIs, so it is
+  read outside the window (TraceSession.open_phase() and counts()).
+
+So the sync calls are counted by the perf counter (perfcount.py; ``--sync-counter trace``
+keeps the old way), the ring buffer gets a filter that leaves the sync's queue events out,
+and every buffer is sized from the job (TracePlan). Whatever still overflows (a
+--trace-buffer-kb too small, a storm of other IPIs) marks that phase's ring-buffer
+figures lost: the run goes on, the sync count stays exact, and the report says so.
 """
 
 from __future__ import annotations

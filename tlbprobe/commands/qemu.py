@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Optional
 
-from ..errors import InputError
+from ..errors import InputError, PreflightError
+from ..procfs import read_meminfo
+from ..units import parse_size
 from ..qemu.kbuild import terminal_status
 from ..qemu.guest import GuestError
 from ..qemu.vmrun import collect_in_guest, guest_failure, guest_spec_from_args
@@ -29,7 +32,9 @@ examples:
 def add_guest_options(p: argparse.ArgumentParser) -> None:
     """Options shared with `tlbprobe repro`."""
     p.add_argument("--smp", type=int, default=4, metavar="N", help="guest vCPUs (default: 4)")
-    p.add_argument("--memory", default="4G", metavar="M", help="guest memory, QEMU syntax (default: 4G)")
+    p.add_argument("--memory", default=None, metavar="M",
+                   help="guest memory, QEMU syntax (default: the job's --size plus 2G, at least 4G; "
+                        "refused when the host's MemAvailable cannot give it)")
     p.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto",
                    help="auto (default): KVM if it works, else TCG")
     p.add_argument("--pv-tlb-flush", choices=("on", "off"), default=None,
@@ -50,6 +55,31 @@ def register(sub) -> None:
     c.add_argument("collect_args", nargs=argparse.REMAINDER, help="options for tlbprobe collect, after --")
     c.set_defaults(func=main_collect)
     p.set_defaults(func=lambda args: p.print_help() or 2)
+
+
+#: What a collect guest needs beside the workload's memory: the kernel, python and
+#: pandas from the host's root (page cache), page tables, trace buffers.
+GUEST_OVERHEAD = 2 << 30
+#: What the host keeps for itself beside a guest (QEMU's own memory, the page cache).
+HOST_MARGIN = 1 << 30
+
+
+def guest_memory_for(size: Optional[int]) -> str:
+    """The guest's memory when --memory is not given: the job's size plus the overhead,
+    in whole GiB, at least 4G (what a guest without --size sizes its collapse from)."""
+    if not size:
+        return "4G"
+    return f"{max(4, -(-(size + GUEST_OVERHEAD) >> 30))}G"
+
+
+def check_host_memory(memory: str) -> None:
+    """Refuse, with the figures, a guest the host cannot give its memory to."""
+    want = parse_size(memory if memory[-1:].isalpha() else memory + "M")
+    avail = read_meminfo().get("MemAvailable", 0)
+    if avail and want + HOST_MARGIN > avail:
+        raise PreflightError(f"the guest needs --memory {memory} and the host keeps {HOST_MARGIN >> 30}G beside it, "
+                             f"but MemAvailable is {avail / (1 << 30):.1f}G: give a smaller --size (or --memory), "
+                             f"or free memory")
 
 
 class GuestCollectError(GuestError):
@@ -74,6 +104,8 @@ def main_collect(args: argparse.Namespace) -> int:
     if parsed.job:  # the guest runs in the checkout: a relative job file must not move
         rest = [str(Path(parsed.job).resolve()) if a == parsed.job else a for a in rest]
         rest = [f"--job={Path(parsed.job).resolve()}" if a == f"--job={parsed.job}" else a for a in rest]
+    args.memory = args.memory or guest_memory_for(parsed.size)
+    check_host_memory(args.memory)
     out, status = collect_in_guest(guest_spec_from_args(args), rest, args.out, workload=parsed.workload or "collapse",
                                    status=terminal_status())
     print((out / "summary.txt").read_text() if (out / "summary.txt").exists() else f"run directory: {out}")

@@ -52,7 +52,7 @@ def main(args: argparse.Namespace) -> int:
     if args.jobs:
         kspec.jobs = args.jobs
     # the kernel is filled in per variant by run_repro
-    guest = GuestSpec(kernel=Path(), smp=args.smp, memory=args.memory, accel=args.accel,
+    guest = GuestSpec(kernel=Path(), smp=args.smp, memory=args.memory or "4G", accel=args.accel,
                       pv_tlb_flush=args.pv_tlb_flush, timeout=args.timeout)
     res = run_repro(kspec, guest, out, patches=args.patch, status=terminal_status())
     for job, text in res.reports.items():

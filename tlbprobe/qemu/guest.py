@@ -59,6 +59,9 @@ class GuestSpec:
     pv_tlb_flush: Optional[str] = None  # on | off; None: the accelerator's default (KVM: on)
     timeout: float = 1200.0
     extra_append: str = ""
+    #: TCG only: "multi" (one host thread per vCPU) or "single" (all vCPUs in one thread);
+    #: None: QEMU's default (multi on x86 hosts)
+    tcg_thread: Optional[str] = None
 
 
 @dataclass
@@ -132,13 +135,17 @@ while :; do :; done
 """
 
 
+def accel_option(accel: str, tcg_thread: Optional[str]) -> str:
+    return f"tcg,thread={tcg_thread}" if accel == "tcg" and tcg_thread else accel
+
+
 def qemu_command(spec: GuestSpec, accel: str, init: Path, outdir: Path) -> List[str]:
     """The QEMU command line (public so tests and run records can show it)."""
     append = (f"root=/dev/root rootfstype=9p rootflags=trans=virtio,version=9p2000.L,msize=262144 ro "
               f"init={init} console=ttyS0 panic=-1 oops=panic loglevel=6 tsc=reliable "
               f"transparent_hugepage=madvise {spec.extra_append}").strip()
     return [
-        qemu_binary(), "-accel", accel, "-cpu", cpu_model(accel, spec.pv_tlb_flush),
+        qemu_binary(), "-accel", accel_option(accel, spec.tcg_thread), "-cpu", cpu_model(accel, spec.pv_tlb_flush),
         "-smp", str(spec.smp), "-m", spec.memory,
         "-nographic", "-no-reboot", "-nodefaults", "-serial", "stdio", "-display", "none",
         "-kernel", str(spec.kernel), "-append", append,
@@ -166,7 +173,7 @@ def tail(text: str, lines: int = 25) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def _boot(spec: GuestSpec, accel: str, commands: List[List[str]], outdir: Path,
+def boot_once(spec: GuestSpec, accel: str, commands: List[List[str]], outdir: Path,
           status: Callable[[str], None]) -> GuestResult:
     outdir.mkdir(parents=True, exist_ok=True)
     for stale in outdir.glob("run-*"):  # a previous attempt's partial results
@@ -263,7 +270,7 @@ def run_guest(spec: GuestSpec, commands: List[List[str]], outdir: Path,
     attempt = 0
     while True:
         attempt += 1
-        result = _boot(spec, accel, commands, outdir, status)
+        result = boot_once(spec, accel, commands, outdir, status)
         text = result.console.read_text(errors="replace")
         failed = not result.ok or len(result.statuses) < len(commands)
         if accel == "kvm" and spec.accel == "auto" and failed and KVM_FAILURE.search(text):

@@ -1,0 +1,33 @@
+"""What the host says when the guest's collect fails: from the recorded 64-vCPU crash
+(tests/data/runs/tcg64-baseline-collapse-4G-traced-crash, where trace_marker's EBADF
+killed the run and the host printed only "error: OSError: [Errno 9] ...")."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from tlbprobe.qemu.vmrun import guest_failure
+
+CRASH = Path(__file__).parent / "data" / "runs" / "tcg64-baseline-collapse-4G-traced-crash"
+
+
+def test_a_failed_guest_collect_says_what_where_and_which_files(tmp_path):
+    run = tmp_path / "crash"
+    shutil.copytree(CRASH, run)
+    text = guest_failure(run, 1)
+    first, second = text.splitlines()
+    assert first.startswith("collect failed in the guest (failed, exit status 1): OSError: [Errno 9]")
+    assert f"run directory {run} (kept, 0/1 repeats, marked incomplete)" in second
+    assert str(run / "guest" / "console.log") in second
+
+
+def test_without_an_error_in_the_summary_the_guests_own_line_is_used(tmp_path):
+    run = tmp_path / "crash"
+    shutil.copytree(CRASH, run)
+    summary = (run / "summary.json").read_text().replace('"error": "OSError: [Errno 9] Bad file descriptor"',
+                                                         '"error": null')
+    (run / "summary.json").write_text(summary)
+    with open(run / "guest" / "console.log", "a") as f:
+        f.write("tlbprobe: collect failed in phase r0-workload: OSError: [Errno 9] Bad file descriptor\n")
+    assert "failed in phase r0-workload" in guest_failure(run, 70)
