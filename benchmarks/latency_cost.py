@@ -46,6 +46,7 @@ from tlbprobe.latency import CpuLatency, Cyclictest, percentile_us  # noqa: E402
 from tlbprobe.sysstate import DEFAULT_STATE_DIR, SystemState, stop_signals_raise  # noqa: E402
 from tlbprobe.trace import TraceSession, open_session  # noqa: E402
 from tlbprobe.workloads import libc  # noqa: E402
+from tlbprobe.vocab import PMD_SIZE  # noqa: E402
 from tlbprobe.workloads.collapse import CollapseWorkload  # noqa: E402
 
 MAX_RANGES = 1024        # 2 GiB: the most one window collapses (the `max` rate stops there)
@@ -83,7 +84,7 @@ def paced_collapses(addr: int, ranges: int, rate: float, seconds: float) -> None
                 break
             spin_until(slot)
         try:
-            libc.madvise(addr + i * libc.PMD_SIZE, libc.PMD_SIZE, libc.MADV_COLLAPSE)
+            libc.madvise(addr + i * PMD_SIZE, PMD_SIZE, libc.MADV_COLLAPSE)
         except OSError:
             pass  # counted from vmstat, like collect does
     if rate:
@@ -96,7 +97,7 @@ def window(cond: Condition, seconds: float, driver: int, cpus: List[int], workdi
     wl = None
     if cond.rate is not None:
         ranges = MAX_RANGES if not cond.rate else min(MAX_RANGES, int(cond.rate * seconds) + 1)
-        wl = CollapseWorkload(Job(workload="collapse", size=ranges * libc.PMD_SIZE, cpu=driver), facts,
+        wl = CollapseWorkload(Job(workload="collapse", size=ranges * PMD_SIZE, cpu=driver), facts,
                               lambda s: None)
         wl.prepare()
     ct = Cyclictest(cpus=cpus, json_path=workdir / f"{tag}.json", hist_path=workdir / f"{tag}.hist",
@@ -110,7 +111,7 @@ def window(cond: Condition, seconds: float, driver: int, cpus: List[int], workdi
         if wl is None:
             spin_until(t0 + seconds)
         else:
-            paced_collapses(wl.addr, wl.size // libc.PMD_SIZE, cond.rate, seconds)
+            paced_collapses(wl.addr, wl.size // PMD_SIZE, cond.rate, seconds)
         t1 = time.monotonic()
         trace.end(tag)
         irq1 = procfs.parse_interrupts(procfs.read_text("/proc/interrupts"))

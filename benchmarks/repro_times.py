@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from tlbprobe.rundir import sync_count  # noqa: E402
 
 
 def repro(out: Path, env: dict) -> tuple:
@@ -38,8 +40,7 @@ def repro(out: Path, env: dict) -> tuple:
 def per_op(run: Path) -> str:
     s = json.loads((run / "summary.json").read_text())
     others = max(s["online_cpus"] - 1, 1)
-    counts = s.get("queued") or s["attributed"]  # queued: every call, interrupt or not
-    traced = counts.get("tlb_remove_table_smp_sync", 0) / s["ops"] / others if s["ops"] else 0
+    traced = sync_count(s) / s["ops"] / others if s["ops"] else 0  # queued: every call, interrupt or not
     return f"{s['sync_ipis_per_op_per_cpu']:.3f} (CAL-TLB), {traced:.3f} (traced)"
 
 

@@ -33,7 +33,8 @@ from .summary import PhaseRecord, all_repeats, build_summary
 from .sysstate import (DEFAULT_STATE_DIR, Interrupted, SystemState, check_journal, signals_blocked,
                        stop_signals_raise)
 from .timeseries import PhaseSeries
-from .trace import COUNTER_EVENT, SYNC_FUNCTION, PhaseCounts, TracePlan, TraceSession, open_session
+from .trace import COUNTER_EVENT, PhaseCounts, TracePlan, TraceSession, open_session
+from .vocab import SYNC_FUNCTION
 from .workloads import DRIVERS, PhaseOutcome, Workload
 
 

@@ -34,7 +34,6 @@ from .procfs import parse_cpulist, read_meminfo, read_text
 THP_DIR = Path("/sys/kernel/mm/transparent_hugepage")
 CPU_DIR = Path("/sys/devices/system/cpu")
 
-FLUSH_MODES = ("native", "pv", "invlpgb", "unknown")
 
 _PV_FLUSH_PATTERNS = [
     (re.compile(r"KVM setup pv remote TLB flush"), "kvm"),

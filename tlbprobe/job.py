@@ -21,9 +21,8 @@ import yaml
 
 from .errors import InputError
 from .units import parse_size
+from .vocab import KERNEL_VARIANTS, WORKLOADS
 
-WORKLOADS = ("collapse", "hugetlb-unshare", "idle")
-KERNEL_VARIANTS = ("baseline", "patched")
 IDLE_MODES = ("spin", "sleep")
 #: how the sync calls are counted when tracing (tlbprobe/trace.py, tlbprobe/perfcount.py)
 SYNC_COUNTERS = ("perf", "trace")

@@ -30,27 +30,11 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from .errors import InputError
-from .units import GiB, MiB
+from .vocab import FLUSH_MODES, HUGETLB_ERAS, PMD_SIZE, PUD_SIZE, WORKLOAD_ALIASES, WORKLOADS  # noqa: F401
+from .vocab import HUGETLB_OPERATION_ALIASES as UNSHARE_ALIASES
+from .vocab import HUGETLB_OPERATIONS as UNSHARE_KINDS
+from .vocab import KERNEL_VARIANTS as VARIANTS  # noqa: F401
 
-WORKLOADS = ("collapse", "hugetlb-unshare", "idle")
-WORKLOAD_ALIASES = {"hugetlb": "hugetlb-unshare", "unshare": "hugetlb-unshare", "hugetlb_unshare": "hugetlb-unshare"}
-FLUSH_MODES = ("native", "pv", "invlpgb", "unknown")
-VARIANTS = ("baseline", "patched")
-UNSHARE_KINDS = ("munmap", "mprotect", "madvise-dontneed", "exit", "partial-munmap")
-UNSHARE_ALIASES = {
-    "dontneed": "madvise-dontneed",
-    "madv-dontneed": "madvise-dontneed",
-    "madv_dontneed": "madvise-dontneed",
-    "madvise_dontneed": "madvise-dontneed",
-    "partial_munmap": "partial-munmap",
-    "munmap-partial": "partial-munmap",
-}
-HUGETLB_ERAS = ("batched", "per-table", "none")
-
-#: The PMD size on x86-64: one collapse covers this much.
-PMD_SIZE = 2 * MiB
-#: One shared hugetlb PMD table maps this much (PUD_SIZE on x86-64).
-PUD_SIZE = GiB
 
 DEFAULT_PARAMS_PATH = Path(__file__).resolve().parent.parent / "analysis" / "model.yaml"
 

@@ -11,8 +11,9 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence
 import yaml
 
 from .errors import InputError
+from .vocab import RUN_FORMAT as FORMAT
+from .vocab import SYNC_FUNCTION
 
-FORMAT = "tlbprobe-run/1"
 
 PHASES_COLUMNS = ["repeat", "phase", "start", "end", "duration_s", "ops", "ops_expected", "result",
                   "note", "driver_utime_s", "driver_stime_s"]
@@ -107,6 +108,15 @@ def read_summary(path: Path) -> Dict[str, Any]:
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise InputError(f"{f}: not a {FORMAT} summary (format={data.get('format') if isinstance(data, dict) else None!r})")
     return data
+
+
+def sync_count(figures: Dict[str, Any]) -> int:
+    """The traced sync count of a summary.json object (a phase, a repeat or the whole run):
+    the calls queued for the other CPUs where the run traced them (``queued``), else the
+    calls they ran (``attributed``: csd_function_entry or kprobes). The one place this rule
+    lives; the report applies it per repeat with report/analyze.py traced_sync_of()."""
+    counts = figures.get("queued") if figures.get("queued") is not None else figures.get("attributed")
+    return int((counts or {}).get(SYNC_FUNCTION, 0))
 
 
 def list_rows(rows: List[Dict[str, Any]], columns: Sequence[str]) -> List[List[Any]]:

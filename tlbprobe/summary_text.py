@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 from .procfs import format_cpulist
-from .trace import SYNC_FUNCTION
+from .rundir import sync_count
+from .vocab import SYNC_FUNCTION
 from .textfmt import MAX_CPU_COLUMNS, format_number, summarize_per_cpu
 
 
@@ -27,13 +28,6 @@ def _sum_per_cpu(phases: List[Dict[str, Any]], key: str, cpus: List[int]) -> Dic
         for c in out:
             out[c] += ph[key].get(c, 0)
     return out
-
-
-def traced_sync(counts: Dict[str, Any]) -> int:
-    """The traced sync count of a phase (or a run): the calls queued for the other CPUs
-    where the run traced them, else the ones they ran (csd_function_entry or kprobes)."""
-    return int((counts.get("queued") if "queued" in counts else counts.get("attributed") or {})
-               .get(SYNC_FUNCTION, 0))
 
 
 def _shown(sync_ipis: float) -> str:
@@ -67,7 +61,7 @@ def render_summary(summary: Dict[str, Any], path: Path) -> str:
             lines.append(
                 f"{rep['repeat'] + 1:>6} {name:<9}{ph['duration_s']:7.2f} {ph['ops']:>10} {ph['cal_other_cpus']:>10} "
                 f"{ph['tlb_other_cpus']:>10} {ph['background_sync_ipis']:7.1f} {_shown(ph['sync_ipis']):>10} {per:>8}"
-                + (f" {traced_sync(ph):>7}" if traced else ""))
+                + (f" {sync_count(ph):>7}" if traced else ""))
     work = [r["phases"]["workload"] for r in summary["repeats"] if "workload" in r["phases"]]
     lines.append("")
     if work:

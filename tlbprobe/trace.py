@@ -67,11 +67,12 @@ from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple
+from typing import Dict, Iterator, List, Optional, Set, Tuple
 
 from .errors import PreflightError
 from .perfcount import CounterUnavailable, TracepointCounter, kernel_addresses
 from .sysstate import SystemState, pid_alive
+from .vocab import FLUSH_FUNCTION, NOHZ_FUNCTION, SYNC_FUNCTION, WAKEUP_FUNCTION
 
 TRACEFS = Path("/sys/kernel/tracing")
 EVENTS = ("csd/csd_function_entry", "csd/csd_queue_cpu", "ipi/ipi_send_cpu", "ipi/ipi_send_cpumask",
@@ -79,8 +80,7 @@ EVENTS = ("csd/csd_function_entry", "csd/csd_queue_cpu", "ipi/ipi_send_cpu", "ip
 MARK = "tlbprobe-phase"
 #: Functions probed where the csd events are missing: the sync under study, the TLB flush,
 #: and the two other cross-CPU calls seen most (remote wake-ups, nohz kicks).
-SYNC_FUNCTION = "tlb_remove_table_smp_sync"
-KPROBE_FUNCTIONS = (SYNC_FUNCTION, "flush_tlb_func", "sched_ttwu_pending", "nohz_csd_func")
+KPROBE_FUNCTIONS = (SYNC_FUNCTION, FLUSH_FUNCTION, WAKEUP_FUNCTION, NOHZ_FUNCTION)
 #: attribution.csv's event name for the in-kernel count of sync calls queued (perfcount.py)
 COUNTER_EVENT = "counter:csd_queue_cpu"
 NO_CSD = "this kernel has no csd trace events (6.12 has them, 6.1 not)"

@@ -7,10 +7,10 @@ import sys
 from pathlib import Path
 
 from ..collect import Collector, Console, default_out
-from ..host import FLUSH_MODES
 from ..job import IDLE_MODES, KERNEL_VARIANTS, SYNC_COUNTERS, WORKLOADS, build_job
 from ..summary_text import render_summary
 from ..units import parse_size
+from ..vocab import FLUSH_MODES
 
 EPILOG = """\
 what it measures:

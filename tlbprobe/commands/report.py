@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 from ..errors import InputError
-from ..model import FLUSH_MODES, HUGETLB_ERAS
+from ..vocab import FLUSH_MODES, HUGETLB_ERAS
 
 FORMATS = ("text", "lkml", "markdown", "html", "json")
 

@@ -21,8 +21,8 @@ from ..report import render_lkml
 from .guest import GuestSpec
 from .kbuild import BuiltKernel, KernelSpec, build_kernel, variant_patches
 from .vmrun import guest_failure, run_jobs
+from ..vocab import KERNEL_VARIANTS as VARIANTS
 
-VARIANTS = ("baseline", "patched")
 
 
 def default_jobs(smp: int) -> List[Tuple[str, List[str]]]:

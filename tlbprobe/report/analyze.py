@@ -44,11 +44,10 @@ from ..model import (
     predict,
     tables_from_size,
 )
-from ..trace import SYNC_FUNCTION
+from ..vocab import FLUSH_FUNCTION, SYNC_FUNCTION
 from .load import Repeat, Run
 from .stats import Spread, describe
 
-FLUSH_FUNCTION = "flush_tlb_func"
 #: job keys the collect side may use for the hugetlb operation kind
 UNSHARE_KIND_KEYS = ("operation", "op", "unshare_op", "kind")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from ..vocab import SYNC_FUNCTION
 from .analyze import RunAnalysis, all_queued, is_traced
 from .stats import ALPHA, Spread, Welch, describe, ranges_overlap, welch
 
@@ -19,7 +20,7 @@ FIGURES: Tuple[Tuple[str, str, str, int], ...] = (
     ("ops", "operations", "", 0),
     ("sync_ipis", "sync IPIs, other CPUs", "", 1),
     ("sync_per_op_per_cpu", "sync IPIs/op/CPU", "", 3),
-    ("attributed_sync", "tlb_remove_table_smp_sync", "", 0),
+    ("attributed_sync", SYNC_FUNCTION, "", 0),
     ("cal_other_cpus", "CAL, other CPUs", "", 0),
     ("tlb_other_cpus", "TLB, other CPUs", "", 0),
     ("background_rate", "background/s", "", 1),

@@ -18,8 +18,8 @@ import pandas as pd
 
 from ..errors import InputError
 from ..rundir import TIMESERIES_COLUMNS
+from ..vocab import RUN_FORMAT as FORMAT
 
-FORMAT = "tlbprobe-run/1"
 PHASE_COLUMNS = ("repeat", "phase", "start", "end", "duration_s", "ops", "ops_expected", "result")
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
 from ..errors import InputError
+from ..vocab import SYNC_FUNCTION
 from .analyze import RunAnalysis
 from .tables import expected_per_repeat, per_cpu_rows
 
@@ -112,7 +113,7 @@ def _model_plot(runs: List[RunAnalysis], path: Path) -> PlotFile:
 
     bars("sync_ipis", -w, "CAL-TLB, background-subtracted (median, min..max)")
     if any("attributed_sync" in a.stats for a in runs):
-        bars("attributed_sync", 0.0, "traced tlb_remove_table_smp_sync")
+        bars("attributed_sync", 0.0, f"traced {SYNC_FUNCTION}")
     exp = [expected_per_repeat(a) for a in runs]
     ax.bar([x + w for x in xs], [e if e is not None else 0.0 for e in exp], w, label="model", hatch="//",
            alpha=0.7)

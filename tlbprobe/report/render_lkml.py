@@ -10,6 +10,7 @@ from __future__ import annotations
 import textwrap
 from typing import List, Sequence
 
+from ..vocab import SYNC_FUNCTION
 from . import Report
 from .analyze import RunAnalysis
 from .compare import FIGURES, Comparison
@@ -189,7 +190,7 @@ def _model(runs: Sequence[RunAnalysis]) -> List[str]:
     return ["Model:"] + ["  " + line for line in out]
 
 
-_SHORT = {"tlb_remove_table_smp_sync": "traced sync calls"}
+_SHORT = {SYNC_FUNCTION: "traced sync calls"}
 
 
 def _short(label: str) -> str:

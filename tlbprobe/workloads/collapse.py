@@ -38,6 +38,7 @@ from ..host import THP_DIR, kernel_version_tuple
 from ..sysstate import SystemState
 from ..units import MiB, format_size
 from . import libc
+from ..vocab import PMD_SIZE
 from .base import PhaseOutcome, Progress, Workload
 
 CHUNK = 128 * MiB
@@ -49,7 +50,7 @@ MARGIN_MIN = 512 * MiB
 def default_size(mem_available: int) -> int:
     """A size that shows the effect clearly and fits: up to 4 GiB, at most a third of free memory."""
     size = min(4 << 30, max(mem_available - MARGIN_MIN, 0) // 3)
-    return max(size // libc.PMD_SIZE * libc.PMD_SIZE, 0)
+    return max(size // PMD_SIZE * PMD_SIZE, 0)
 
 
 class CollapseWorkload(Workload):
@@ -60,18 +61,18 @@ class CollapseWorkload(Workload):
         super().__init__(job, facts, log)
         if job.size is None:
             job.size = default_size(facts.mem_available)
-        self.size = job.size // libc.PMD_SIZE * libc.PMD_SIZE
+        self.size = job.size // PMD_SIZE * PMD_SIZE
         self.base: Optional[int] = None
         self.addr = 0
         self._threads: List[threading.Thread] = []
         self._stop = threading.Event()
 
     def planned_ops(self) -> int:
-        return self.size // libc.PMD_SIZE
+        return self.size // PMD_SIZE
 
     def describe(self) -> str:
         threads = f", {self.job.threads} touching thread(s)" if self.job.threads else ""
-        return f"MADV_COLLAPSE of {format_size(self.size)} ({self.size // libc.PMD_SIZE} x 2 MiB){threads}"
+        return f"MADV_COLLAPSE of {format_size(self.size)} ({self.size // PMD_SIZE} x 2 MiB){threads}"
 
     # -- per run --------------------------------------------------------------------------
     def preflight(self) -> None:
@@ -80,9 +81,9 @@ class CollapseWorkload(Workload):
                 f"kernel {self.facts.kernel_release} has no MADV_COLLAPSE (added in Linux 6.1)")
         if not THP_DIR.is_dir():
             raise PreflightError(f"{THP_DIR} is missing: kernel built without CONFIG_TRANSPARENT_HUGEPAGE")
-        if self.job.size % libc.PMD_SIZE:
+        if self.job.size % PMD_SIZE:
             raise PreflightError(f"--size {self.job.size} is not a multiple of 2 MiB (try {format_size(self.size)})")
-        if self.size < libc.PMD_SIZE:
+        if self.size < PMD_SIZE:
             raise PreflightError("--size must be at least 2M (one huge page)")
         need = self.size + max(MARGIN_MIN, self.size // 10)
         if need > self.facts.mem_available:
@@ -97,19 +98,19 @@ class CollapseWorkload(Workload):
         state.set_knob(str(THP_DIR / "enabled"), "never")
         # Linux 6.8+ has per-size knobs; khugepaged keeps running while the PMD size is
         # enabled there ("always"/"madvise"; "inherit" follows the top-level knob).
-        pmd = THP_DIR / f"hugepages-{libc.PMD_SIZE >> 10}kB" / "enabled"
-        if pmd.exists() and self.facts.thp.get(f"hugepages-{libc.PMD_SIZE >> 10}kB/enabled", "inherit") != "inherit":
+        pmd = THP_DIR / f"hugepages-{PMD_SIZE >> 10}kB" / "enabled"
+        if pmd.exists() and self.facts.thp.get(f"hugepages-{PMD_SIZE >> 10}kB/enabled", "inherit") != "inherit":
             state.set_knob(str(pmd), "never")
 
     # -- per repeat -----------------------------------------------------------------------
     def prepare(self) -> None:
-        length = self.size + libc.PMD_SIZE
+        length = self.size + PMD_SIZE
         flags = libc.MAP_PRIVATE | libc.MAP_ANONYMOUS | libc.MAP_NORESERVE
         try:
             self.base = libc.mmap(length, libc.PROT_READ | libc.PROT_WRITE, flags)
         except OSError as e:
             raise WorkloadError(f"cannot map {format_size(self.size)}: {e.strerror}") from None
-        self.addr = libc.align_up(self.base, libc.PMD_SIZE)
+        self.addr = libc.align_up(self.base, PMD_SIZE)
         libc.madvise(self.addr, self.size, libc.MADV_NOHUGEPAGE)
         try:
             libc.madvise(self.addr, self.size, libc.MADV_POPULATE_WRITE)
@@ -141,7 +142,7 @@ class CollapseWorkload(Workload):
         if errors:
             note = "MADV_COLLAPSE failed on " + ", ".join(f"{k} x{v}" for k, v in errors.items()) + \
                    f" of {-(-total // CHUNK)} chunk(s)"
-        return PhaseOutcome(ops=0, ops_expected=total // libc.PMD_SIZE, note=note)
+        return PhaseOutcome(ops=0, ops_expected=total // PMD_SIZE, note=note)
 
     def count_ops(self, outcome: PhaseOutcome, vmstat_delta: Dict[str, int]) -> PhaseOutcome:
         outcome.ops = vmstat_delta.get("thp_collapse_alloc", 0)
@@ -157,7 +158,7 @@ class CollapseWorkload(Workload):
     def cleanup(self) -> None:
         self._stop_threads()
         if self.base is not None:
-            libc.munmap(self.base, self.size + libc.PMD_SIZE)
+            libc.munmap(self.base, self.size + PMD_SIZE)
             self.base = None
 
     # -- touching threads -----------------------------------------------------------------

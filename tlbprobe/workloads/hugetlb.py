@@ -80,8 +80,9 @@ from ..sysstate import SystemState, read_knob, signals_blocked
 from ..units import GiB, format_size
 from . import libc
 from .base import PhaseOutcome, Progress, Workload
+from ..vocab import HUGETLB_OPERATIONS as OPERATIONS
+from ..vocab import PMD_SIZE, PUD_SIZE
 
-OPERATIONS = ("munmap", "mprotect", "madvise-dontneed", "exit", "partial-munmap")
 DEFAULT_SIZE = GiB
 #: Cycles per repeat. Measured here (1G, 2 sharers): ~0.1 ms per cycle (exit: ~0.8 ms), so
 #: 200 cycles make a 20-160 ms window with 200 broadcasts, against a background of ~6 CAL/s
@@ -90,10 +91,10 @@ DEFAULT_CYCLES = 200
 #: --operation exit forks one helper per op up front; each keeps one pipe open in the driver.
 MAX_EXIT_HELPERS = 500
 NR_HUGEPAGES = "/proc/sys/vm/nr_hugepages"
-HUGEPAGE = libc.PMD_SIZE
+HUGEPAGE = PMD_SIZE
 #: PMD entries per table: a process that faults a 1 GiB range with its own table takes 512
 #: faults, one that finds a shared table takes 1.
-ENTRIES_PER_TABLE = libc.PUD_SIZE // libc.PMD_SIZE
+ENTRIES_PER_TABLE = PUD_SIZE // PMD_SIZE
 #: Where we would like the range: far below where mmap() places things top-down, so a
 #: malloc in the driver between a helper's munmap and re-mmap can never take the hole.
 #: Only a hint; the kernel chooses elsewhere when it is taken or beyond TASK_SIZE.
@@ -157,7 +158,7 @@ class Layout:
 
     @property
     def tables(self) -> int:
-        return self.size // libc.PUD_SIZE
+        return self.size // PUD_SIZE
 
     def looks_shared(self, faults: int, tables: Optional[int] = None) -> bool:
         """Fewer faults than half a table's entries beyond one per table: the table was found."""
@@ -207,9 +208,9 @@ class HelperOps:
             # close op), and a table is shared only when one VMA covers the whole range:
             # replace them by one. The unmap starts on a 1 GiB boundary, so no split
             # unshares anything here, and its table was unshared by the split already.
-            last = lay.size - libc.PUD_SIZE
-            libc.munmap(lay.addr + last, libc.PUD_SIZE - HUGEPAGE)
-            lay.map(last, libc.PUD_SIZE)
+            last = lay.size - PUD_SIZE
+            libc.munmap(lay.addr + last, PUD_SIZE - HUGEPAGE)
+            lay.map(last, PUD_SIZE)
         self.state = "mapped"
         return lay.populate()
 
@@ -291,7 +292,7 @@ class HugetlbUnshareWorkload(Workload):
 
     def describe(self) -> str:
         kind = ("control: MAP_PRIVATE, no table can be shared" if self.job.control
-                else f"{self.size // libc.PUD_SIZE} shared PMD table(s)")
+                else f"{self.size // PUD_SIZE} shared PMD table(s)")
         return (f"hugetlb {self.job.operation} of {format_size(self.size)} ({kind}), "
                 f"{self.job.sharers} sharers, {self.cycles} cycle(s)")
 
@@ -300,10 +301,10 @@ class HugetlbUnshareWorkload(Workload):
         job = self.job
         if job.operation not in OPERATIONS:
             raise InputError(f"--operation {job.operation!r} is unknown: choose one of {', '.join(OPERATIONS)}")
-        if self.size % libc.PUD_SIZE or self.size < libc.PUD_SIZE:
+        if self.size % PUD_SIZE or self.size < PUD_SIZE:
             raise InputError(f"--size {format_size(self.size)} is not a multiple of 1G: hugetlb shares one PMD "
                              f"table per whole 1 GiB-aligned 1 GiB range (try "
-                             f"{format_size(max(1, round(self.size / libc.PUD_SIZE)) * libc.PUD_SIZE)})")
+                             f"{format_size(max(1, round(self.size / PUD_SIZE)) * PUD_SIZE)})")
         if job.operation == "exit" and self.cycles * self.unsharers > MAX_EXIT_HELPERS:
             raise InputError(f"--operation exit forks one process per unshare: --cycles x (--sharers - 1) = "
                              f"{self.cycles * self.unsharers} is above {MAX_EXIT_HELPERS}")
@@ -390,11 +391,11 @@ class HugetlbUnshareWorkload(Workload):
     def _aligned_address(self) -> int:
         """A free 1 GiB-aligned range: reserve size + 1 GiB of address space, keep the aligned
         part's address, give the reservation back (MAP_FIXED_NOREPLACE then claims it)."""
-        length = self.size + libc.PUD_SIZE
+        length = self.size + PUD_SIZE
         base = libc.mmap(length, libc.PROT_NONE, libc.MAP_PRIVATE | libc.MAP_ANONYMOUS | libc.MAP_NORESERVE,
                          addr=ADDRESS_HINT)
         libc.munmap(base, length)
-        return libc.align_up(base, libc.PUD_SIZE)
+        return libc.align_up(base, PUD_SIZE)
 
     def _fork_helper(self, idx: int, reply_w: int) -> None:
         r, w = os.pipe()

@@ -13,6 +13,7 @@ import ctypes.util
 import os
 from typing import Optional
 
+
 PROT_READ, PROT_WRITE = 0x1, 0x2
 MAP_SHARED, MAP_PRIVATE, MAP_ANONYMOUS = 0x01, 0x02, 0x20
 MAP_NORESERVE = 0x4000
@@ -23,8 +24,6 @@ MADV_POPULATE_WRITE = 23   # Linux 5.14
 MADV_COLLAPSE = 25         # Linux 6.1
 MAP_FAILED = ctypes.c_void_p(-1).value
 
-PMD_SIZE = 2 << 20         # x86-64 and arm64 with 4K pages
-PUD_SIZE = 1 << 30
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 _libc.mmap.restype = ctypes.c_void_p

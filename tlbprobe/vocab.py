@@ -1,0 +1,68 @@
+"""The words tlbprobe and the kernel share, defined once, each with where its meaning comes from.
+
+Every module that needs a flush mode, a workload name, a hugetlb operation, a page-table
+size or the name of a traced kernel function imports it from here; a value that changes
+with the kernel names the source (Debian's linux-source 6.1.192, 6.12.117 and this
+host's 6.18) that fixes its meaning.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Tuple
+
+# -- what a run measures ------------------------------------------------------------------
+
+#: Workloads a job can name (tlbprobe/workloads/ has one driver per name).
+WORKLOADS: Tuple[str, ...] = ("collapse", "hugetlb-unshare", "idle")
+#: Spellings older job files and summaries used for a workload.
+WORKLOAD_ALIASES: Dict[str, str] = {
+    "hugetlb": "hugetlb-unshare", "unshare": "hugetlb-unshare", "hugetlb_unshare": "hugetlb-unshare"}
+
+#: The two kernels of an A/B: without and with the patch under test.
+KERNEL_VARIANTS: Tuple[str, ...] = ("baseline", "patched")
+
+#: How the kernel flushes remote TLBs, which decides whether the patch may skip the sync:
+#: native IPIs (arch/x86/mm/tlb.c native_flush_tlb_multi), paravirtual (KVM, Xen, Hyper-V
+#: replace pv_ops.mmu.flush_tlb_multi: arch/x86/kernel/kvm.c "KVM setup pv remote TLB
+#: flush"), or INVLPGB broadcast invalidation (AMD Zen 3+, 6.15+). "unknown": not detected.
+FLUSH_MODES: Tuple[str, ...] = ("native", "pv", "invlpgb", "unknown")
+
+#: hugetlb operations that unshare a shared PMD table (mm/hugetlb.c huge_pmd_unshare()).
+HUGETLB_OPERATIONS: Tuple[str, ...] = ("munmap", "mprotect", "madvise-dontneed", "exit", "partial-munmap")
+HUGETLB_OPERATION_ALIASES: Dict[str, str] = {
+    "dontneed": "madvise-dontneed",
+    "madv-dontneed": "madvise-dontneed",
+    "madv_dontneed": "madvise-dontneed",
+    "madvise_dontneed": "madvise-dontneed",
+    "partial_munmap": "partial-munmap",
+    "munmap-partial": "partial-munmap",
+}
+#: When an unshare sends its sync: once per unsharing operation, and only when it leaves a
+#: table exclusive ("batched": include/asm-generic/tlb.h and mm/hugetlb.c in Debian's
+#: 6.1.192 and 6.12.117 and in 6.18), once per table ("per-table": older kernels), or
+#: never ("none").
+HUGETLB_ERAS: Tuple[str, ...] = ("batched", "per-table", "none")
+
+# -- page-table geometry (x86-64, 4 KiB pages) --------------------------------------------
+
+#: One PMD entry maps this much: one MADV_COLLAPSE collapse (mm/khugepaged.c HPAGE_PMD_SIZE).
+PMD_SIZE = 2 << 20
+#: One PMD table maps this much: the unit of hugetlb PMD sharing (mm/hugetlb.c PUD_SIZE).
+PUD_SIZE = 1 << 30
+
+# -- traced kernel functions ----------------------------------------------------------------
+
+#: The sync broadcast's handler (mm/mmu_gather.c, an empty function run on every other
+#: CPU by tlb_remove_table_sync_one()).
+SYNC_FUNCTION = "tlb_remove_table_smp_sync"
+#: The TLB-shootdown handler (arch/x86/mm/tlb.c), counted by the TLB line too.
+FLUSH_FUNCTION = "flush_tlb_func"
+#: Remote wake-ups and nohz kicks: the other cross-CPU calls seen most during a run
+#: (kernel/sched/core.c, kernel/sched/fair.c).
+WAKEUP_FUNCTION = "sched_ttwu_pending"
+NOHZ_FUNCTION = "nohz_csd_func"
+
+# -- files ------------------------------------------------------------------------------------
+
+#: The run directory format (doc/run-format.md); additions keep the name.
+RUN_FORMAT = "tlbprobe-run/1"
