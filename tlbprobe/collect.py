@@ -16,7 +16,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import resource
-import sys
 import time
 import traceback
 from contextlib import ExitStack
@@ -33,53 +32,10 @@ from .summary import PhaseRecord, all_repeats, build_summary
 from .sysstate import (DEFAULT_STATE_DIR, Interrupted, SystemState, check_journal, signals_blocked,
                        stop_signals_raise)
 from .timeseries import PhaseSeries
+from .ui import Console
 from .trace import COUNTER_EVENT, PhaseCounts, TracePlan, TraceSession, open_session
 from .vocab import SYNC_FUNCTION
 from .workloads import DRIVERS, PhaseOutcome, Workload
-
-
-class Console:
-    """Progress for a person: log lines (also kept in log.txt) and a transient status line."""
-
-    def __init__(self, stream=None, quiet: bool = False):
-        # sys.stderr looked up now, not at import: tests replace (and close) it between calls.
-        stream = sys.stderr if stream is None else stream
-        self.stream = stream
-        self.quiet = quiet
-        # A status line needs a terminal that understands "\r" + erase-line (a guest's serial
-        # console runs with TERM=dumb, and its log should stay readable).
-        self.tty = hasattr(stream, "isatty") and stream.isatty() and os.environ.get("TERM") != "dumb"
-        self.rundir: Optional[RunDir] = None
-        self._status = False
-
-    def log(self, line: str) -> None:
-        """Keep the line in log.txt, then show it. A terminal that went away (ssh dropped,
-        stderr closed) must not turn a clean shutdown into a failure: screen errors are
-        ignored, the file is what counts."""
-        stamp = time.strftime("%H:%M:%S")
-        if self.rundir:
-            self.rundir.log(f"[{stamp}] {line}")
-        if self.quiet:
-            return
-        try:
-            self._clear()
-            print(f"[{stamp}] {line}", file=self.stream, flush=True)
-        except (OSError, ValueError):
-            self.quiet = True
-
-    def status(self, line: str) -> None:
-        if self.tty and not self.quiet:
-            try:
-                self.stream.write("\r\033[K" + line)
-                self.stream.flush()
-                self._status = True
-            except (OSError, ValueError):
-                self.quiet = True
-
-    def _clear(self) -> None:
-        if self._status:
-            self.stream.write("\r\033[K")
-            self._status = False
 
 
 @dataclass
@@ -149,7 +105,7 @@ class Collector:
         state_dir = self.state_dir or DEFAULT_STATE_DIR
         check_journal(state_dir)
         rundir = RunDir.create(self.out)
-        self.console.rundir = rundir
+        self.console.keep = rundir.log
         started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
         run_yaml = {"format": FORMAT, "tool_version": __version__, "command": self.argv, "started": started,
                     "job": self.job.to_dict(), "host": facts.to_dict()}

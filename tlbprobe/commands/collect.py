@@ -6,7 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..collect import Collector, Console, default_out
+from ..collect import Collector, default_out
+from ..ui import Console
 from ..job import IDLE_MODES, KERNEL_VARIANTS, SYNC_COUNTERS, WORKLOADS, build_job
 from ..summary_text import render_summary
 from ..units import parse_size

@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 from ..errors import InputError
-from ..qemu.kbuild import DEFAULT_FRAGMENT, KernelSpec, as_dict, build_kernel, cache_root, terminal_status, \
-    variant_patches
+from ..qemu.kbuild import DEFAULT_FRAGMENT, KernelSpec, as_dict, build_kernel, cache_root, variant_patches
+from ..ui import terminal_status
 
 EPILOG = """\
 The source is the newest Debian linux-source tarball (apt-get install linux-source-6.12)

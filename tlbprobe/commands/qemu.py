@@ -9,7 +9,7 @@ from typing import Optional
 from ..errors import InputError, PreflightError
 from ..procfs import read_meminfo
 from ..units import parse_size
-from ..qemu.kbuild import terminal_status
+from ..ui import terminal_status
 from ..qemu.guest import GuestError
 from ..qemu.vmrun import collect_in_guest, guest_failure, guest_spec_from_args
 from .collect import add_collect_options, job_from_args

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..qemu.guest import GuestSpec
-from ..qemu.kbuild import DEFAULT_FRAGMENT, KernelSpec, terminal_status
+from ..qemu.kbuild import DEFAULT_FRAGMENT, KernelSpec
+from ..ui import terminal_status
 from ..qemu.repro import default_out, run_repro
 from .kernel import add_kernel_options
 from .qemu import add_guest_options

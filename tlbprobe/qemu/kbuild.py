@@ -29,7 +29,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, List, Optional, Tuple
 
-from ..collect import Console
 from ..errors import InputError, TlbprobeError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -332,9 +331,3 @@ def variant_patches(variant: str, extra: Optional[List[Path]] = None) -> List[Pa
 def as_dict(k: BuiltKernel) -> dict:
     d = asdict(k)
     return {key: str(v) if isinstance(v, Path) else v for key, v in d.items()}
-
-
-def terminal_status() -> Callable[[str], None]:
-    """A status-line writer for a terminal (collect's Console); silent when stderr is not one."""
-    console = Console()
-    return lambda line: console.status(line[:150])
