@@ -211,9 +211,9 @@ def test_a_full_trace_buffer_does_not_end_the_run(tmp_path, counter, unchanged_s
 def test_a_bug_in_a_phase_is_one_message_and_keeps_the_run(tmp_path, monkeypatch, capsys, unchanged_system):
     """An exception tlbprobe did not expect (the trace_marker EBADF was one) ends the run
     with one line naming the phase; the traceback goes to log.txt, the knobs are restored."""
-    from tlbprobe.workloads import DRIVERS
+    from tlbprobe.workloads import DRIVERS, driver
 
-    class Broken(DRIVERS["collapse"]):
+    class Broken(driver("collapse")):
         def run(self, progress, vmstat_before):
             raise OSError(9, "Bad file descriptor")
 

@@ -20,7 +20,7 @@ from typing import Dict, Optional
 import pytest
 
 from tlbprobe import cli
-from tlbprobe.workloads import DRIVERS
+from tlbprobe.workloads import driver
 from tlbprobe.workloads.hugetlb import ENTRIES_PER_TABLE, HugetlbUnshareWorkload, Layout, pages_for
 
 REPO = Path(__file__).resolve().parent.parent
@@ -37,7 +37,7 @@ needs_hugetlb = pytest.mark.skipif(not NR_HUGEPAGES.exists(), reason="kernel wit
 
 # -- without root ------------------------------------------------------------------------
 def test_registered():
-    assert DRIVERS["hugetlb-unshare"] is HugetlbUnshareWorkload
+    assert driver("hugetlb-unshare") is HugetlbUnshareWorkload
     assert HugetlbUnshareWorkload.ops_unit == "unshares"
 
 

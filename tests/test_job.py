@@ -58,3 +58,29 @@ def test_odd_job_files_are_refused_in_one_line(tmp_path, content, message):
     f.write_bytes(content)
     with pytest.raises(InputError, match=message):
         build_job({}, str(f))
+
+
+def test_workload_drivers_are_found_by_name_and_a_broken_module_is_named(monkeypatch):
+    """Adding a workload = one module with a Workload subclass named like it; a module that
+    does not import is a clear error naming it (it used to vanish from the registry)."""
+    import sys
+    import types
+
+    import pytest
+
+    from tlbprobe.errors import InternalError
+    from tlbprobe.workloads import DRIVERS, MODULES, Workload, driver
+
+    assert driver("collapse").name == "collapse" and driver("idle").name == "idle"
+    tiny = types.ModuleType("tlbprobe.workloads.tiny")
+
+    class Tiny(Workload):
+        name = "tiny"
+    tiny.Tiny = Tiny
+    monkeypatch.setitem(sys.modules, "tlbprobe.workloads.tiny", tiny)
+    monkeypatch.setitem(MODULES, "tiny", "tiny")
+    monkeypatch.delitem(DRIVERS, "tiny", raising=False)
+    assert driver("tiny") is Tiny
+    monkeypatch.setitem(MODULES, "broken", "no_such_module")
+    with pytest.raises(InternalError, match=r"workload 'broken': its module tlbprobe/workloads/no_such_module.py"):
+        driver("broken")

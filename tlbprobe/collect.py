@@ -35,7 +35,7 @@ from .timeseries import PhaseSeries
 from .ui import Console
 from .trace import COUNTER_EVENT, PhaseCounts, TracePlan, TraceSession, open_session
 from .vocab import SYNC_FUNCTION
-from .workloads import DRIVERS, PhaseOutcome, Workload
+from .workloads import PhaseOutcome, Workload, driver
 
 
 @dataclass
@@ -95,7 +95,7 @@ class Collector:
     def run(self) -> Dict[str, Any]:
         facts = host.gather(self.job.flush_mode)
         preflight(self.job, facts)
-        workload: Workload = DRIVERS[self.job.workload](self.job, facts, self.console.log)
+        workload: Workload = driver(self.job.workload)(self.job, facts, self.console.log)
         workload.preflight()
         if self.job.trace:
             check_trace_memory(self._trace_plan(facts, workload), facts.mem_available)

@@ -1,28 +1,47 @@
 """Workload drivers: the operations whose IPIs tlbprobe measures.
 
 A driver prepares its memory outside the measured window, performs the operations inside
-it, and says how many it performed. Adding a workload is one new module here plus one
-entry in DRIVERS.
+it, and says how many it performed. Each lives in its own module here, as a subclass of
+:class:`Workload` whose ``name`` is the workload's name; MODULES says which module holds
+which name. Drivers are imported when first asked for, so a module that fails to import
+is one clear error naming it when that workload is run, not a silently missing workload
+and not a failure of every other command.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import Dict, Type
 
+from ..errors import InputError, InternalError
 from .base import PhaseOutcome, Workload
-from .collapse import CollapseWorkload
-from .idle import IdleWorkload
 
-DRIVERS: Dict[str, Type[Workload]] = {
-    "collapse": CollapseWorkload,
-    "idle": IdleWorkload,
-}
+#: workload name -> module of this package that defines its driver
+MODULES: Dict[str, str] = {"collapse": "collapse", "hugetlb-unshare": "hugetlb", "idle": "idle"}
 
-try:  # built by the hugetlb issue
-    from .hugetlb import HugetlbUnshareWorkload
+#: the drivers imported so far (tests may put their own in)
+DRIVERS: Dict[str, Type[Workload]] = {}
 
-    DRIVERS["hugetlb-unshare"] = HugetlbUnshareWorkload
-except ImportError:  # pragma: no cover
-    pass
 
-__all__ = ["DRIVERS", "PhaseOutcome", "Workload"]
+def driver(name: str) -> Type[Workload]:
+    """The driver class of a workload, imported on first use."""
+    if name in DRIVERS:
+        return DRIVERS[name]
+    module = MODULES.get(name)
+    if module is None:
+        raise InputError(f"unknown workload {name!r}: choose one of {', '.join(MODULES)}")
+    try:
+        mod = importlib.import_module(f".{module}", __name__)
+    except ImportError as e:
+        raise InternalError(f"workload {name!r}: its module tlbprobe/workloads/{module}.py cannot be imported "
+                            f"({type(e).__name__}: {e})") from None
+    found = [cls for cls in vars(mod).values()
+             if isinstance(cls, type) and issubclass(cls, Workload) and cls.name == name]
+    if len(found) != 1:
+        raise InternalError(f"workload {name!r}: tlbprobe/workloads/{module}.py defines {len(found)} Workload "
+                            f"classes named {name!r}, not one")
+    DRIVERS[name] = found[0]
+    return found[0]
+
+
+__all__ = ["DRIVERS", "MODULES", "PhaseOutcome", "Workload", "driver"]
