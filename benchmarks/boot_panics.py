@@ -9,6 +9,8 @@ command: no retry, no measurement, just whether the kernel came up. The remedies
   default       QEMU's defaults (multi-threaded TCG: one host thread per vCPU)
   thread=single -accel tcg,thread=single: all vCPUs take turns in one host thread
   tsc=unstable  kernel parameter instead of tsc=reliable
+  lpj           lpj=2100000: no per-vCPU delay-loop calibration (boot time, not panics)
+  single+lpj    both
 
     python3 benchmarks/boot_panics.py [--kernel BZIMAGE] [--smp 4,16,64] [--boots 20]
                                       [--remedies default,thread=single] [--seconds 3000]
@@ -35,6 +37,9 @@ REMEDIES = {
     "default": {},
     "thread=single": {"tcg_thread": "single"},
     "tsc=unstable": {"extra_append": "tsc=unstable"},
+    # lpj= skips each vCPU's delay-loop calibration (slow under TCG without constant_tsc)
+    "lpj": {"extra_append": "lpj=2100000"},
+    "single+lpj": {"tcg_thread": "single", "extra_append": "lpj=2100000"},
 }
 
 

@@ -19,6 +19,7 @@ from typing import Any, Dict, Optional
 
 import yaml
 
+from .datafiles import locate
 from .errors import InputError
 from .units import parse_size
 from .vocab import KERNEL_VARIANTS, WORKLOADS
@@ -113,6 +114,9 @@ def _coerce(name: str, value: Any, source: str) -> Any:
 
 def load_job_file(path: str) -> Dict[str, Any]:
     """Parameters from a YAML job file, checked by name and type."""
+    if not Path(path).exists():  # a name of a shipped job file: --job collapse-20G
+        shipped = locate("workloads", path if path.endswith(".yaml") else f"{path}.yaml")
+        path = str(shipped) if shipped.exists() and "/" not in path else path
     try:
         with open(path) as f:
             data = yaml.safe_load(f)

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
+from .datafiles import locate
 from .errors import InputError
 from .vocab import FLUSH_MODES, HUGETLB_ERAS, PMD_SIZE, PUD_SIZE, WORKLOAD_ALIASES, WORKLOADS  # noqa: F401
 from .vocab import HUGETLB_OPERATION_ALIASES as UNSHARE_ALIASES
@@ -36,7 +37,7 @@ from .vocab import HUGETLB_OPERATIONS as UNSHARE_KINDS
 from .vocab import KERNEL_VARIANTS as VARIANTS  # noqa: F401
 
 
-DEFAULT_PARAMS_PATH = Path(__file__).resolve().parent.parent / "analysis" / "model.yaml"
+DEFAULT_PARAMS_PATH = locate("analysis", "model.yaml")
 
 
 @dataclass(frozen=True)

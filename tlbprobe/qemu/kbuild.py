@@ -29,10 +29,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, List, Optional, Tuple
 
+from ..datafiles import locate
 from ..errors import InputError, TlbprobeError
 
-REPO = Path(__file__).resolve().parents[2]
-KERNELS_DIR = REPO / "kernels"
+KERNELS_DIR = locate("kernels")
 DEFAULT_FRAGMENT = KERNELS_DIR / "config" / "tlbprobe-guest.config"
 OUR_PATCHES = sorted((KERNELS_DIR / "patches").glob("*.patch"))
 DEBIAN_TARBALLS = "/usr/src/linux-source-*.tar.xz"
