@@ -34,7 +34,7 @@ from tlbprobe.qemu.guest import START_MARK, GuestSpec, boot_once  # noqa: E402
 from tlbprobe.qemu.kbuild import DEFAULT_FRAGMENT, KernelSpec, build_kernel  # noqa: E402
 
 REMEDIES = {
-    "default": {},
+    "default": {"tcg_thread": None},
     "thread=single": {"tcg_thread": "single"},
     "tsc=unstable": {"extra_append": "tsc=unstable"},
     # lpj= skips each vCPU's delay-loop calibration (slow under TCG without constant_tsc)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 from ..errors import InputError, PreflightError
 from ..procfs import read_meminfo
@@ -29,9 +29,24 @@ examples:
 """
 
 
-def add_guest_options(p: argparse.ArgumentParser) -> None:
-    """Options shared with `tlbprobe repro`."""
-    p.add_argument("--smp", type=int, default=4, metavar="N", help="guest vCPUs (default: 4)")
+def smp_list(text: str) -> List[int]:
+    """'4,16,64' -> [4, 16, 64]: vCPU counts, each 2..256."""
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give vCPU counts such as 4 or 4,16,64") from None
+    if not values or any(not 2 <= v <= 256 for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: each vCPU count must be 2..256 (the sync IPIs go to the others)")
+    return sorted(set(values))
+
+
+def add_guest_options(p: argparse.ArgumentParser, sweep: bool = False) -> None:
+    """Options shared with `tlbprobe repro` (whose --smp may be a list: a sweep)."""
+    if sweep:
+        p.add_argument("--smp", type=smp_list, default=[4], metavar="N[,N...]",
+                       help="guest vCPUs (default: 4); a list such as 4,16,64 runs a sweep across them")
+    else:
+        p.add_argument("--smp", type=int, default=4, metavar="N", help="guest vCPUs (default: 4)")
     p.add_argument("--memory", default=None, metavar="M",
                    help="guest memory, QEMU syntax (default: the job's --size plus 2G, at least 4G; "
                         "refused when the host's MemAvailable cannot give it)")
@@ -39,6 +54,9 @@ def add_guest_options(p: argparse.ArgumentParser) -> None:
                    help="auto (default): KVM if it works, else TCG")
     p.add_argument("--pv-tlb-flush", choices=("on", "off"), default=None,
                    help="KVM only: give the guest KVM's paravirtual TLB flush or not (default: KVM's default, on)")
+    p.add_argument("--tcg-thread", choices=("single", "multi"), default="single",
+                   help="TCG only: single (default): the vCPUs take turns in one host thread; multi: one host "
+                        "thread each (QEMU's default), whose boots panic now and then (kernels/README.md)")
     p.add_argument("--timeout", type=float, default=1800.0, metavar="S",
                    help="kill a guest that has not finished after S seconds (default: 1800)")
 

@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Dict
 
 from ..errors import InputError
 from ..qemu.guest import GuestSpec
 from ..qemu.kbuild import DEFAULT_FRAGMENT, KernelSpec
 from ..ui import terminal_status
-from ..qemu.repro import default_out, run_repro
+from ..qemu.repro import default_out, run_repro, run_sweep, sweep_job
+from ..units import format_size, parse_size
 from .kernel import add_kernel_options
-from .qemu import add_guest_options
+from .qemu import add_guest_options, check_host_memory, guest_memory_for
 
 EPILOG = """\
 Jobs (each with 2 repeats and a 2 s idle window, driver on CPU 0): a 1 GiB collapse,
@@ -26,8 +28,17 @@ Under TCG (no working KVM) the guest flushes with native IPIs, so the patched ke
 must show ~0 sync IPIs. Under KVM with paravirtual flush (--pv-tlb-flush on, KVM's
 default) the model says patched = baseline, and that is what is checked.
 
+With --smp 4,16,64 (a list) it runs a sweep instead: one collapse (--size, default
+256M) at each vCPU count on both kernels, and prints a table across N (sync IPIs per
+operation per other CPU, traced and CAL-TLB, the total CAL on the other CPUs, the
+model's figure, ms per operation) with a plot in OUT/sweep.png. With --smp N --size S
+it runs that one collapse: --smp 64 --size 20G is the seed's experiment (a guest of
+S + 2G; the host must have that plus 1G available).
+
 examples:
   tlbprobe repro                          # our patch, Debian's linux-source
+  tlbprobe repro --smp 4,16,64            # the broadcast's growth with the CPU count
+  tlbprobe repro --smp 64 --size 12G      # the seed's shape, as large as 24 GiB allows
   tlbprobe repro --patch 0001-a.patch --patch 0002-b.patch --source ~/linux
   tlbprobe repro --accel kvm --pv-tlb-flush off --smp 8 --memory 8G
 """
@@ -37,25 +48,45 @@ def register(sub) -> None:
     p = sub.add_parser("repro", help="QEMU A/B: baseline vs patched kernel, in one command",
                        description=__doc__, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_kernel_options(p)
-    add_guest_options(p)
+    add_guest_options(p, sweep=True)
+    p.add_argument("--size", type=parse_size, metavar="SIZE",
+                   help="collapse size of a sweep, or of the one collapse job with --smp N --size S (the "
+                        "seed's experiment: --smp 64 --size 20G); default: the 1G job set, 256M per sweep point")
     p.add_argument("--out", type=Path, metavar="DIR",
                    help="results (default: runs/<time>-repro)")
     p.set_defaults(func=main)
 
 
+def format_timings(timings: Dict[str, float]) -> str:
+    """'build baseline 0 s, guest baseline 1 min 25 s, ...' instead of a Python dict."""
+    def human(seconds: float) -> str:
+        m, s = divmod(int(round(seconds)), 60)
+        return f"{m} min {s} s" if m else f"{s} s"
+    return ", ".join(f"{k.removesuffix('_s').replace('_', ' ')} {human(v)}" for k, v in timings.items())
+
+
 def main(args: argparse.Namespace) -> int:
-    if args.smp < 2:
-        raise InputError("--smp must be at least 2: the sync IPIs go to the other vCPUs")
     out = args.out or default_out()
     if out.exists() and any(out.iterdir()):
         raise InputError(f"{out} already exists and is not empty; choose another --out")
     kspec = KernelSpec(source=args.source, fragments=[DEFAULT_FRAGMENT] + list(args.config))
     if args.jobs:
         kspec.jobs = args.jobs
+    size = format_size(args.size) if args.size else None
+    memory = args.memory or (guest_memory_for(args.size) if args.size else "4G")
+    check_host_memory(memory)
     # the kernel is filled in per variant by run_repro
-    guest = GuestSpec(kernel=Path(), smp=args.smp, memory=args.memory or "4G", accel=args.accel,
-                      pv_tlb_flush=args.pv_tlb_flush, timeout=args.timeout)
-    res = run_repro(kspec, guest, out, patches=args.patch, status=terminal_status())
+    guest = GuestSpec(kernel=Path(), smp=args.smp[0], memory=memory, accel=args.accel,
+                      pv_tlb_flush=args.pv_tlb_flush, timeout=args.timeout, tcg_thread=args.tcg_thread)
+    if len(args.smp) > 1:
+        sw = run_sweep(kspec, guest, args.smp, size or "256M", out, patches=args.patch, status=terminal_status())
+        print(sw.table)
+        print(f"plot: {sw.plot}")
+        print(f"timings: {format_timings(sw.timings)}")
+        print(f"results: {out}   ({'every run matches the model' if sw.ok else 'MISMATCH: see above'})")
+        return 0 if sw.ok else 1
+    jobs = [(f"collapse-{size}", sweep_job(size))] if size else None
+    res = run_repro(kspec, guest, out, patches=args.patch, jobs=jobs, status=terminal_status())
     for job, text in res.reports.items():
         print(f"===== {job} =====")
         print(text)
@@ -63,6 +94,6 @@ def main(args: argparse.Namespace) -> int:
     for job, d in res.verdicts.items():
         for variant, v in d.items():
             print(f"{job:<22} {variant:<9} {v}")
-    print(f"timings: {res.timings}")
+    print(f"timings: {format_timings(res.timings)}")
     print(f"results: {out}   ({'the patch does what the model predicts' if res.ok else 'MISMATCH: see above'})")
     return 0 if res.ok else 1

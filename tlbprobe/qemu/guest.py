@@ -59,9 +59,11 @@ class GuestSpec:
     pv_tlb_flush: Optional[str] = None  # on | off; None: the accelerator's default (KVM: on)
     timeout: float = 1200.0
     extra_append: str = ""
-    #: TCG only: "multi" (one host thread per vCPU) or "single" (all vCPUs in one thread);
-    #: None: QEMU's default (multi on x86 hosts)
-    tcg_thread: Optional[str] = None
+    #: TCG only: "single" (all vCPUs take turns in one host thread) or "multi" (one host
+    #: thread per vCPU, QEMU's default on x86 hosts); None: QEMU's default. Single is ours:
+    #: under multi-threaded TCG a vCPU can run a stale INT3 after the kernel finished
+    #: patching its text, and the guest panics at boot (kernels/README.md, "Boot panics").
+    tcg_thread: Optional[str] = "single"
 
 
 @dataclass
@@ -235,6 +237,8 @@ def check_spec(spec: GuestSpec) -> None:
         raise InputError(f"--timeout {spec.timeout:g}: must be positive (seconds)")
     if spec.accel == "tcg" and spec.pv_tlb_flush == "on":
         raise InputError("--pv-tlb-flush on needs KVM (a TCG guest has no paravirtual TLB flush)")
+    if spec.tcg_thread not in (None, "single", "multi"):
+        raise InputError(f"--tcg-thread {spec.tcg_thread}: choose single or multi")
 
 
 #: Boot panics that a second boot would repeat (no init to run): not retried.

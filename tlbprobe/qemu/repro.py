@@ -14,15 +14,17 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..report import ReportOptions, build_report
 from ..report import render_lkml
+from ..vocab import KERNEL_VARIANTS as VARIANTS
 from .guest import GuestSpec
 from .kbuild import BuiltKernel, KernelSpec, build_kernel, variant_patches
 from .vmrun import guest_failure, run_jobs
-from ..vocab import KERNEL_VARIANTS as VARIANTS
 
+if TYPE_CHECKING:
+    from ..report.sweep import SweepRow
 
 
 def default_jobs(smp: int) -> List[Tuple[str, List[str]]]:
@@ -47,11 +49,10 @@ class ReproResult:
     reports: Dict[str, str] = field(default_factory=dict)
 
 
-def run_repro(kernel_spec: KernelSpec, guest: GuestSpec, out: Path, patches: Sequence[Path] = (),
-              jobs: Optional[List[Tuple[str, List[str]]]] = None, log: Callable[[str], None] = print,
-              status: Callable[[str], None] = lambda s: None) -> ReproResult:
-    jobs = jobs or default_jobs(guest.smp)
-    timings: Dict[str, float] = {}
+def build_variants(kernel_spec: KernelSpec, patches: Sequence[Path], timings: Dict[str, float],
+                   log: Callable[[str], None], status: Callable[[str], None]) -> Dict[str, BuiltKernel]:
+    """Baseline and patched kernels, built or taken from the cache (one build directory:
+    the second build is incremental)."""
     kernels: Dict[str, BuiltKernel] = {}
     for variant in VARIANTS:
         spec = KernelSpec(kernel_spec.source, kernel_spec.fragments, variant_patches(variant, list(patches)),
@@ -63,6 +64,15 @@ def run_repro(kernel_spec: KernelSpec, guest: GuestSpec, out: Path, patches: Seq
         k = kernels[variant]
         log(f"{variant} kernel {k.release}: {k.bzimage} "
             f"({'cached' if k.cached else f'built in {k.seconds:.0f} s'})")
+    return kernels
+
+
+def run_repro(kernel_spec: KernelSpec, guest: GuestSpec, out: Path, patches: Sequence[Path] = (),
+              jobs: Optional[List[Tuple[str, List[str]]]] = None, log: Callable[[str], None] = print,
+              status: Callable[[str], None] = lambda s: None) -> ReproResult:
+    jobs = jobs or default_jobs(guest.smp)
+    timings: Dict[str, float] = {}
+    kernels = build_variants(kernel_spec, patches, timings, log, status)
     runs: Dict[str, Dict[str, Path]] = {name: {} for name, _ in jobs}
     for variant in VARIANTS:
         vjobs = [(name, args + ["--kernel-variant", variant]) for name, args in jobs]
@@ -70,7 +80,7 @@ def run_repro(kernel_spec: KernelSpec, guest: GuestSpec, out: Path, patches: Seq
         log(f"{variant}: booting a {guest.smp}-vCPU guest for {len(jobs)} job(s): {', '.join(n for n, _ in jobs)}")
         t = time.monotonic()
         spec = GuestSpec(kernels[variant].bzimage, guest.smp, guest.memory, guest.accel, guest.pv_tlb_flush,
-                         guest.timeout, guest.extra_append)
+                         guest.timeout, guest.extra_append, guest.tcg_thread)
         statuses, result = run_jobs(spec, vjobs, outs, log=log, status=status)
         timings[f"guest_{variant}_s"] = round(time.monotonic() - t, 1)
         # Both kernels must run under the same accelerator (and so the same flush mode):
@@ -106,3 +116,56 @@ def run_repro(kernel_spec: KernelSpec, guest: GuestSpec, out: Path, patches: Seq
 
 def default_out() -> Path:
     return Path("runs") / f"{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}-repro"
+
+
+@dataclass
+class SweepResult:
+    out: Path
+    runs: Dict[int, Dict[str, Path]]            # vCPUs -> variant -> run directory
+    rows: List["SweepRow"]
+    ok: bool
+    table: str
+    plot: Optional[Path]
+    timings: Dict[str, float] = field(default_factory=dict)
+
+
+def sweep_job(size: str) -> List[str]:
+    """The job a sweep runs at every N: one collapse of ``size``, one repeat."""
+    return ["--workload", "collapse", "--size", size, "--repeat", "1", "--idle-seconds", "1", "--cpu", "0"]
+
+
+def run_sweep(kernel_spec: KernelSpec, guest: GuestSpec, smps: Sequence[int], size: str, out: Path,
+              patches: Sequence[Path] = (), memory: Optional[str] = None, log: Callable[[str], None] = print,
+              status: Callable[[str], None] = lambda s: None) -> SweepResult:
+    """The same collapse at each vCPU count on both kernels; a table and a plot across N."""
+    from ..report.sweep import render_table, sweep_rows, write_plot
+
+    timings: Dict[str, float] = {}
+    kernels = build_variants(kernel_spec, patches, timings, log, status)
+    runs: Dict[int, Dict[str, Path]] = {}
+    for n in smps:
+        runs[n] = {}
+        for variant in VARIANTS:
+            spec = GuestSpec(kernels[variant].bzimage, n, memory or guest.memory, guest.accel, guest.pv_tlb_flush,
+                             guest.timeout, guest.extra_append, guest.tcg_thread)
+            o = out / f"smp{n}" / variant
+            log(f"{n} vCPUs, {variant}: collapse of {size}")
+            t = time.monotonic()
+            statuses, result = run_jobs(spec, [("collapse", sweep_job(size) + ["--kernel-variant", variant])], [o],
+                                        log=log, status=status)
+            timings[f"smp{n}_{variant}_s"] = round(time.monotonic() - t, 1)
+            guest.accel = result.accel
+            if statuses[0] != 0:
+                log(f"{n}/{variant}: {guest_failure(o, statuses[0])}")
+            runs[n][variant] = o
+    rows = sweep_rows(runs)
+    ok = all(r.verdict == "matches" for r in rows)
+    table = render_table(rows)
+    plot = write_plot(rows, out / "sweep.png")
+    (out / "sweep.txt").write_text(table + "\n")
+    (out / "repro.json").write_text(json.dumps({
+        "ok": ok, "timings": timings, "sweep": [r.__dict__ for r in rows],
+        "kernels": {v: {"release": k.release, "bzimage": str(k.bzimage), "cached": k.cached} for v, k in kernels.items()},
+        "runs": {str(n): {v: str(p) for v, p in d.items()} for n, d in runs.items()},
+    }, indent=1))
+    return SweepResult(out, runs, rows, ok, table, plot, timings)

@@ -19,7 +19,7 @@ from .guest import GUEST_OUT, GuestResult, GuestSpec, check_spec, guest_python, 
 
 def guest_spec_from_args(args: argparse.Namespace, kernel: Optional[Path] = None) -> GuestSpec:
     return GuestSpec(kernel=kernel or args.kernel, smp=args.smp, memory=args.memory, accel=args.accel,
-                     pv_tlb_flush=args.pv_tlb_flush, timeout=args.timeout)
+                     pv_tlb_flush=args.pv_tlb_flush, timeout=args.timeout, tcg_thread=args.tcg_thread)
 
 
 def _record_guest(run: Path, spec: GuestSpec, result: GuestResult) -> None:
@@ -35,6 +35,7 @@ def _record_guest(run: Path, spec: GuestSpec, result: GuestResult) -> None:
     data["qemu"] = {
         "kernel": str(spec.kernel), "accel": result.accel, "smp": spec.smp, "memory": spec.memory,
         "pv_tlb_flush": spec.pv_tlb_flush if result.accel == "kvm" else "n/a (tcg)",
+        "tcg_thread": spec.tcg_thread if result.accel == "tcg" else "n/a (kvm)",
         "cmdline": result.qemu_cmdline, "seconds": round(result.seconds, 1), "notes": result.notes,
         "console_log": "guest/console.log",
     }
