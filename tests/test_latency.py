@@ -25,6 +25,7 @@ from typing import Dict, List
 import pytest
 
 from tlbprobe.errors import InputError, PreflightError
+from tlbprobe.observer import Phase
 from tlbprobe.latency import (CpuLatency, CyclictestObserver, CyclictestOutput, PhaseLatency, ThreadLatency,
                               parse_cyclictest_json, percentile_us, read_cyclictest_json)
 from tlbprobe.summary_text import latency_lines, render_summary
@@ -172,8 +173,9 @@ def fake_observer(results: Dict[str, Dict[int, ThreadLatency]], missing: Dict[st
     obs.version = "2.40"
     for tag, threads in results.items():
         out = CyclictestOutput(threads=list(threads.values()))
-        obs.results[tag] = PhaseLatency(tag, out, {c: t.cycles + 5 for c, t in threads.items()})
-    obs.missing.update(missing or {})
+        obs.results[Phase.from_tag(tag)] = PhaseLatency(Phase.from_tag(tag), out,
+                                                        {c: t.cycles + 5 for c, t in threads.items()})
+    obs.missing.update({Phase.from_tag(t): why for t, why in (missing or {}).items()})
     return obs
 
 
@@ -250,12 +252,13 @@ def test_cyclictest_failing_mid_run_marks_the_phase_missing(tmp_path):
     logged: List[str] = []
     rundir = SimpleNamespace(subdir=lambda name: (tmp_path / name).mkdir(exist_ok=True) or tmp_path / name)
     obs.start(rundir, SimpleNamespace(online_cpus=[0, 1]), SimpleNamespace(log=logged.append))
-    obs.phase_begin("r0-idle")
-    obs.phase_end("r0-idle")
+    obs.phase_begin(Phase(0, "idle"))
+    obs.phase_end(Phase(0, "idle"))
     obs.stop()
-    assert "r0-idle" in obs.missing and "mlockall failed" in obs.missing["r0-idle"]
+    why = obs.missing[Phase(0, "idle")]
+    assert "mlockall failed" in why
     assert any(line.startswith("warning: r0-idle: no latency") for line in logged)
-    assert obs.summary(1)["missing"] == {"r0-idle": obs.missing["r0-idle"]}
+    assert obs.summary(1)["missing"] == {"r0-idle": why}
 
 
 # --- real runs ------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from .summary import PhaseRecord, all_repeats, build_summary
 from .sysstate import (DEFAULT_STATE_DIR, Interrupted, SystemState, check_journal, signals_blocked,
                        stop_signals_raise)
 from .timeseries import PhaseSeries
+from .observer import Observer, Phase
 from .ui import Console
 from .trace import COUNTER_EVENT, PhaseCounts, TracePlan, TraceSession, open_session
 from .vocab import SYNC_FUNCTION
@@ -88,7 +89,7 @@ class Collector:
     console: Console = field(default_factory=Console)
     argv: List[str] = field(default_factory=list)
     state_dir: Optional[Path] = None
-    _observers: List[Any] = field(default_factory=list)
+    _observers: List[Observer] = field(default_factory=list)
     #: the phase being measured, for error messages
     _where: Optional[str] = None
 
@@ -100,8 +101,7 @@ class Collector:
         if self.job.trace:
             check_trace_memory(self._trace_plan(facts, workload), facts.mem_available)
         for obs in self._observers:  # e.g. cyclictest missing: refuse before anything is measured
-            if hasattr(obs, "preflight"):
-                obs.preflight(facts)
+            obs.preflight(facts)
         state_dir = self.state_dir or DEFAULT_STATE_DIR
         check_journal(state_dir)
         rundir = RunDir.create(self.out)
@@ -175,12 +175,8 @@ class Collector:
         return TracePlan(cpus=tuple(facts.online_cpus), driver_cpu=self.job.cpu, ops_per_phase=workload.planned_ops(),
                          sync_counter=self.job.sync_counter, buffer_kb=self.job.trace_buffer_kb)
 
-    def add_observer(self, observer: Any) -> None:
-        """Something that runs beside every phase (cyclictest). Hooks, in call order:
-        preflight(facts) (optional, before the run directory exists), start(rundir, facts,
-        console), per phase phase_begin(tag) before the 'before' snapshot and phase_end(tag)
-        after the 'after' snapshot, contribute(summary) whenever summary.json is written,
-        stop() on every exit path."""
+    def add_observer(self, observer: Observer) -> None:
+        """Something that runs beside every phase (cyclictest): see tlbprobe/observer.py."""
         self._observers.append(observer)
 
     def _summary(self, repeats: List[Dict[str, Any]], meta: Dict[str, Any]) -> Dict[str, Any]:
@@ -224,10 +220,11 @@ class Collector:
 
     def _phase(self, r: int, phase: str, trace: Optional[TraceSession], rundir: RunDir,
                body: Callable, workload: Workload) -> PhaseRecord:
-        tag = f"r{r}-{phase}"
+        ph = Phase(r, phase)
+        tag = ph.tag
         self._where = tag
         for obs in self._observers:
-            obs.phase_begin(tag)
+            obs.phase_begin(ph)
         if trace:
             trace.open_phase(tag)  # reads the sync counter: IPIs, so before the window
         before = Snapshot.take()
@@ -250,7 +247,7 @@ class Collector:
         if trace:
             counts = trace.counts(tag)
         for obs in self._observers:
-            obs.phase_end(tag)
+            obs.phase_end(ph)
         self.console.status("")
         parsed_before, parsed_after = (procfs.parse_interrupts(s.interrupts) for s in (before, after))
         irq = procfs.diff_interrupts(parsed_before, parsed_after)

@@ -44,9 +44,15 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from .errors import InputError, PreflightError, TlbprobeError
+from .observer import Phase
+
+if TYPE_CHECKING:
+    from .host import HostFacts
+    from .rundir import RunDir
+    from .ui import Console
 
 INTERVAL_US = 200        # 5000 wake-ups per second per CPU: fine-grained, still cheap
 PRIORITY = 80            # SCHED_FIFO 80: above everything but the kernel's own RT threads
@@ -456,23 +462,17 @@ class Cyclictest:
 class PhaseLatency:
     """One phase's cyclictest results with the cycles each CPU should have measured."""
 
-    tag: str
+    phase: Phase
     output: CyclictestOutput
     expected: Dict[int, float]
-
-
-def _split_tag(tag: str) -> Tuple[Optional[int], str]:
-    """'r2-workload' -> (2, 'workload'); the collector names phases this way."""
-    m = re.fullmatch(r"r(\d+)-(.+)", tag)
-    return (int(m.group(1)), m.group(2)) if m else (None, tag)
 
 
 class CyclictestObserver:
     """Runs cyclictest beside every phase of a collect (``--latency``).
 
     The collector calls ``preflight(facts)`` before it creates the run directory,
-    ``start()`` once, ``phase_begin(tag)`` before a phase's 'before' snapshot,
-    ``phase_end(tag)`` after its 'after' snapshot, ``contribute(summary)`` whenever it
+    ``start()`` once, ``phase_begin(phase)`` before a phase's 'before' snapshot,
+    ``phase_end(phase)`` after its 'after' snapshot, ``contribute(summary)`` whenever it
     writes summary.json and ``stop()`` on every exit path. Files: RUN/latency/<tag>.json,
     <tag>.hist (cyclictest's own) and <tag>.log (its console output).
 
@@ -493,19 +493,19 @@ class CyclictestObserver:
         self.dir: Optional[Path] = None
         self.log: Callable[[str], None] = lambda s: None
         self.version: Optional[str] = None
-        self.results: Dict[str, PhaseLatency] = {}
-        self.missing: Dict[str, str] = {}
+        self.results: Dict[Phase, PhaseLatency] = {}
+        self.missing: Dict[Phase, str] = {}
         self._running: Optional[Cyclictest] = None
-        self._tag: Optional[str] = None
+        self._phase: Optional[Phase] = None
 
     # -- hooks ------------------------------------------------------------------------------
-    def preflight(self, facts: Any) -> None:
+    def preflight(self, facts: "HostFacts") -> None:
         """Refuse to start a run that would measure without its latency: cyclictest must
         exist and be able to run a pinned SCHED_FIFO thread with --json (rt-tests 2.x)."""
         if not shutil.which(self.executable):
             raise PreflightError(f"--latency needs cyclictest, which is not installed: {INSTALL_HINT}")
         with tempfile.TemporaryDirectory(prefix="tlbprobe-cyclictest-") as tmp:
-            probe = self._process([self.driver_cpu], Path(tmp), "probe")
+            probe = self._process([self.driver_cpu], Path(tmp), Phase(0, "probe"))
             cmd = probe.command() + ["-l", "20"]
             try:
                 res = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
@@ -522,7 +522,7 @@ class CyclictestObserver:
             except InputError as e:
                 raise PreflightError(f"--latency: the cyclictest probe wrote no usable results ({e})") from None
 
-    def start(self, rundir: Any, facts: Any, console: Any) -> None:
+    def start(self, rundir: "RunDir", facts: "HostFacts", console: "Console") -> None:
         self.dir = rundir.subdir("latency")
         self.cpus = list(facts.online_cpus)
         self.log = console.log
@@ -531,35 +531,35 @@ class CyclictestObserver:
         self.log(f"latency: cyclictest{version} on CPUs {','.join(map(str, self.cpus))}, "
                  f"SCHED_FIFO {self.priority}, every {self.interval_us} us, {pm}, beside every phase")
 
-    def phase_begin(self, tag: str) -> None:
+    def phase_begin(self, phase: Phase) -> None:
         assert self.dir is not None, "start() first"
         self.stop()
-        proc = self._process(self.cpus, self.dir, tag)
-        self._running, self._tag = proc, tag  # before start(): a Ctrl-C while it starts still finds it
+        proc = self._process(self.cpus, self.dir, phase)
+        self._running, self._phase = proc, phase  # before start(): a Ctrl-C while it starts still finds it
         try:
             proc.start()
         except CyclictestFailed as e:
             self._running = None
-            self._fail(tag, str(e))
+            self._fail(phase, str(e))
 
-    def phase_end(self, tag: str) -> None:
+    def phase_end(self, phase: Phase) -> None:
         proc = self._running
-        if proc is None or self._tag != tag:
+        if proc is None or self._phase != phase:
             self.stop()
             return
         try:
             output = proc.stop()  # on Ctrl-C here, _running stays set and stop() kills it
         except CyclictestFailed as e:
             self._running = None
-            self._fail(tag, str(e))
+            self._fail(phase, str(e))
             return
         self._running = None
         expected = {t.cpu: proc.expected_cycles(t.cpu) for t in output.threads}
-        self.results[tag] = PhaseLatency(tag, output, expected)
+        self.results[phase] = PhaseLatency(phase, output, expected)
         absent = sorted(set(self.cpus) - {t.cpu for t in output.threads})
         if output.damaged or absent:
             why = "; ".join(output.problems + ([f"no results for CPU(s) {absent}"] if absent else []))
-            self.log(f"warning: {tag}: cyclictest results incomplete: {why}")
+            self.log(f"warning: {phase.tag}: cyclictest results incomplete: {why}")
 
     def stop(self) -> None:
         """Kill a cyclictest that is still running (error, Ctrl-C); safe to call any time."""
@@ -574,24 +574,23 @@ class CyclictestObserver:
     def summary(self, repeats_done: Optional[int] = None) -> Dict[str, Any]:
         """summary.json ``latency`` over the phases of the first ``repeats_done`` repeats."""
 
-        def counted(tag: str) -> bool:
-            r, _ = _split_tag(tag)
-            return repeats_done is None or r is None or r < repeats_done
+        def counted(phase: Phase) -> bool:
+            return repeats_done is None or phase.repeat < repeats_done
 
         phases: Dict[str, Dict[str, Any]] = {}
         pooled: Dict[str, Dict[int, CpuLatency]] = {}
         damaged: Dict[str, str] = {}
-        for tag, res in self.results.items():
-            if not counted(tag):
+        for phase, res in self.results.items():
+            if not counted(phase):
                 continue
-            kind = _split_tag(tag)[1]
+            kind = phase.name
             per_cpu: Dict[str, Any] = {}
             for t in sorted(res.output.threads, key=lambda t: t.cpu):
                 per_cpu[str(t.cpu)] = cpu_figures(t, res.expected[t.cpu], self.role(t.cpu))
                 pooled.setdefault(kind, {}).setdefault(t.cpu, CpuLatency()).add(t, res.expected[t.cpu])
-            phases[tag] = per_cpu
+            phases[phase.tag] = per_cpu
             if res.output.problems:
-                damaged[tag] = "; ".join(res.output.problems)
+                damaged[phase.tag] = "; ".join(res.output.problems)
         return {
             "tool": f"cyclictest {self.version}" if self.version else "cyclictest",
             "interval_us": self.interval_us, "priority": self.priority, "histogram_us": self.histogram_us,
@@ -600,7 +599,7 @@ class CyclictestObserver:
             "phases": phases,
             "aggregate": {kind: {str(c): acc.figures(self.role(c)) for c, acc in sorted(cpus.items())}
                           for kind, cpus in pooled.items()},
-            "missing": {t: why for t, why in self.missing.items() if counted(t)},
+            "missing": {p.tag: why for p, why in self.missing.items() if counted(p)},
             "damaged": damaged,
         }
 
@@ -608,12 +607,13 @@ class CyclictestObserver:
         return "driver" if cpu == self.driver_cpu else "receiver"
 
     # -- helpers ----------------------------------------------------------------------------
-    def _process(self, cpus: Iterable[int], directory: Path, tag: str) -> Cyclictest:
+    def _process(self, cpus: Iterable[int], directory: Path, phase: Phase) -> Cyclictest:
+        tag = phase.tag
         return Cyclictest(cpus=list(cpus), json_path=directory / f"{tag}.json", hist_path=directory / f"{tag}.hist",
                           log_path=directory / f"{tag}.log", main_cpu=self.driver_cpu, interval_us=self.interval_us,
                           priority=self.priority, histogram_us=self.histogram_us, executable=self.executable,
                           pm_qos_zero=self.pm_qos_zero)
 
-    def _fail(self, tag: str, why: str) -> None:
-        self.missing[tag] = why
-        self.log(f"warning: {tag}: no latency for this phase: {why}")
+    def _fail(self, phase: Phase, why: str) -> None:
+        self.missing[phase] = why
+        self.log(f"warning: {phase.tag}: no latency for this phase: {why}")

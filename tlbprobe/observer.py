@@ -1,0 +1,61 @@
+"""What runs beside every phase of a collect: the Observer protocol and the Phase it sees.
+
+The collector measures; an observer adds a measurement of its own to every phase
+(cyclictest today; the cost and victim observers next) without the collector knowing
+what it does. The hooks, in call order: ``preflight(facts)`` before the run directory
+exists (refuse early: a missing tool must not cost a half-measured run), ``start(rundir,
+facts, console)`` once, ``phase_begin(phase)`` before a phase's "before" snapshot and
+``phase_end(phase)`` after its "after" snapshot, ``contribute(summary)`` whenever
+summary.json is written (so a killed run keeps the observer's section too), and
+``stop()`` on every exit path, errors and Ctrl-C included. doc/architecture.md says how
+to add one.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Dict, Optional
+
+try:  # Python 3.8+: typing.Protocol
+    from typing import Protocol
+except ImportError:  # pragma: no cover
+    Protocol = object  # type: ignore
+
+if TYPE_CHECKING:
+    from .host import HostFacts
+    from .rundir import RunDir
+    from .ui import Console
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One measured window: repeat ``repeat`` (from 0), ``name`` 'idle' or 'workload'."""
+
+    repeat: int
+    name: str
+
+    @property
+    def tag(self) -> str:
+        """The name files and trace markers use: 'r0-workload'."""
+        return f"r{self.repeat}-{self.name}"
+
+    @classmethod
+    def from_tag(cls, tag: str) -> Optional["Phase"]:
+        """'r2-workload' -> Phase(2, 'workload'); None for anything else."""
+        m = re.fullmatch(r"r(\d+)-(.+)", tag)
+        return cls(int(m.group(1)), m.group(2)) if m else None
+
+
+class Observer(Protocol):
+    def preflight(self, facts: "HostFacts") -> None: ...
+
+    def start(self, rundir: "RunDir", facts: "HostFacts", console: "Console") -> None: ...
+
+    def phase_begin(self, phase: Phase) -> None: ...
+
+    def phase_end(self, phase: Phase) -> None: ...
+
+    def contribute(self, summary: Dict[str, Any]) -> None: ...
+
+    def stop(self) -> None: ...
