@@ -30,8 +30,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from tlbprobe.qemu.guest import START_MARK, GuestSpec, boot_once  # noqa: E402
-from tlbprobe.qemu.kbuild import DEFAULT_FRAGMENT, KernelSpec, build_kernel  # noqa: E402
+from tlbprobe.vm.guest import START_MARK, GuestSpec, boot_once  # noqa: E402
+from tlbprobe.kernel.build import DEFAULT_FRAGMENT, KernelSpec, build_kernel  # noqa: E402
 
 REMEDIES = {
     "default": {"tcg_thread": None},

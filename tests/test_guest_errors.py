@@ -7,7 +7,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from tlbprobe.qemu.vmrun import guest_failure
+from tlbprobe.vm.collect import guest_failure
 
 CRASH = Path(__file__).parent / "data" / "runs" / "tcg64-baseline-collapse-4G-traced-crash"
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from tlbprobe.errors import InputError
-from tlbprobe.qemu import guest as g
-from tlbprobe.qemu.kbuild import KernelSpec, OUR_PATCHES, build_kernel, check_patch, variant_patches
+from tlbprobe.vm import guest as g
+from tlbprobe.kernel.build import KernelSpec, OUR_PATCHES, build_kernel, check_patch, variant_patches
 
 KERNEL_SOURCE = sorted(Path("/usr/src").glob("linux-source-*.tar.xz"))
 needs_qemu = pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="qemu-system-x86 not installed")
@@ -53,7 +53,7 @@ def test_console_parsing_finds_statuses_and_panics():
 
 
 def test_the_newest_debian_source_is_picked_by_version_not_by_name(tmp_path, monkeypatch):
-    from tlbprobe.qemu import kbuild
+    from tlbprobe.kernel import build as kbuild
 
     for v in ("6.1", "6.9", "6.12"):
         (tmp_path / f"linux-source-{v}.tar.xz").write_bytes(b"")
@@ -70,7 +70,7 @@ def test_source_that_is_neither_tree_nor_tarball_is_refused(tmp_path):
 
 
 def test_config_check_accepts_either_name_of_hugetlb_pmd_sharing(tmp_path):
-    from tlbprobe.qemu.kbuild import REQUIRED_OPTIONS, BuildError, check_config
+    from tlbprobe.kernel.build import REQUIRED_OPTIONS, BuildError, check_config
 
     common = [o for o in REQUIRED_OPTIONS if "|" not in o]
     for sharing in ("CONFIG_HUGETLB_PMD_PAGE_TABLE_SHARING", "CONFIG_ARCH_WANT_HUGE_PMD_SHARE"):  # 6.8+, 6.1
@@ -79,6 +79,15 @@ def test_config_check_accepts_either_name_of_hugetlb_pmd_sharing(tmp_path):
     (tmp_path / ".config").write_text("".join(f"{o}=y\n" for o in common) + "# CONFIG_9P_FS is not set\n")
     with pytest.raises(BuildError, match="CONFIG_HUGETLB_PMD_PAGE_TABLE_SHARING or CONFIG_ARCH_WANT_HUGE_PMD_SHARE"):
         check_config(tmp_path)
+
+
+def test_statuses_come_from_the_share_not_from_the_console(tmp_path):
+    (tmp_path / ".status-0").write_text("0\n")
+    (tmp_path / ".status-1").write_text("3\n")
+    (tmp_path / ".status-3").write_text("0\n")  # after a gap: not counted
+    assert g.read_statuses(tmp_path) == [0, 3]
+    script = g.init_script([["true"]])
+    assert f"echo $rc > {g.GUEST_OUT}/.status-0" in script
 
 
 def test_init_script_reports_each_status_and_powers_off():
@@ -244,7 +253,7 @@ def test_qemu_collect_refuses_out_after_the_separator(tmp_path):
 
 
 def test_a_series_applies_in_order_and_a_failure_leaves_the_tree_pristine(tmp_path):
-    from tlbprobe.qemu.kbuild import APPLIED, apply_series, reverse_series
+    from tlbprobe.kernel.build import APPLIED, apply_series, reverse_series
 
     tree = tmp_path / "tree"
     (tree / "mm").mkdir(parents=True)
@@ -275,7 +284,7 @@ def test_an_overflowing_trace_buffer_in_a_guest_keeps_the_run_and_the_exact_coun
     """The 4 GiB / 64-vCPU crash in CI time: a 4 KiB buffer overflows at 4 vCPUs. Both runs
     complete; the in-kernel counter keeps the sync count exact, the ring-buffer count falls
     back to CAL minus TLB; neither dies on the refused trace_marker."""
-    from tlbprobe.qemu.vmrun import run_jobs
+    from tlbprobe.vm.collect import run_jobs
     from tlbprobe.report import build_report
 
     spec = g.GuestSpec(kernel=baseline_kernel.bzimage, smp=4, memory="2G", accel="tcg", timeout=900)

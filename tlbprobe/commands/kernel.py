@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from ..errors import InputError
-from ..qemu.kbuild import DEFAULT_FRAGMENT, KernelSpec, as_dict, build_kernel, cache_root, variant_patches
+from ..kernel.build import DEFAULT_FRAGMENT, KernelSpec, as_dict, build_kernel, cache_root, variant_patches
 from ..ui import terminal_status
 
 EPILOG = """\

@@ -10,8 +10,8 @@ from ..errors import InputError, PreflightError
 from ..procfs import read_meminfo
 from ..units import parse_size
 from ..ui import terminal_status
-from ..qemu.guest import GuestError
-from ..qemu.vmrun import collect_in_guest, guest_failure, guest_spec_from_args
+from ..vm.collect import collect_in_guest, guest_failure
+from ..vm.guest import GuestError, GuestSpec
 from .collect import add_collect_options, job_from_args
 
 EPILOG = """\
@@ -104,6 +104,12 @@ class GuestCollectError(GuestError):
     """The guest booted and ran collect, which failed: its run directory came back."""
 
     exit_code = 7
+
+
+def guest_spec_from_args(args: argparse.Namespace, kernel: Optional[Path] = None) -> GuestSpec:
+    """The GuestSpec the guest options describe (shared with repro)."""
+    return GuestSpec(kernel=kernel or args.kernel, smp=args.smp, memory=args.memory, accel=args.accel,
+                     pv_tlb_flush=args.pv_tlb_flush, timeout=args.timeout, tcg_thread=args.tcg_thread)
 
 
 def main_collect(args: argparse.Namespace) -> int:

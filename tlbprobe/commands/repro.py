@@ -5,17 +5,17 @@ does not do what the model predicts for the flush mode used."""
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 from typing import Dict
 
 from ..errors import InputError
-from ..qemu.guest import GuestSpec
-from ..qemu.kbuild import DEFAULT_FRAGMENT, KernelSpec
+from ..kernel.build import DEFAULT_FRAGMENT, KernelSpec
 from ..ui import terminal_status
-from ..qemu.repro import default_out, run_repro, run_sweep, sweep_job
+from ..workflows.repro import default_out, run_repro, run_sweep, sweep_job
 from ..units import format_size, parse_size
 from .kernel import add_kernel_options
-from .qemu import add_guest_options, check_host_memory, guest_memory_for
+from .qemu import add_guest_options, check_host_memory, guest_memory_for, guest_spec_from_args
 
 EPILOG = """\
 Jobs (each with 2 repeats and a 2 s idle window, driver on CPU 0): a 1 GiB collapse,
@@ -76,8 +76,7 @@ def main(args: argparse.Namespace) -> int:
     memory = args.memory or (guest_memory_for(args.size) if args.size else "4G")
     check_host_memory(memory)
     # the kernel is filled in per variant by run_repro
-    guest = GuestSpec(kernel=Path(), smp=args.smp[0], memory=memory, accel=args.accel,
-                      pv_tlb_flush=args.pv_tlb_flush, timeout=args.timeout, tcg_thread=args.tcg_thread)
+    guest = replace(guest_spec_from_args(args, kernel=Path()), smp=args.smp[0], memory=memory)
     if len(args.smp) > 1:
         sw = run_sweep(kspec, guest, args.smp, size or "256M", out, patches=args.patch, status=terminal_status())
         print(sw.table)

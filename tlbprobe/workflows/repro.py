@@ -12,16 +12,16 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..report import ReportOptions, build_report
 from ..report import render_lkml
 from ..vocab import KERNEL_VARIANTS as VARIANTS
-from .guest import GuestSpec
-from .kbuild import BuiltKernel, KernelSpec, build_kernel, variant_patches
-from .vmrun import guest_failure, run_jobs
+from ..vm.guest import GuestSpec
+from ..kernel.build import BuiltKernel, KernelSpec, build_kernel, variant_patches
+from ..vm.collect import guest_failure, run_jobs
 
 if TYPE_CHECKING:
     from ..report.sweep import SweepRow
@@ -71,6 +71,7 @@ def run_repro(kernel_spec: KernelSpec, guest: GuestSpec, out: Path, patches: Seq
               jobs: Optional[List[Tuple[str, List[str]]]] = None, log: Callable[[str], None] = print,
               status: Callable[[str], None] = lambda s: None) -> ReproResult:
     jobs = jobs or default_jobs(guest.smp)
+    guest = replace(guest)  # the accelerator may change after the first boot: not in the caller's spec
     timings: Dict[str, float] = {}
     kernels = build_variants(kernel_spec, patches, timings, log, status)
     runs: Dict[str, Dict[str, Path]] = {name: {} for name, _ in jobs}
@@ -140,6 +141,7 @@ def run_sweep(kernel_spec: KernelSpec, guest: GuestSpec, smps: Sequence[int], si
     """The same collapse at each vCPU count on both kernels; a table and a plot across N."""
     from ..report.sweep import render_table, sweep_rows, write_plot
 
+    guest = replace(guest)
     timings: Dict[str, float] = {}
     kernels = build_variants(kernel_spec, patches, timings, log, status)
     runs: Dict[int, Dict[str, Path]] = {}

@@ -3,7 +3,6 @@ directories back, and record the guest's side of the story in each run.yaml (``q
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import shutil
 from pathlib import Path
@@ -15,11 +14,6 @@ from ..errors import TlbprobeError
 from ..rundir import atomic_write, read_summary
 from ..summary_text import render_summary
 from .guest import GUEST_OUT, GuestResult, GuestSpec, check_spec, guest_python, run_guest
-
-
-def guest_spec_from_args(args: argparse.Namespace, kernel: Optional[Path] = None) -> GuestSpec:
-    return GuestSpec(kernel=kernel or args.kernel, smp=args.smp, memory=args.memory, accel=args.accel,
-                     pv_tlb_flush=args.pv_tlb_flush, timeout=args.timeout, tcg_thread=args.tcg_thread)
 
 
 def _record_guest(run: Path, spec: GuestSpec, result: GuestResult) -> None:
