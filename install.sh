@@ -3,7 +3,8 @@
 # (cyclictest from rt-tests, dmesg/mount from util-linux) and a virtualenv in .venv with
 # tlbprobe and its Python dependencies. With --with-qemu also what the QEMU A/B and the
 # test suite need: QEMU, Debian's linux-source and what building a kernel takes.
-# Safe to run again; it only adds what is missing.
+# Safe to run again; it only adds what is missing. It links /usr/local/bin/tlbprobe to
+# the venv's script; --uninstall removes that link and the venv.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -17,10 +18,18 @@ APT_PACKAGES=(python3 python3-venv python3-pip rt-tests util-linux procps)
 # that kernels without csd trace events get.
 QEMU_PACKAGES=(qemu-system-x86 linux-source-6.12 linux-source-6.1 build-essential bc flex bison libelf-dev
                libssl-dev cpio dwarves patch xz-utils)
+LINK=/usr/local/bin/tlbprobe
 case "${1:-}" in
     --with-qemu) APT_PACKAGES+=("${QEMU_PACKAGES[@]}") ;;
+    --uninstall)
+        # Only our own link: a tlbprobe installed some other way is left alone.
+        if [ -L "$LINK" ] && [ "$(readlink "$LINK")" = "$PWD/.venv/bin/tlbprobe" ]; then
+            rm "$LINK" && echo "install.sh: removed $LINK"
+        fi
+        rm -rf .venv && echo "install.sh: removed .venv (Debian packages stay installed)"
+        exit 0 ;;
     "") ;;
-    *) echo "usage: $0 [--with-qemu]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--with-qemu | --uninstall]" >&2; exit 2 ;;
 esac
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -40,4 +49,10 @@ if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
-echo "install.sh: ready: .venv/bin/tlbprobe --help"
+# On root's PATH (and sudo's secure_path), so that `sudo tlbprobe collect` works as written.
+if [ -e "$LINK" ] && [ "$(readlink "$LINK" 2>/dev/null)" != "$PWD/.venv/bin/tlbprobe" ]; then
+    echo "install.sh: $LINK exists and is not ours; leaving it (use $PWD/.venv/bin/tlbprobe)" >&2
+else
+    ln -sfn "$PWD/.venv/bin/tlbprobe" "$LINK"
+fi
+echo "install.sh: ready: tlbprobe --help   (./install.sh --uninstall removes the link and .venv)"
