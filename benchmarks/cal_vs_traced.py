@@ -21,7 +21,7 @@ sys.path.insert(0, str(REPO))
 
 from tlbprobe.model import load_params  # noqa: E402
 from tlbprobe.report.analyze import cal_bounds, traced_sync  # noqa: E402
-from tlbprobe.report.load import load_run  # noqa: E402
+from tlbprobe.rundir.reader import load_run  # noqa: E402
 
 
 def main(argv: list) -> int:

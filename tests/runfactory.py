@@ -20,6 +20,8 @@ from typing import Any, Dict, List, Optional
 
 import yaml
 
+from tlbprobe.rundir.schema import PhaseFigures, RepeatFigures, run_totals
+
 GiB = 1 << 30
 MiB = 1 << 20
 
@@ -127,23 +129,19 @@ def make_run(base: Path, name: str, spec: Optional[RunSpec] = None, **kw: Any) -
                 attributed = {"flush_tlb_func": flush_attr}
                 if sync_attr:
                     attributed["tlb_remove_table_smp_sync"] = sync_attr
-            phase_objs[phase] = {
-                "duration_s": dur,
-                "ops": ops,
-                "cal_per_cpu": {str(c): cal[c] for c in cpus},
-                "tlb_per_cpu": {str(c): tlb[c] for c in cpus},
-                "cal_other_cpus": cal_o,
-                "tlb_other_cpus": tlb_o,
-                "sync_raw": sync_raw,
-                "background_sync_ipis": background,
-                "sync_ipis": round(sync_raw - background, 3),
-                "attributed": attributed,
-            }
+            queued = None
             if spec.trace and spec.queue_traced:
-                phase_objs[phase]["queued"] = {"flush_tlb_func": flush_attr}
+                queued = {"flush_tlb_func": flush_attr}
                 if sync_queued:
-                    phase_objs[phase]["queued"]["tlb_remove_table_smp_sync"] = sync_queued
-                phase_objs[phase]["woken_without_ipi"] = sync_queued - sync_attr
+                    queued["tlb_remove_table_smp_sync"] = sync_queued
+            partial = phase == "workload" and ops < ops_exp
+            phase_objs[phase] = PhaseFigures(
+                name=phase, duration_s=dur, ops=ops, ops_expected=ops_exp if phase == "workload" else 0,
+                result="partial" if partial else "ok", note="madvise: EINVAL after partial collapse" if partial else "",
+                cal_per_cpu=dict(cal), tlb_per_cpu=dict(tlb), cal_other_cpus=cal_o, tlb_other_cpus=tlb_o,
+                sync_raw=sync_raw, background_sync_ipis=background, sync_ipis=round(sync_raw - background, 3),
+                attributed=attributed, queued=queued,
+                woken_without_ipi=sync_queued - sync_attr if queued is not None else None)
             phases_rows.append(
                 [r, phase, f"{t:.3f}", f"{t + dur:.3f}", dur, ops, ops_exp if phase == "workload" else 0,
                  "ok" if phase == "idle" or ops >= ops_exp else "partial",
@@ -172,32 +170,8 @@ def make_run(base: Path, name: str, spec: Optional[RunSpec] = None, **kw: Any) -
                 for c in cpus:
                     ts_rows.append([r, phase, round(dur * k / n, 4), c, cal[c] * k // n, tlb[c] * k // n])
             t += dur + 0.5
-        w = phase_objs["workload"]
-        repeats.append(
-            {
-                "repeat": r,
-                "ops": w["ops"],
-                "ops_expected": ops_exp,
-                "cal_other_cpus": w["cal_other_cpus"],
-                "tlb_other_cpus": w["tlb_other_cpus"],
-                "background_sync_ipis": w["background_sync_ipis"],
-                "sync_ipis_measured": w["sync_ipis"],
-                "attributed": w["attributed"],
-                **{k: w[k] for k in ("queued", "woken_without_ipi") if k in w},
-                "phases": phase_objs,
-            }
-        )
+        repeats.append(RepeatFigures.from_phases(r, phase_objs))
 
-    def total(key: str) -> float:
-        return sum(rep[key] for rep in repeats)
-
-    attributed_total: Dict[str, int] = {}
-    for rep in repeats:
-        for k, v in rep["attributed"].items():
-            attributed_total[k] = attributed_total.get(k, 0) + v
-    n_other = len(others)
-    ops_total = total("ops")
-    sync_total = round(total("sync_ipis_measured"), 3)
     status = spec.status or ("complete" if spec.complete else "interrupted")
     summary: Dict[str, Any] = {
         "format": "tlbprobe-run/1",
@@ -213,21 +187,7 @@ def make_run(base: Path, name: str, spec: Optional[RunSpec] = None, **kw: Any) -
         "driver_cpu": spec.driver_cpu,
         "other_cpus": others,
         "repeats_planned": spec.repeats,
-        "repeats_done": done,
-        "ops": ops_total,
-        "ops_expected": total("ops_expected"),
-        "cal_other_cpus": total("cal_other_cpus"),
-        "tlb_other_cpus": total("tlb_other_cpus"),
-        "background_sync_ipis": round(total("background_sync_ipis"), 3),
-        "sync_ipis_measured": sync_total,
-        "sync_ipis_per_op_per_cpu": round(sync_total / (ops_total * n_other), 4) if ops_total and n_other else None,
-        "attributed": attributed_total,
-        **({"queued": {k: sum(rep["queued"].get(k, 0) for rep in repeats)
-                       for k in {k for rep in repeats for k in rep["queued"]}},
-            "woken_without_ipi": sum(rep["woken_without_ipi"] for rep in repeats)}
-           if repeats and all("queued" in rep for rep in repeats) else {}),
-        "trace_lost_events": 0,
-        "repeats": repeats,
+        **run_totals(repeats, len(others)),  # the collector's own totals (tlbprobe/rundir/schema.py)
     }
     if spec.latency:
         flat = _latency(spec, cpus, rng)

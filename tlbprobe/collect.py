@@ -29,6 +29,7 @@ from .job import Job
 from .rundir import (ATTRIBUTION_COLUMNS, FORMAT, INTERRUPTS_COLUMNS, PHASES_COLUMNS, TIMESERIES_COLUMNS,
                      VMSTAT_COLUMNS, RunDir)
 from .summary import PhaseRecord, all_repeats, build_summary
+from .rundir.schema import RepeatFigures
 from .sysstate import (DEFAULT_STATE_DIR, Interrupted, SystemState, check_journal, signals_blocked,
                        stop_signals_raise)
 from .timeseries import PhaseSeries
@@ -118,7 +119,7 @@ class Collector:
             "flush_mode": facts.flush_mode, "online_cpus": len(facts.online_cpus),
             "driver_cpu": self.job.cpu, "other_cpus": others, "repeats_planned": self.job.repeat,
         }
-        repeats: List[Dict[str, Any]] = []
+        repeats: List[RepeatFigures] = []
         rundir.write_json("summary.json", build_summary(repeats, meta))
         self.console.log(f"run directory {rundir.path}")
         self.console.log(f"{workload.describe()}, {self.job.repeat} repeat(s), driver on CPU {self.job.cpu}, "
@@ -179,7 +180,7 @@ class Collector:
         """Something that runs beside every phase (cyclictest): see tlbprobe/observer.py."""
         self._observers.append(observer)
 
-    def _summary(self, repeats: List[Dict[str, Any]], meta: Dict[str, Any]) -> Dict[str, Any]:
+    def _summary(self, repeats: List[RepeatFigures], meta: Dict[str, Any]) -> Dict[str, Any]:
         """summary.json with the observers' sections, so a killed run keeps them too."""
         summary = build_summary(repeats, meta)
         for obs in self._observers:
@@ -296,16 +297,16 @@ class Collector:
                              rec.attribution.sync_queued])
             rundir.append_csv("attribution.csv", ATTRIBUTION_COLUMNS, rows)
 
-    def _log_repeat(self, rep: Dict[str, Any], unit: str) -> None:
-        w = rep["phases"].get("workload")
-        if not w:
-            idle = rep["phases"]["idle"]
-            self.console.log(f"  idle: CAL {idle['cal_other_cpus']} TLB {idle['tlb_other_cpus']} on the other CPUs "
-                             f"in {idle['duration_s']:.1f} s")
+    def _log_repeat(self, rep: RepeatFigures, unit: str) -> None:
+        w = rep.workload
+        if w is None:
+            idle = rep.phases["idle"]
+            self.console.log(f"  idle: CAL {idle.cal_other_cpus} TLB {idle.tlb_other_cpus} on the other CPUs "
+                             f"in {idle.duration_s:.1f} s")
             return
-        sync = w["attributed"].get(SYNC_FUNCTION, "n/a")
-        if "queued" in w:
-            sync = f"{w['queued'].get(SYNC_FUNCTION, 0)} queued, {w['attributed'].get(SYNC_FUNCTION, 0)} as IPIs"
-        self.console.log(f"  {w['ops']} {unit} in {w['duration_s']:.2f} s; other CPUs: CAL {w['cal_other_cpus']}, "
-                         f"TLB {w['tlb_other_cpus']}, sync IPIs {w['sync_ipis']:.0f} "
+        sync = w.attributed.get(SYNC_FUNCTION, "n/a")
+        if w.queued is not None:
+            sync = f"{w.queued.get(SYNC_FUNCTION, 0)} queued, {w.attributed.get(SYNC_FUNCTION, 0)} as IPIs"
+        self.console.log(f"  {w.ops} {unit} in {w.duration_s:.2f} s; other CPUs: CAL {w.cal_other_cpus}, "
+                         f"TLB {w.tlb_other_cpus}, sync IPIs {max(w.sync_ipis, 0.0):.0f} "
                          f"(traced {SYNC_FUNCTION}: {sync})")

@@ -16,7 +16,7 @@ from ..errors import InputError
 from ..model import ModelParams, load_params
 from .analyze import RunAnalysis, VariantPattern, analyze_run
 from .compare import Comparison, compare_all
-from .load import Run, load_run
+from ..rundir.reader import Run, load_run
 
 
 @dataclass(frozen=True)

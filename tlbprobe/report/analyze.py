@@ -44,8 +44,9 @@ from ..model import (
     predict,
     tables_from_size,
 )
+from ..rundir.reader import Run
+from ..rundir.schema import RepeatFigures
 from ..vocab import FLUSH_FUNCTION, SYNC_FUNCTION
-from .load import Repeat, Run
 from .stats import Spread, describe
 
 #: job keys the collect side may use for the hugetlb operation kind
@@ -378,7 +379,7 @@ def all_queued(run: Run) -> bool:
     return bool(run.repeats) and all(r.queued is not None for r in run.repeats)
 
 
-def traced_sync_of(r: Repeat, queued: bool) -> float:
+def traced_sync_of(r: RepeatFigures, queued: bool) -> float:
     counts = r.queued if queued and r.queued is not None else r.attributed
     return float(counts.get(SYNC_FUNCTION, 0.0))
 

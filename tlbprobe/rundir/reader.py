@@ -1,4 +1,4 @@
-"""Read run directories (format `tlbprobe-run/1`, doc/run-format.md) into dataclasses.
+"""Read run directories (format `tlbprobe-run/1`, doc/run-format.md) into typed records (schema.py).
 
 The report trusts ``summary.json`` for the figures (it is the documented verdict for
 machines) and reads ``run.yaml`` for the job and host facts, ``phases.csv`` for the time
@@ -9,7 +9,6 @@ damaged or foreign directory never ends in a traceback.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
@@ -17,53 +16,9 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 import pandas as pd
 
 from ..errors import InputError
-from ..rundir import TIMESERIES_COLUMNS
-from ..vocab import RUN_FORMAT as FORMAT
+from .schema import FORMAT, TIMESERIES_COLUMNS, RepeatFigures
 
 PHASE_COLUMNS = ("repeat", "phase", "start", "end", "duration_s", "ops", "ops_expected", "result")
-
-
-@dataclass(frozen=True)
-class Phase:
-    """One measured phase of one repeat, as summary.json gives it."""
-
-    name: str
-    duration_s: float
-    ops: int
-    cal_per_cpu: Dict[int, float]
-    tlb_per_cpu: Dict[int, float]
-    cal_other_cpus: float
-    tlb_other_cpus: float
-    sync_raw: float
-    background_sync_ipis: float
-    sync_ipis: float
-    attributed: Dict[str, float]
-
-
-@dataclass(frozen=True)
-class Repeat:
-    repeat: int
-    ops: int
-    ops_expected: int
-    cal_other_cpus: float
-    tlb_other_cpus: float
-    background_sync_ipis: float
-    sync_ipis_measured: float
-    attributed: Dict[str, float]
-    phases: Dict[str, Phase]
-    #: calls queued for the other CPUs (csd_queue_cpu); None when the run did not trace them
-    queued: Optional[Dict[str, float]] = None
-    #: the sync's queued count came from the in-kernel perf counter: exact even when the
-    #: ring buffer lost events
-    queued_by_counter: bool = False
-
-    @property
-    def workload(self) -> Optional[Phase]:
-        return self.phases.get("workload")
-
-    @property
-    def idle(self) -> Optional[Phase]:
-        return self.phases.get("idle")
 
 
 @dataclass(frozen=True)
@@ -90,7 +45,7 @@ class Run:
     path: Path
     run_yaml: Dict[str, Any]
     summary: Dict[str, Any]
-    repeats: List[Repeat]
+    repeats: List[RepeatFigures]
     phases: pd.DataFrame
     #: timeseries.csv (CAL and TLB per CPU during the phases); empty for older runs
     timeseries: pd.DataFrame = field(default_factory=pd.DataFrame)
@@ -249,89 +204,8 @@ def _load_summary(p: Path) -> Dict[str, Any]:
     return data
 
 
-def _repeats(p: Path, summary: Mapping[str, Any]) -> List[Repeat]:
-    out: List[Repeat] = []
-    for i, r in enumerate(summary["repeats"]):
-        where = f"{p}: repeats[{i}]"
-        if not isinstance(r, dict):
-            raise InputError(f"{where}: damaged: expected an object")
-        phases_raw = r.get("phases") or {}
-        if not isinstance(phases_raw, dict):
-            raise InputError(f"{where}.phases: damaged: expected an object")
-        phases = {name: _phase(f"{where}.phases.{name}", name, ph) for name, ph in phases_raw.items()}
-        out.append(
-            Repeat(
-                repeat=_int(where, r, "repeat", default=i),
-                ops=_int(where, r, "ops"),
-                ops_expected=_int(where, r, "ops_expected", default=_int(where, r, "ops")),
-                cal_other_cpus=_num(where, r, "cal_other_cpus"),
-                tlb_other_cpus=_num(where, r, "tlb_other_cpus"),
-                background_sync_ipis=_num(where, r, "background_sync_ipis", default=0.0),
-                sync_ipis_measured=_num(where, r, "sync_ipis_measured"),
-                attributed=_counts(where, r.get("attributed")),
-                phases=phases,
-                queued=_counts(where, r["queued"]) if r.get("queued") is not None else None,
-                queued_by_counter=r.get("queued_by") == "perf-counter",
-            )
-        )
-    return out
-
-
-def _phase(where: str, name: str, ph: Any) -> Phase:
-    if not isinstance(ph, dict):
-        raise InputError(f"{where}: damaged: expected an object")
-    return Phase(
-        name=name,
-        duration_s=_num(where, ph, "duration_s"),
-        ops=_int(where, ph, "ops", default=0),
-        cal_per_cpu=_per_cpu(where, ph.get("cal_per_cpu")),
-        tlb_per_cpu=_per_cpu(where, ph.get("tlb_per_cpu")),
-        cal_other_cpus=_num(where, ph, "cal_other_cpus", default=0.0),
-        tlb_other_cpus=_num(where, ph, "tlb_other_cpus", default=0.0),
-        sync_raw=_num(where, ph, "sync_raw", default=0.0),
-        background_sync_ipis=_num(where, ph, "background_sync_ipis", default=0.0),
-        sync_ipis=_num(where, ph, "sync_ipis", default=0.0),
-        attributed=_counts(where, ph.get("attributed")),
-    )
-
-
-def _num(where: str, d: Mapping[str, Any], key: str, default: Optional[float] = None) -> float:
-    v = d.get(key, default)
-    if v is None:
-        if default is not None:
-            return default
-        raise InputError(f"{where}: damaged: '{key}' is missing")
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(float(v)):
-        raise InputError(f"{where}: damaged: '{key}' should be a number, is {v!r}")
-    return float(v)
-
-
-def _int(where: str, d: Mapping[str, Any], key: str, default: Optional[int] = None) -> int:
-    v = _num(where, d, key, None if default is None else float(default))
-    return int(v)
-
-
-def _per_cpu(where: str, d: Any) -> Dict[int, float]:
-    if d is None:
-        return {}
-    if not isinstance(d, dict):
-        raise InputError(f"{where}: damaged: per-CPU counts should be an object")
-    try:
-        return {int(k): float(v) for k, v in d.items()}
-    except (TypeError, ValueError):
-        raise InputError(f"{where}: damaged: per-CPU counts should map CPU numbers to numbers") from None
-
-
-def _counts(where: str, d: Any) -> Dict[str, float]:
-    if d is None:
-        return {}
-    if not isinstance(d, dict):
-        raise InputError(f"{where}: damaged: function counts ('attributed', 'queued') should be an object")
-    try:
-        return {str(k): float(v) for k, v in d.items()}
-    except (TypeError, ValueError):
-        raise InputError(f"{where}: damaged: function counts ('attributed', 'queued') should map "
-                         f"functions to numbers") from None
+def _repeats(p: Path, summary: Mapping[str, Any]) -> List[RepeatFigures]:
+    return [RepeatFigures.from_dict(f"{p}: repeats[{i}]", i, r) for i, r in enumerate(summary["repeats"])]
 
 
 def _load_phases(p: Path) -> pd.DataFrame:

@@ -1,4 +1,5 @@
-"""The on-disk run directory: written as a run goes, read back by report. See doc/run-format.md."""
+"""Writing a run directory as a run goes: files created once, CSVs appended, summary.json
+and run.yaml replaced atomically. See doc/run-format.md; schema.py has what goes in them."""
 
 from __future__ import annotations
 
@@ -10,17 +11,8 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 import yaml
 
-from .errors import InputError
-from .vocab import RUN_FORMAT as FORMAT
-from .vocab import SYNC_FUNCTION
-
-
-PHASES_COLUMNS = ["repeat", "phase", "start", "end", "duration_s", "ops", "ops_expected", "result",
-                  "note", "driver_utime_s", "driver_stime_s"]
-INTERRUPTS_COLUMNS = ["repeat", "phase", "label", "canonical", "description", "cpu", "delta"]
-VMSTAT_COLUMNS = ["repeat", "phase", "counter", "before", "after", "delta"]
-ATTRIBUTION_COLUMNS = ["repeat", "phase", "event", "function", "callsite", "cpu", "count"]
-TIMESERIES_COLUMNS = ["repeat", "phase", "t_s", "cpu", "cal", "tlb"]
+from ..errors import InputError
+from .schema import FORMAT
 
 
 def atomic_write(path: Path, text: str) -> None:
@@ -108,15 +100,6 @@ def read_summary(path: Path) -> Dict[str, Any]:
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise InputError(f"{f}: not a {FORMAT} summary (format={data.get('format') if isinstance(data, dict) else None!r})")
     return data
-
-
-def sync_count(figures: Dict[str, Any]) -> int:
-    """The traced sync count of a summary.json object (a phase, a repeat or the whole run):
-    the calls queued for the other CPUs where the run traced them (``queued``), else the
-    calls they ran (``attributed``: csd_function_entry or kprobes). The one place this rule
-    lives; the report applies it per repeat with report/analyze.py traced_sync_of()."""
-    counts = figures.get("queued") if figures.get("queued") is not None else figures.get("attributed")
-    return int((counts or {}).get(SYNC_FUNCTION, 0))
 
 
 def list_rows(rows: List[Dict[str, Any]], columns: Sequence[str]) -> List[List[Any]]:
