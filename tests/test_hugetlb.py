@@ -63,17 +63,18 @@ class FakeState:
 def make_workload(**job_args) -> HugetlbUnshareWorkload:
     from types import SimpleNamespace
 
-    from tlbprobe.job import Job
-    job = Job(workload="hugetlb-unshare", **job_args)
+    from tlbprobe.job import build_job
+    job = build_job({"workload": "hugetlb-unshare", **job_args})
     facts = SimpleNamespace(kernel_release="6.18.0", mem_available=8 * GiB, online_cpus=[0, 1])
-    return HugetlbUnshareWorkload(job, facts, log=lambda line: None)
+    return HugetlbUnshareWorkload(HugetlbUnshareWorkload.resolve(job, facts), facts, log=lambda line: None)
 
 
 def test_defaults_are_made_explicit_for_run_yaml():
     w = make_workload()
-    assert (w.job.size, w.job.cycles) == (GiB, 200)
+    assert (w.job.size, w.opt("cycles")) == (GiB, 200)
+    assert {"operation": "munmap", "sharers": 2, "cycles": 200, "control": False}.items() <= w.job.to_dict().items()
     w = make_workload(operation="exit", sharers=4)
-    assert w.job.cycles * 3 <= 500  # one forked helper per op, capped
+    assert w.opt("cycles") * 3 <= 500  # one forked helper per op, capped
 
 
 def test_configure_reserves_only_what_is_missing_and_refuses_a_shortfall(monkeypatch):

@@ -72,15 +72,32 @@ def test_workload_drivers_are_found_by_name_and_a_broken_module_is_named(monkeyp
     from tlbprobe.workloads import DRIVERS, MODULES, Workload, driver
 
     assert driver("collapse").name == "collapse" and driver("idle").name == "idle"
+    from tlbprobe.job import build_job
+    from tlbprobe.workloads import Option
+
     tiny = types.ModuleType("tlbprobe.workloads.tiny")
 
     class Tiny(Workload):
         name = "tiny"
+        options = (Option("widgets", "widgets per phase", kind=int, default=3, low=1, high=9),)
     tiny.Tiny = Tiny
     monkeypatch.setitem(sys.modules, "tlbprobe.workloads.tiny", tiny)
     monkeypatch.setitem(MODULES, "tiny", "tiny")
     monkeypatch.delitem(DRIVERS, "tiny", raising=False)
     assert driver("tiny") is Tiny
+    # its options are job keys and flags of their own, checked, with their default, in run.yaml
+    assert build_job({"workload": "tiny"}).to_dict()["widgets"] == 3
+    assert build_job({"workload": "tiny", "widgets": 5}).options == {"widgets": 5}
+    with pytest.raises(InputError, match="--widgets 12 is out of range"):
+        build_job({"workload": "tiny", "widgets": 12})
+    with pytest.raises(InputError, match="sharers is an option of the hugetlb-unshare workload, not of tiny"):
+        build_job({"workload": "tiny", "sharers": 3})
+    from tlbprobe.commands.collect import add_collect_options
+    import argparse
+    p = argparse.ArgumentParser()
+    add_collect_options(p)
+    assert "--widgets" in p.format_help()
+    DRIVERS.pop("tiny")
     monkeypatch.setitem(MODULES, "broken", "no_such_module")
     with pytest.raises(InternalError, match=r"workload 'broken': its module tlbprobe/workloads/no_such_module.py"):
         driver("broken")

@@ -97,7 +97,9 @@ class Collector:
     def run(self) -> Dict[str, Any]:
         facts = host.gather(self.job.flush_mode)
         preflight(self.job, facts)
-        workload: Workload = driver(self.job.workload)(self.job, facts, self.console.log)
+        cls = driver(self.job.workload)
+        self.job = cls.resolve(self.job, facts)  # every default explicit before run.yaml is written
+        workload: Workload = cls(self.job, facts, self.console.log)
         workload.preflight()
         if self.job.trace:
             check_trace_memory(self._trace_plan(facts, workload), facts.mem_available)

@@ -8,9 +8,10 @@ from pathlib import Path
 
 from ..collect import Collector, default_out
 from ..ui import Console
-from ..job import IDLE_MODES, KERNEL_VARIANTS, SYNC_COUNTERS, WORKLOADS, build_job
+from ..job import IDLE_MODES, KERNEL_VARIANTS, SYNC_COUNTERS, build_job
 from ..summary_text import render_summary
 from ..units import parse_size
+from ..workloads import MODULES, all_drivers, all_options
 from ..vocab import FLUSH_MODES
 
 EPILOG = """\
@@ -41,7 +42,7 @@ directory format is described in doc/run-format.md; `tlbprobe report DIR` reads 
 
 def add_collect_options(p: argparse.ArgumentParser) -> None:
     """The options of a collect; `tlbprobe qemu collect` passes the same ones to the guest."""
-    p.add_argument("--workload", choices=WORKLOADS, help="what to measure (default: collapse)")
+    p.add_argument("--workload", choices=list(MODULES), help="what to measure (default: collapse)")
     p.add_argument("--job", metavar="FILE", help="YAML job file (see workloads/); flags given here override it")
     p.add_argument("--size", type=parse_size, metavar="SIZE",
                    help="bytes to collapse or unshare, e.g. 512M, 20G (default: up to 4G, sized to free memory)")
@@ -69,12 +70,19 @@ def add_collect_options(p: argparse.ArgumentParser) -> None:
                    help="override the detected TLB flush mode (recorded as given)")
     p.add_argument("--latency", action="store_const", const=True,
                    help="run cyclictest on every online CPU beside each phase")
-    g = p.add_argument_group("hugetlb-unshare workload")
-    g.add_argument("--operation", help="munmap (default), mprotect, madvise-dontneed, exit, partial-munmap")
-    g.add_argument("--sharers", type=int, metavar="N", help="processes sharing the page tables (default: 2)")
-    g.add_argument("--cycles", type=int, metavar="M", help="share/unshare cycles per repeat")
-    g.add_argument("--control", action="store_const", const=True,
-                   help="a layout that cannot share PMD tables (no sync IPIs expected)")
+    seen = set()
+    for cls in all_drivers():  # each workload declares its own options (workloads/*.py)
+        mine = [o for o in cls.options if o.key not in seen]
+        if not mine:
+            continue
+        g = p.add_argument_group(f"{cls.name} workload")
+        for o in mine:
+            seen.add(o.key)
+            if o.flag:
+                g.add_argument(o.flag_name, dest=o.key, action="store_const", const=True, help=o.help)
+            else:
+                g.add_argument(o.flag_name, dest=o.key, metavar=o.metavar, help=o.help,
+                               type=o.kind if o.kind is int else str)  # choices: checked by Option.coerce, in one line
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines, only the summary")
 
 
@@ -86,9 +94,8 @@ def register(sub) -> None:
 
 
 def job_from_args(args: argparse.Namespace):
-    keys = ("workload", "size", "repeat", "cpu", "threads", "idle_seconds", "idle_mode", "trace", "trace_buffer_kb",
-            "sync_counter", "kernel_variant",
-            "flush_mode", "latency", "operation", "sharers", "cycles", "control")
+    keys = ["workload", "size", "repeat", "cpu", "threads", "idle_seconds", "idle_mode", "trace", "trace_buffer_kb",
+            "sync_counter", "kernel_variant", "flush_mode", "latency"] + list(all_options())
     return build_job({k: getattr(args, k, None) for k in keys}, args.job)
 
 

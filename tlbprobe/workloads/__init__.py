@@ -11,10 +11,10 @@ and not a failure of every other command.
 from __future__ import annotations
 
 import importlib
-from typing import Dict, Type
+from typing import Dict, List, Type
 
 from ..errors import InputError, InternalError
-from .base import PhaseOutcome, Workload
+from .base import Option, PhaseOutcome, Workload
 
 #: workload name -> module of this package that defines its driver
 MODULES: Dict[str, str] = {"collapse": "collapse", "hugetlb-unshare": "hugetlb", "idle": "idle"}
@@ -44,4 +44,18 @@ def driver(name: str) -> Type[Workload]:
     return found[0]
 
 
-__all__ = ["DRIVERS", "MODULES", "PhaseOutcome", "Workload", "driver"]
+def all_drivers() -> List[Type[Workload]]:
+    """Every workload's driver (imports every module: for --help and job-file checks)."""
+    return [driver(name) for name in MODULES]
+
+
+def all_options() -> Dict[str, List[str]]:
+    """Option key -> the workloads that declare it."""
+    out: Dict[str, List[str]] = {}
+    for cls in all_drivers():
+        for opt in cls.options:
+            out.setdefault(opt.key, []).append(cls.name)
+    return out
+
+
+__all__ = ["DRIVERS", "MODULES", "Option", "PhaseOutcome", "Workload", "all_drivers", "all_options", "driver"]

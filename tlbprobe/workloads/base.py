@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict
+from typing import Any, Callable, Dict, Optional, Tuple
 
+from ..errors import InputError
 from ..host import HostFacts
 from ..job import Job
 from ..sysstate import SystemState
@@ -26,12 +27,72 @@ class PhaseOutcome:
         return "ok" if self.ops >= self.ops_expected and not self.note else "partial"
 
 
+@dataclass(frozen=True)
+class Option:
+    """An option a workload declares: one key in job files and run.yaml, one --flag on the
+    command line (underscores become dashes), checked the same way from either."""
+
+    key: str
+    help: str
+    kind: type = str                        # str or int; a switch: flag=True
+    default: Any = None                     # None: the workload's resolve() chooses
+    flag: bool = False                      # --control: a switch that sets True
+    choices: Optional[Tuple[str, ...]] = None
+    low: Optional[int] = None
+    high: Optional[int] = None
+    metavar: Optional[str] = None
+
+    @property
+    def flag_name(self) -> str:
+        return "--" + self.key.replace("_", "-")
+
+    def coerce(self, value: Any, source: str) -> Any:
+        """A job file's or a flag's value, checked: one InputError naming what is wrong."""
+        if value is None:
+            return None
+        if self.flag or self.kind is bool:
+            if not isinstance(value, bool):
+                raise InputError(f"{source}: {self.key}: {value!r} is not valid (expected true or false)")
+            return value
+        if self.kind is int:
+            try:
+                if isinstance(value, bool) or int(value) != float(value):
+                    raise ValueError
+                value = int(value)
+            except (TypeError, ValueError, OverflowError):
+                raise InputError(f"{source}: {self.key}: {value!r} is not valid (expected a whole number)") from None
+            if (self.low is not None and value < self.low) or (self.high is not None and value > self.high):
+                raise InputError(f"{self.flag_name} {value} is out of range ({self.low}..{self.high})")
+            return value
+        value = str(value)
+        if self.choices and value not in self.choices:
+            raise InputError(f"{self.flag_name} {value!r} is unknown: choose one of {', '.join(self.choices)}")
+        return value
+
+
 class Workload:
-    """Base class. The collector calls, per run: preflight, configure; per repeat:
-    prepare, run (measured, between the snapshots), cleanup (also on errors)."""
+    """Base class. The collector calls, per run: resolve (the job's defaults made
+    explicit, before run.yaml is written), preflight, configure; per repeat: prepare, run
+    (measured, between the snapshots), cleanup (also on errors).
+
+    A workload declares its own ``options`` (job keys and --flags, see Option): adding a
+    workload is a module here, its name in MODULES (workloads/__init__.py) and
+    vocab.WORKLOADS, a job file in workloads/ and a rule in analysis/model.yaml.
+    """
 
     name = "workload"
     ops_unit = "operations"
+    #: options only this workload has, in the order --help lists them
+    options: Tuple[Option, ...] = ()
+
+    @classmethod
+    def resolve(cls, job: Job, facts: HostFacts) -> Job:
+        """The job with this workload's defaults filled in for this host (a new Job)."""
+        return job
+
+    def opt(self, key: str) -> Any:
+        """One of this workload's options, as the resolved job holds it."""
+        return self.job.options[key]
 
     def __init__(self, job: Job, facts: HostFacts, log: Callable[[str], None]):
         self.job = job

@@ -30,6 +30,7 @@ import ctypes
 import errno
 import os
 import threading
+from dataclasses import replace
 from collections import Counter
 from typing import Dict, List, Optional
 
@@ -57,10 +58,13 @@ class CollapseWorkload(Workload):
     name = "collapse"
     ops_unit = "collapses"
 
+    @classmethod
+    def resolve(cls, job, facts):
+        """A size sized to this host's free memory unless given."""
+        return job if job.size is not None else replace(job, size=default_size(facts.mem_available))
+
     def __init__(self, job, facts, log):
         super().__init__(job, facts, log)
-        if job.size is None:
-            job.size = default_size(facts.mem_available)
         self.size = job.size // PMD_SIZE * PMD_SIZE
         self.base: Optional[int] = None
         self.addr = 0

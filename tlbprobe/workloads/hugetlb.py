@@ -70,7 +70,7 @@ import select
 import signal
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Dict, List, Optional, Tuple
 
 from ..errors import InputError, PreflightError, WorkloadError
@@ -79,7 +79,7 @@ from ..procfs import read_meminfo
 from ..sysstate import SystemState, read_knob, signals_blocked
 from ..units import GiB, format_size
 from . import libc
-from .base import PhaseOutcome, Progress, Workload
+from .base import Option, PhaseOutcome, Progress, Workload
 from ..vocab import HUGETLB_OPERATIONS as OPERATIONS
 from ..vocab import PMD_SIZE, PUD_SIZE
 
@@ -268,18 +268,32 @@ class Helper:
 class HugetlbUnshareWorkload(Workload):
     name = "hugetlb-unshare"
     ops_unit = "unshares"
+    options = (
+        Option("operation", "how the sharers unshare: " + ", ".join(OPERATIONS) + " (default: munmap)",
+               choices=OPERATIONS, default="munmap"),
+        Option("sharers", "processes sharing the page tables (default: 2)", kind=int, default=2, low=2, high=64,
+               metavar="N"),
+        Option("cycles", f"share/unshare cycles per repeat (default: {DEFAULT_CYCLES}, fewer for exit)", kind=int,
+               low=1, high=100000, metavar="M"),
+        Option("control", "a layout that cannot share PMD tables (no sync IPIs expected)", flag=True, default=False),
+    )
+
+    @classmethod
+    def resolve(cls, job, facts):
+        """Size 1G and 200 cycles unless given; for ``exit`` (one forked helper per
+        unshare) few enough cycles to stay under MAX_EXIT_HELPERS."""
+        opts = dict(job.options)
+        if opts.get("cycles") is None:
+            opts["cycles"] = DEFAULT_CYCLES
+            if opts["operation"] == "exit":
+                opts["cycles"] = max(1, min(DEFAULT_CYCLES, MAX_EXIT_HELPERS // max(opts["sharers"] - 1, 1)))
+        return replace(job, size=job.size or DEFAULT_SIZE, options=opts)
 
     def __init__(self, job, facts, log):
         super().__init__(job, facts, log)
-        if job.size is None:
-            job.size = DEFAULT_SIZE
-        if job.cycles is None:
-            job.cycles = DEFAULT_CYCLES
-            if job.operation == "exit":  # one forked helper per op: stay under the cap
-                job.cycles = max(1, min(DEFAULT_CYCLES, MAX_EXIT_HELPERS // max(job.sharers - 1, 1)))
         self.size = job.size
-        self.cycles = job.cycles
-        self.unsharers = job.sharers - 1   # the driver holds; the helpers unshare
+        self.cycles = self.opt("cycles")
+        self.unsharers = self.opt("sharers") - 1   # the driver holds; the helpers unshare
         self.layout: Optional[Layout] = None
         self._memfd: Optional[int] = None
         self._mapped = False
@@ -291,21 +305,19 @@ class HugetlbUnshareWorkload(Workload):
         return self.cycles * self.unsharers
 
     def describe(self) -> str:
-        kind = ("control: MAP_PRIVATE, no table can be shared" if self.job.control
+        kind = ("control: MAP_PRIVATE, no table can be shared" if self.opt("control")
                 else f"{self.size // PUD_SIZE} shared PMD table(s)")
-        return (f"hugetlb {self.job.operation} of {format_size(self.size)} ({kind}), "
-                f"{self.job.sharers} sharers, {self.cycles} cycle(s)")
+        return (f"hugetlb {self.opt('operation')} of {format_size(self.size)} ({kind}), "
+                f"{self.opt('sharers')} sharers, {self.cycles} cycle(s)")
 
     # -- per run --------------------------------------------------------------------------
     def preflight(self) -> None:
-        job = self.job
-        if job.operation not in OPERATIONS:
-            raise InputError(f"--operation {job.operation!r} is unknown: choose one of {', '.join(OPERATIONS)}")
+        operation = self.opt("operation")
         if self.size % PUD_SIZE or self.size < PUD_SIZE:
             raise InputError(f"--size {format_size(self.size)} is not a multiple of 1G: hugetlb shares one PMD "
                              f"table per whole 1 GiB-aligned 1 GiB range (try "
                              f"{format_size(max(1, round(self.size / PUD_SIZE)) * PUD_SIZE)})")
-        if job.operation == "exit" and self.cycles * self.unsharers > MAX_EXIT_HELPERS:
+        if operation == "exit" and self.cycles * self.unsharers > MAX_EXIT_HELPERS:
             raise InputError(f"--operation exit forks one process per unshare: --cycles x (--sharers - 1) = "
                              f"{self.cycles * self.unsharers} is above {MAX_EXIT_HELPERS}")
         if kernel_version_tuple(self.facts.kernel_release) < (5, 14):
@@ -369,7 +381,7 @@ class HugetlbUnshareWorkload(Workload):
         except OSError as e:
             raise WorkloadError(f"cannot allocate {format_size(self.size)} of 2 MiB huge pages: {e.strerror} "
                                 f"(HugePages_Free {hugepage_status()['free']})") from None
-        self.layout = Layout(self._aligned_address(), self.size, self._memfd, shared=not self.job.control)
+        self.layout = Layout(self._aligned_address(), self.size, self._memfd, shared=not self.opt("control"))
         try:
             self.layout.map()
         except OSError as e:
@@ -378,7 +390,7 @@ class HugetlbUnshareWorkload(Workload):
         own = self.layout.populate()
         r, w = os.pipe()
         self._reply_fd = r
-        count = self.cycles * self.unsharers if self.job.operation == "exit" else self.unsharers
+        count = self.cycles * self.unsharers if self.opt("operation") == "exit" else self.unsharers
         try:
             for i in range(count):
                 self._fork_helper(i, w)
@@ -411,7 +423,7 @@ class HugetlbUnshareWorkload(Workload):
                     for h in self._helpers:
                         if h.cmd_fd is not None:
                             os.close(h.cmd_fd)
-                    code = helper_main(idx, self.layout, self.job.operation, r, reply_w, self.job.cpu, parent)
+                    code = helper_main(idx, self.layout, self.opt("operation"), r, reply_w, self.job.cpu, parent)
                 except BaseException:
                     code = 1
                 finally:
@@ -425,7 +437,7 @@ class HugetlbUnshareWorkload(Workload):
         shared = [lay.looks_shared(f) for f in faults]
         detail = (f"the driver faulted {own} times building its own tables, the helpers "
                   f"{', '.join(map(str, faults))} time(s) ({lay.tables} table(s) of {ENTRIES_PER_TABLE} entries)")
-        if self.job.control:
+        if self.opt("control"):
             if any(shared):
                 raise WorkloadError(f"the control layout shared page tables, which it must not: {detail}")
             self.log(f"control: no sharing, as intended: {detail}")
@@ -440,23 +452,23 @@ class HugetlbUnshareWorkload(Workload):
         ops = 0
         failed: Counter = Counter()
         not_shared = 0
-        exit_mode = self.job.operation == "exit"
+        exit_mode = self.opt("operation") == "exit"
         for k in range(self.cycles):
             batch = (self._helpers[k * self.unsharers:(k + 1) * self.unsharers] if exit_mode
                      else self._helpers[:self.unsharers])
             if k > 0:  # cycle 0 was shared (and verified) in prepare()
                 for h in batch:
                     self._share(h)
-                    not_shared += 0 if (h.shared or self.job.control) else 1
+                    not_shared += 0 if (h.shared or self.opt("control")) else 1
             for h in batch:
                 ok = self._exit(h) if exit_mode else self._unshare(h, failed)
-                if ok and (h.shared or self.job.control):
+                if ok and (h.shared or self.opt("control")):
                     ops += 1
             if k % 20 == 19:
-                progress(f"{self.job.operation}: cycle {k + 1}/{self.cycles}, {ops} {self.ops_unit}")
+                progress(f"{self.opt('operation')}: cycle {k + 1}/{self.cycles}, {ops} {self.ops_unit}")
         notes = []
         if failed:
-            notes.append(f"{self.job.operation} failed: " + ", ".join(f"{k} x{v}" for k, v in failed.items()))
+            notes.append(f"{self.opt('operation')} failed: " + ", ".join(f"{k} x{v}" for k, v in failed.items()))
         if not_shared:
             notes.append(f"{not_shared} re-share(s) did not share the tables (not counted)")
         return PhaseOutcome(ops=ops, ops_expected=self.cycles * self.unsharers, note="; ".join(notes))
