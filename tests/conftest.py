@@ -38,6 +38,24 @@ def system_state() -> Dict[str, object]:
     return state
 
 
+def tracefs_event(name: str) -> bool:
+    """Whether this kernel has a trace event (e.g. 'csd/csd_queue_cpu', Linux 6.5+)."""
+    return (TRACEFS / "events" / name).is_dir() or (Path("/sys/kernel/debug/tracing/events") / name).is_dir()
+
+
+def host_flush_mode() -> str:
+    """How this host flushes remote TLBs, as tlbprobe detects it (native, pv, invlpgb)."""
+    from tlbprobe.host import gather
+
+    return gather(None).flush_mode
+
+
+#: Tests that count sync calls where the kernel queues them need the csd trace events.
+needs_csd_events = pytest.mark.skipif(
+    os.geteuid() == 0 and not tracefs_event("csd/csd_queue_cpu") and os.path.ismount(TRACEFS),
+    reason="this kernel has no csd:csd_queue_cpu trace event (Linux 6.5+): the queued counts are not there")
+
+
 @pytest.fixture
 def unchanged_system():
     """Asserts that the test leaves every knob tlbprobe touches as it found it."""

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import JOURNAL, system_state
+from conftest import JOURNAL, needs_csd_events, system_state
 from tlbprobe.cli import main
 
 pytestmark = pytest.mark.root
@@ -35,6 +35,7 @@ def collapse_run(tmp_path_factory):
     return rc, out, before, after
 
 
+@needs_csd_events
 def test_collapse_sync_ipis_match_collapses(collapse_run):
     rc, out, _, _ = collapse_run
     assert rc == 0
@@ -55,6 +56,7 @@ def test_collapse_sync_ipis_match_collapses(collapse_run):
     assert len(s["repeats"]) == 3 and all(r["ops_expected"] == 128 <= r["ops"] for r in s["repeats"])
 
 
+@needs_csd_events
 def test_collapse_run_directory_is_complete_and_loadable(collapse_run):
     rc, out, _, _ = collapse_run
     phases = pd.read_csv(out / "phases.csv")
@@ -181,6 +183,7 @@ def test_a_run_that_changes_nothing_leaves_no_journal(tmp_path):
     assert not (tmp_path / "journal.json").exists()
 
 
+@needs_csd_events
 @pytest.mark.parametrize("counter", ["perf", "trace"])
 def test_a_full_trace_buffer_does_not_end_the_run(tmp_path, counter, unchanged_system):
     """A 4 KiB buffer overflows with 512 collapses even on 2 CPUs, as the 64-vCPU 4 GiB run

@@ -24,6 +24,7 @@ from typing import Dict, List
 
 import pytest
 
+from conftest import needs_csd_events
 from tlbprobe.errors import InputError, PreflightError
 from tlbprobe.observer import Phase
 from tlbprobe.latency import (CpuLatency, CyclictestObserver, CyclictestOutput, PhaseLatency, ThreadLatency,
@@ -286,6 +287,7 @@ needs_cyclictest = pytest.mark.skipif(not shutil.which("cyclictest"), reason="cy
 
 @pytest.mark.root
 @needs_cyclictest
+@needs_csd_events
 def test_real_collapse_run_with_latency(tmp_path, unchanged_system):
     from tlbprobe.cli import main
 
