@@ -355,3 +355,16 @@ def test_repro_sweeps_vcpu_counts(tmp_path, capsys):
         assert rows[(n, "baseline")]["model_total"] == 32 * (n - 1)
     assert (out / "sweep.png").stat().st_size > 1000 and "vCPUs kernel" in printed
     assert max(len(line) for line in (out / "sweep.txt").read_text().splitlines()) <= 72
+
+
+@pytest.mark.parametrize("name", ["/etc/passwd", "a/../../etc/passwd", "a/mm/../../../x"])
+def test_a_patch_that_writes_outside_the_tree_is_refused_before_patch_runs(tmp_path, name):
+    from tlbprobe.kernel.build import check_patch
+
+    patch = tmp_path / "evil.patch"
+    patch.write_text(f"--- a/mm/x.c\n+++ {name}\n@@ -0,0 +1 @@\n+x\n")
+    with pytest.raises(InputError, match="outside the kernel tree"):
+        check_patch(patch, tmp_path)
+    fine = tmp_path / "fine.patch"
+    fine.write_text("--- a/mm/x.c\n+++ b/mm/x.c\n@@ -0,0 +1 @@\n+x\n")
+    check_patch(fine, tmp_path)  # a patch that creates mm/x.c inside the tree is fine

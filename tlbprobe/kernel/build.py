@@ -127,10 +127,34 @@ def tree_identity(source: Path) -> bytes:
     return str(source.resolve()).encode() + (source / "Makefile").read_bytes()[:400]
 
 
+def patch_paths(text: str) -> List[str]:
+    """The file names a unified diff writes (its ---/+++ lines, and git's rename/copy lines)."""
+    out = []
+    for line in text.splitlines():
+        m = re.match(r"(?:\+\+\+|---) (\S+)", line) or re.match(r"(?:rename|copy) (?:from|to) (\S+)", line)
+        if m and m.group(1) != "/dev/null":
+            out.append(m.group(1))
+    return out
+
+
+def check_patch_paths(patch: Path, text: str) -> None:
+    """Refuse a patch that would write outside the tree: an absolute path, or one that
+    climbs out with '..' (patch -p1 strips one component and then follows the rest)."""
+    for name in patch_paths(text):
+        parts = name.split("/")[1:] if "/" in name else [name]  # what -p1 leaves
+        if name.startswith("/") or ".." in parts:
+            raise InputError(f"{patch}: refused: it writes {name!r}, outside the kernel tree")
+
+
 def check_patch(patch: Path, tree: Path) -> None:
-    """Refuse a patch that does not apply, naming the file and the hunks that fail."""
+    """Refuse a patch that writes outside the tree or does not apply, naming the file and
+    the hunks that fail."""
     if not patch.is_file():
         raise InputError(f"{patch}: no such patch file")
+    try:
+        check_patch_paths(patch, patch.read_text(errors="replace"))
+    except OSError as e:
+        raise InputError(f"{patch}: cannot read: {e.strerror}") from None
     res = subprocess.run(["patch", "-p1", "--dry-run", "--batch", "--forward", "-i", str(patch.resolve())],
                          cwd=tree, capture_output=True, text=True)
     if res.returncode == 0:
