@@ -105,6 +105,15 @@ def test_bad_guest_options_are_refused(tmp_path):
         g.run_guest(g.GuestSpec(kernel=tmp_path / "nope"), [["true"]], tmp_path / "o")
     k = tmp_path / "bzImage"
     k.write_bytes(b"x")
+    with pytest.raises(InputError, match="not a bootable x86 kernel image"):
+        g.run_guest(g.GuestSpec(kernel=k), [["true"]], tmp_path / "o")
+    elf = tmp_path / "vmlinux"
+    elf.write_bytes(b"\x7fELF" + bytes(0x300))
+    with pytest.raises(InputError, match="a vmlinux, not a bzImage"):
+        g.run_guest(g.GuestSpec(kernel=elf), [["true"]], tmp_path / "o")
+    header = bytearray(0x300)  # just the boot protocol's two magic numbers
+    header[0x1FE:0x200], header[0x202:0x206] = b"\x55\xaa", b"HdrS"
+    k.write_bytes(bytes(header))
     with pytest.raises(InputError, match="needs KVM"):
         g.run_guest(g.GuestSpec(kernel=k, accel="tcg", pv_tlb_flush="on"), [["true"]], tmp_path / "o")
 

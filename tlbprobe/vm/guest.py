@@ -246,10 +246,30 @@ def boot_once(spec: GuestSpec, accel: str, commands: List[List[str]], outdir: Pa
                        panic=find_panic(text), timed_out=timed_out)
 
 
+def not_a_bzimage(path: Path) -> Optional[str]:
+    """Why a file is not an x86 boot image QEMU's -kernel boots, or None. The boot
+    protocol (Documentation/arch/x86/boot.rst): the setup header's magic "HdrS" at 0x202
+    and 0xAA55 at 0x1FE; a vmlinux (ELF) or a compressed blob has neither."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(0x206)
+    except OSError as e:
+        return f"cannot read it: {e.strerror}"
+    if head[:4] == b"\x7fELF":
+        return "an ELF file: a vmlinux, not a bzImage"
+    if len(head) < 0x206 or head[0x1FE:0x200] != b"\x55\xaa" or head[0x202:0x206] != b"HdrS":
+        return "no x86 boot protocol header (HdrS at 0x202)"
+    return None
+
+
 def check_spec(spec: GuestSpec) -> None:
     """Refuse what QEMU would refuse (or hang on) before anything is created or booted."""
     if not spec.kernel.is_file():
         raise InputError(f"{spec.kernel}: no such kernel image (build one with `tlbprobe kernel build`)")
+    why = not_a_bzimage(spec.kernel)
+    if why:
+        raise InputError(f"{spec.kernel}: not a bootable x86 kernel image ({why}); give the bzImage, e.g. "
+                         f"arch/x86/boot/bzImage or what `tlbprobe kernel build` prints")
     if spec.accel not in ("auto", "kvm", "tcg"):
         raise InputError(f"--accel {spec.accel}: choose auto, kvm or tcg")
     if not 1 <= spec.smp <= 256:
