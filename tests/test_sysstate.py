@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import json
 
-from tlbprobe.sysstate import SystemState, restore_from_journal
+import os
+
+import pytest
+
+from tlbprobe.errors import PreflightError, TlbprobeError
+from tlbprobe.sysstate import AllowList, Change, SystemState, restore_from_journal
 
 
 def fake_tracefs(tmp_path, name="tlbprobe_77/tlb_remove_table_smp_sync"):
@@ -30,8 +35,44 @@ def test_a_killed_runs_kprobe_is_disabled_everywhere_then_removed_by_restore(tmp
     journal["pid"] = 2 ** 22 + 1  # as if its process was gone (SIGKILL): no __exit__ ran
     (tmp_path / "state" / "journal.json").write_text(json.dumps(journal))
     said = []
-    assert restore_from_journal(tmp_path / "state", log=said.append) == 1
+    allow = AllowList(tracefs=(str(root),))
+    assert restore_from_journal(tmp_path / "state", log=said.append, allow=allow) == 1
     assert (root / "kprobe_events").read_text().endswith("-:tlbprobe_77/tlb_remove_table_smp_sync\n")
     assert [p.read_text() for p in root.rglob("enable")] == ["0", "0"]
     assert "tlbprobe_77/tlb_remove_table_smp_sync" in said[0]
     assert not (tmp_path / "state" / "journal.json").exists()
+
+
+def test_restore_undoes_only_what_tlbprobe_itself_changes(tmp_path):
+    """A journal is a file: an entry naming anything but tlbprobe's own knobs is refused and
+    left untouched, and the journal is kept aside (it no longer blocks new runs)."""
+    victim = tmp_path / "etc-shadow"
+    victim.write_text("secret\n")
+    keep = tmp_path / "keep"
+    keep.mkdir()
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    entries = [Change("write", str(victim), "pwned", "x").__dict__, Change("mkdir", str(keep)).__dict__,
+               Change("mount", "/").__dict__, Change("write", "/sys/kernel/mm/transparent_hugepage/../../../x", "1").__dict__,
+               {"kind": "write"}]
+    (state / "journal.json").write_text(json.dumps({"pid": 2 ** 22 + 1, "changes": entries}))
+    with pytest.raises(TlbprobeError, match="refused 5 journal entries"):
+        restore_from_journal(state, log=lambda s: None)
+    assert victim.read_text() == "secret\n" and keep.is_dir()
+    assert not (state / "journal.json").exists() and (state / "journal.refused.json").exists()
+    allow = AllowList()
+    assert allow.permits(Change("write", "/sys/kernel/mm/transparent_hugepage/enabled", "madvise"))
+    assert allow.permits(Change("write", "/proc/sys/vm/nr_hugepages", "0"))
+    assert allow.permits(Change("mkdir", "/sys/kernel/tracing/instances/tlbprobe-42"))
+    assert allow.permits(Change("kprobe", "/sys/kernel/tracing/kprobe_events", None, "tlbprobe_42/flush_tlb_func"))
+    assert not allow.permits(Change("kprobe", "/sys/kernel/tracing/kprobe_events", None, "other/probe"))
+
+
+def test_a_state_directory_others_can_write_is_refused(tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    os.chmod(state, 0o777)
+    with pytest.raises(PreflightError, match="not group- or world-writable"):
+        SystemState(state).__enter__()
+    with pytest.raises(PreflightError, match="chmod 700"):
+        restore_from_journal(state, log=lambda s: None)

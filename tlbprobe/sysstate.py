@@ -15,6 +15,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -62,6 +63,51 @@ class Change:
             remove_kprobe(Path(self.path), self.new or "")
         else:
             raise ValueError(f"unknown journal entry kind {self.kind!r}")
+
+
+@dataclass(frozen=True)
+class AllowList:
+    """The paths `tlbprobe restore` may touch: the knobs tlbprobe itself changes, nothing
+    else. The journal is a file; whoever could write it could otherwise make root write,
+    remove or unmount anything (doc/security.md). Roots are fields so tests can point them
+    at a stand-in tree."""
+
+    thp: str = "/sys/kernel/mm/transparent_hugepage"
+    vm: str = "/proc/sys/vm"
+    tracefs: Tuple[str, ...] = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
+    mounts: Tuple[str, ...] = ("/sys/kernel/tracing", "/sys/kernel/debug")
+
+    def permits(self, c: "Change") -> bool:
+        path = c.path
+        if not isinstance(path, str) or os.path.normpath(path) != path or not path.startswith("/"):
+            return False  # no relative paths, no '..', no doubled slashes
+        if c.kind == "write":
+            thp = re.escape(self.thp)
+            return bool(re.fullmatch(thp + r"/(enabled|defrag|khugepaged/[a-z_]+|hugepages-\d+kB/enabled)", path)
+                        or path in (f"{self.vm}/nr_hugepages", f"{self.vm}/nr_overcommit_hugepages")
+                        or any(re.fullmatch(re.escape(t) + r"/instances/tlbprobe-\d+/(per_cpu/cpu\d+/)?buffer_size_kb",
+                                            path) for t in self.tracefs))
+        if c.kind == "mkdir":
+            return any(re.fullmatch(re.escape(t) + r"/instances/tlbprobe-\d+", path) for t in self.tracefs)
+        if c.kind == "mount":
+            return path in self.mounts
+        if c.kind == "kprobe":
+            return (any(path == f"{t}/kprobe_events" for t in self.tracefs)
+                    and bool(re.fullmatch(r"tlbprobe_\d+/\w+", c.new or "")))
+        return False
+
+
+def check_state_dir(state_dir: Path) -> None:
+    """Refuse a journal directory another user owns or can write (like ssh's StrictModes):
+    what is in it decides what root writes on restore."""
+    try:
+        st = os.stat(state_dir)
+    except FileNotFoundError:
+        return
+    if st.st_uid not in (0, os.geteuid()) or st.st_mode & 0o022:
+        raise PreflightError(f"{state_dir}: owned by uid {st.st_uid} with mode {st.st_mode & 0o777:o}: another user "
+                             f"could plant a journal there; it must be root's and not group- or world-writable "
+                             f"(chown root {state_dir} && chmod 700 {state_dir})")
 
 
 def append_line(path: Path, line: str) -> None:
@@ -129,7 +175,8 @@ class SystemState:
 
     # -- journal file -------------------------------------------------------------------
     def _save(self) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        check_state_dir(self.state_dir)
         tmp = self.journal.with_suffix(".tmp")
         data = {"pid": os.getpid(), "pid_start": process_start(os.getpid()), "started": time.time(),
                 "changes": [c.__dict__ for c in self.changes]}
@@ -228,6 +275,7 @@ def undo_changes(changes: List[Change], log: Callable[[str], None]) -> Tuple[Lis
 
 def check_journal(state_dir: Path) -> None:
     """Refuse to start while another run's changes are live or were never undone."""
+    check_state_dir(Path(state_dir))
     journal = Path(state_dir) / "journal.json"
     existing = load_journal(journal)
     if existing is None:
@@ -251,8 +299,13 @@ def load_journal(path: Path) -> Optional[dict]:
 
 
 def restore_from_journal(state_dir: Path = DEFAULT_STATE_DIR, force: bool = False,
-                         log: Callable[[str], None] = print) -> int:
-    """What `tlbprobe restore` does. Returns the number of changes undone."""
+                         log: Callable[[str], None] = print, allow: AllowList = AllowList()) -> int:
+    """What `tlbprobe restore` does. Returns the number of changes undone.
+
+    Only entries the AllowList permits are undone; any other is reported as refused and
+    left untouched, and the journal is then kept as journal.refused.json for a person to
+    read (it no longer blocks new runs)."""
+    check_state_dir(Path(state_dir))
     journal = Path(state_dir) / "journal.json"
     data = load_journal(journal)
     if data is None:
@@ -262,12 +315,26 @@ def restore_from_journal(state_dir: Path = DEFAULT_STATE_DIR, force: bool = Fals
     if pid_alive(pid, data.get("pid_start")) and pid != os.getpid() and not force:
         raise TlbprobeError(f"tlbprobe run pid {pid} is still running and will restore its own settings "
                             "(stop it with Ctrl-C or kill it; --force to restore anyway)")
-    changes = [Change(**c) for c in data.get("changes", [])]
+    changes, refused = [], []
+    for entry in data.get("changes", []):
+        try:
+            change = Change(**entry)
+        except TypeError:
+            refused.append(f"a malformed entry {entry!r}")
+            continue
+        (changes if allow.permits(change) else refused).append(
+            change if allow.permits(change) else f"{change.kind} {change.path!r}")
     failed, problems = undo_changes(changes, log)
     if failed:
         data["changes"] = [c.__dict__ for c in failed]
         journal.write_text(json.dumps(data, indent=1))
         raise TlbprobeError("; ".join(problems) + f" (journal kept at {journal})")
+    if refused:
+        kept = journal.with_name("journal.refused.json")
+        os.replace(journal, kept)
+        raise TlbprobeError(f"refused {len(refused)} journal entr{'y' if len(refused) == 1 else 'ies'} that "
+                            f"tlbprobe does not make, left untouched: {'; '.join(refused)} "
+                            f"({len(changes)} other change(s) undone; the journal is kept as {kept})")
     journal.unlink(missing_ok=True)
     return len(changes)
 
