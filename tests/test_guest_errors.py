@@ -31,3 +31,27 @@ def test_without_an_error_in_the_summary_the_guests_own_line_is_used(tmp_path):
     with open(run / "guest" / "console.log", "a") as f:
         f.write("tlbprobe: collect failed in phase r0-workload: OSError: [Errno 9] Bad file descriptor\n")
     assert "failed in phase r0-workload" in guest_failure(run, 70)
+
+
+def test_a_guests_run_directory_comes_back_without_its_symlinks(tmp_path):
+    """The guest writes the share: root on the host copies regular files only."""
+    import os
+
+    from tlbprobe.vm.collect import copy_back
+
+    src = tmp_path / "share" / "run-0"
+    (src / "snapshots").mkdir(parents=True)
+    (src / "summary.json").write_text("{}")
+    (src / "snapshots" / "r0-idle-before.interrupts").write_text("CPU0\n")
+    (src / "log.txt").symlink_to("/etc/shadow")
+    (src / "latency").symlink_to("/root")
+    os.mkfifo(src / "fifo")
+    out = tmp_path / "runs" / "back"
+    notes = copy_back(src, out)
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == [
+        "snapshots", "snapshots/r0-idle-before.interrupts", "summary.json"]
+    assert len(notes) == 3 and all("skipped" in n for n in notes)
+    big = tmp_path / "share" / "run-1"
+    big.mkdir()
+    (big / "huge.csv").write_bytes(b"x" * 2048)
+    assert "over 0 MiB" in copy_back(big, tmp_path / "runs" / "big", limit=1024)[0]

@@ -58,3 +58,35 @@ def test_run_directory_goes_to_the_sudo_user(tmp_path, monkeypatch):
     for p in [rd.path, rd.path / "summary.json", rd.path / "snapshots", rd.path / "snapshots" / "r0-idle-before.interrupts"]:
         st = os.stat(p)
         assert (st.st_uid, st.st_gid) == (65534, 65534), p
+
+
+def test_a_parent_other_users_can_write_is_refused_unless_sticky(tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o777)
+    with pytest.raises(InputError, match="writable by users other than root and you"):
+        RunDir.create(shared / "run")
+    assert not (shared / "run").exists()
+    os.chmod(shared, 0o1777)  # like /tmp: others cannot rename what is ours
+    RunDir.create(shared / "run")
+
+
+def test_a_symlink_where_the_run_should_be_is_refused(tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "run").symlink_to(elsewhere)
+    with pytest.raises(InputError, match="not empty \\(or not a directory\\)"):
+        RunDir.create(tmp_path / "run")
+
+
+def test_files_planted_as_symlinks_inside_the_run_are_not_followed(tmp_path):
+    rd = RunDir.create(tmp_path / "run")
+    victim = tmp_path / "victim"
+    victim.write_text("untouched\n")
+    (rd.path / "log.txt").symlink_to(victim)
+    (rd.path / "summary.json").symlink_to(victim)
+    with pytest.raises(OSError):
+        rd.log("a line")
+    rd.write_json("summary.json", {"format": FORMAT})  # replaces the link itself, never writes through it
+    assert victim.read_text() == "untouched\n" and not (rd.path / "summary.json").is_symlink()
+    assert [p.name for p in rd.path.iterdir() if p.name.endswith(".tmp")] == []

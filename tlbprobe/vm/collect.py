@@ -4,14 +4,16 @@ directories back, and record the guest's side of the story in each run.yaml (``q
 from __future__ import annotations
 
 import datetime as dt
+import os
 import shutil
+import stat
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Tuple
 
 import yaml
 
 from ..errors import TlbprobeError
-from ..rundir import atomic_write, read_summary
+from ..rundir import RunDir, atomic_write, read_summary
 from ..summary_text import render_summary
 from .guest import GUEST_OUT, GuestResult, GuestSpec, check_spec, guest_python, run_guest
 
@@ -36,6 +38,42 @@ def _record_guest(run: Path, spec: GuestSpec, result: GuestResult) -> None:
     atomic_write(run_yaml, yaml.safe_dump(data, sort_keys=False))
 
 
+#: A run directory from a guest is this large at most (a 20 GiB, 64-vCPU run is ~2 MB).
+COPY_LIMIT = 1 << 30
+
+
+def copy_back(src: Path, out: Path, limit: int = COPY_LIMIT) -> List[str]:
+    """Copy a guest's run directory from the writable share to ``out``, as regular files
+    and directories only: the guest wrote that share, so a symlink in it (or a file far
+    larger than a run) is skipped and said, never followed by root on the host."""
+    notes: List[str] = []
+    rd = RunDir.create(out)  # the same checks as a host run's directory
+    total = 0
+    for root, dirs, files in os.walk(src, followlinks=False):
+        rel = Path(root).relative_to(src)
+        for d in list(dirs):
+            if os.path.islink(os.path.join(root, d)):
+                dirs.remove(d)
+                notes.append(f"{rel / d}: a symlink in the guest's run directory, skipped")
+            else:
+                (out / rel / d).mkdir(exist_ok=True)
+        for name in files:
+            srcfile = os.path.join(root, name)
+            st = os.lstat(srcfile)
+            if not stat.S_ISREG(st.st_mode):
+                notes.append(f"{rel / name}: not a regular file in the guest's run directory, skipped")
+                continue
+            total += st.st_size
+            if total > limit:
+                notes.append(f"{rel / name}: the guest's run directory is over {limit >> 20} MiB, rest skipped")
+                return notes
+            fd = os.open(srcfile, os.O_RDONLY | os.O_NOFOLLOW)
+            with os.fdopen(fd, "rb") as fin, open(out / rel / name, "xb") as fout:
+                shutil.copyfileobj(fin, fout)
+    os.close(rd.fd)
+    return notes
+
+
 def run_jobs(spec: GuestSpec, jobs: Sequence[Tuple[str, List[str]]], outs: Sequence[Path],
              log: Callable[[str], None] = print, status: Callable[[str], None] = lambda s: None
              ) -> Tuple[List[int], GuestResult]:
@@ -58,10 +96,8 @@ def run_jobs(spec: GuestSpec, jobs: Sequence[Tuple[str, List[str]]], outs: Seque
                 raise TlbprobeError(f"the guest wrote no run directory for job {jobs[i][0]!r}"
                                     + (f" ({said[-1]})" if said else "")
                                     + f"; console log: {share / 'console.log'}")
-            out.parent.mkdir(parents=True, exist_ok=True)
-            if out.exists():
-                out.rmdir()
-            shutil.move(str(src), str(out))
+            for note in copy_back(src, out):
+                log(f"warning: {note}")
             _record_guest(out, spec, result)
     except BaseException:
         log(f"guest files kept in {share}")
