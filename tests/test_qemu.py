@@ -353,7 +353,8 @@ def test_repro_sweeps_vcpu_counts(tmp_path, capsys):
     from tlbprobe.cli import main
 
     out = tmp_path / "sweep"
-    rc = main(["repro", "--smp", "2,8", "--size", "64M", "--accel", "tcg", "--out", str(out)])
+    rc = main(["repro", "--smp", "2,8", "--size", "64M", "--accel", "tcg", "--out", str(out),
+               "--junit", str(tmp_path / "junit.xml"), "--json", str(tmp_path / "repro.json")])
     printed = capsys.readouterr().out
     assert rc == 0, printed
     data = json.loads((out / "repro.json").read_text())
@@ -363,6 +364,10 @@ def test_repro_sweeps_vcpu_counts(tmp_path, capsys):
         assert rows[(n, "baseline")]["traced_per_op_cpu"] == 1.0 and rows[(n, "patched")]["traced_per_op_cpu"] == 0.0
         assert rows[(n, "baseline")]["model_total"] == 32 * (n - 1)
     assert (out / "sweep.png").stat().st_size > 1000 and "vCPUs kernel" in printed
+    import xml.etree.ElementTree as ET
+    suite = ET.parse(tmp_path / "junit.xml").getroot()
+    assert suite.get("tests") == "4" and suite.get("failures") == "0"
+    assert json.loads((tmp_path / "repro.json").read_text())["ok"] is True
     assert max(len(line) for line in (out / "sweep.txt").read_text().splitlines()) <= 72
 
 
@@ -377,3 +382,19 @@ def test_a_patch_that_writes_outside_the_tree_is_refused_before_patch_runs(tmp_p
     fine = tmp_path / "fine.patch"
     fine.write_text("--- a/mm/x.c\n+++ b/mm/x.c\n@@ -0,0 +1 @@\n+x\n")
     check_patch(fine, tmp_path)  # a patch that creates mm/x.c inside the tree is fine
+
+
+def test_junit_has_a_case_per_job_and_kernel_failing_with_the_verdict():
+    import xml.etree.ElementTree as ET
+
+    from tlbprobe.workflows.results import Case, junit_xml
+
+    xml = junit_xml("tlbprobe repro", [
+        Case("collapse-1G[baseline]", True, "matches", "table"),
+        Case("collapse-1G[patched]", False, "differs: 3072 vs 0 expected", "table <&>"),
+        Case("hugetlb[patched]", None, "no data")])
+    suite = ET.fromstring(xml.split("\n", 1)[1])
+    assert (suite.get("tests"), suite.get("failures"), suite.get("skipped")) == ("3", "1", "1")
+    failed = suite.find("testcase[@name='collapse-1G[patched]']/failure")
+    assert failed.get("message") == "differs: 3072 vs 0 expected"
+    assert suite.find("testcase[@name='collapse-1G[patched]']/system-out").text == "table <&>"

@@ -25,10 +25,24 @@ Typical use, once on the baseline kernel and once on the patched one:
   tlbprobe report base patched --format lkml
 """
 
+EXIT_CODES = """\
+exit status (every command; doc/ci.md):
+  0  done; for repro: every run matches the model
+  1  repro: a run does not match the model; other commands: an error you can act on
+  2  bad input: an option, a file, a directory that is not a run
+  3  this host cannot run the job (not root, too little memory, old kernel)
+  4  the workload failed while running (the run directory is kept, incomplete)
+  6  the guest panicked or timed out
+  7  the guest's collect failed (its run directory came back, incomplete)
+  70 a bug in tlbprobe (the message says where the traceback is)
+  130 interrupted (Ctrl-C, SIGTERM); settings restored, the run kept as incomplete
+"""
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="tlbprobe", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="tlbprobe", description=DESCRIPTION, epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--version", action="version", version=f"tlbprobe {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -13,6 +13,7 @@ from ..errors import InputError
 from ..kernel.build import DEFAULT_FRAGMENT, KernelSpec
 from ..ui import terminal_status
 from ..workflows.repro import default_out, run_repro, run_sweep, sweep_job
+from ..workflows.results import Case, write_results
 from ..units import format_size, parse_size
 from .kernel import add_kernel_options
 from .qemu import add_guest_options, check_host_memory, guest_memory_for, guest_spec_from_args
@@ -54,6 +55,11 @@ def register(sub) -> None:
                         "seed's experiment: --smp 64 --size 20G); default: the 1G job set, 256M per sweep point")
     p.add_argument("--out", type=Path, metavar="DIR",
                    help="results (default: runs/<time>-repro)")
+    p.add_argument("--junit", type=Path, metavar="FILE",
+                   help="JUnit XML for a CI system: a test case per job (or vCPU count) and kernel, failing "
+                        "with the verdict line, with the LKML table as system-out")
+    p.add_argument("--json", type=Path, metavar="FILE", dest="json_out",
+                   help="the reports' JSON (tlbprobe report --format json) per job, verdicts and timings")
     p.set_defaults(func=main)
 
 
@@ -77,8 +83,15 @@ def main(args: argparse.Namespace) -> int:
     check_host_memory(memory)
     # the kernel is filled in per variant by run_repro
     guest = replace(guest_spec_from_args(args, kernel=Path()), smp=args.smp[0], memory=memory)
+    for f in (args.junit, args.json_out):
+        if f and not f.parent.is_dir():
+            raise InputError(f"{f}: its directory does not exist")
     if len(args.smp) > 1:
         sw = run_sweep(kspec, guest, args.smp, size or "256M", out, patches=args.patch, status=terminal_status())
+        cases = [Case(f"smp{r.cpus}[{r.variant}]", r.verdict == "matches", f"{r.cpus} vCPUs, {r.variant}: {r.verdict}",
+                      sw.table, sw.timings.get(f"smp{r.cpus}_{r.variant}_s", 0.0)) for r in sw.rows]
+        write_results(args.junit, args.json_out, "tlbprobe repro sweep", cases,
+                      {"ok": sw.ok, "timings": sw.timings, "sweep": [r.__dict__ for r in sw.rows]})
         print(sw.table)
         print(f"plot: {sw.plot}")
         print(f"timings: {format_timings(sw.timings)}")
@@ -86,6 +99,11 @@ def main(args: argparse.Namespace) -> int:
         return 0 if sw.ok else 1
     jobs = [(f"collapse-{size}", sweep_job(size))] if size else None
     res = run_repro(kspec, guest, out, patches=args.patch, jobs=jobs, status=terminal_status())
+    cases = [Case(f"{job}[{variant}]", res.oks[job][variant], f"{job}, {variant} kernel: {v}", res.reports[job],
+                  res.timings.get(f"guest_{variant}_s", 0.0))
+             for job, d in res.verdicts.items() for variant, v in d.items()]
+    write_results(args.junit, args.json_out, "tlbprobe repro", cases,
+                  {"ok": res.ok, "timings": res.timings, "verdicts": res.verdicts, "reports": res.report_data})
     for job, text in res.reports.items():
         print(f"===== {job} =====")
         print(text)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..report import ReportOptions, build_report
-from ..report import render_lkml
+from ..report import render_json, render_lkml
 from ..vocab import KERNEL_VARIANTS as VARIANTS
 from ..vm.guest import GuestSpec
 from ..kernel.build import BuiltKernel, KernelSpec, build_kernel, variant_patches
@@ -47,6 +47,10 @@ class ReproResult:
     ok: bool
     timings: Dict[str, float] = field(default_factory=dict)
     reports: Dict[str, str] = field(default_factory=dict)
+    #: job -> the report's JSON (render_json), for --json
+    report_data: Dict[str, dict] = field(default_factory=dict)
+    #: job -> variant -> whether the run matched the model (None: not judged)
+    oks: Dict[str, Dict[str, Optional[bool]]] = field(default_factory=dict)
 
 
 def build_variants(kernel_spec: KernelSpec, patches: Sequence[Path], timings: Dict[str, float],
@@ -93,19 +97,24 @@ def run_repro(kernel_spec: KernelSpec, guest: GuestSpec, out: Path, patches: Seq
                 log(f"{variant}/{name}: {guest_failure(o, st)}")
     verdicts: Dict[str, Dict[str, str]] = {}
     reports: Dict[str, str] = {}
+    report_data: Dict[str, dict] = {}
+    oks: Dict[str, Dict[str, Optional[bool]]] = {}
     ok = True
     for name, _ in jobs:
         paths = [str(runs[name][v]) for v in VARIANTS]
         report = build_report(paths, ReportOptions(allow_incomplete=True))
         reports[name] = render_lkml.render(report)
-        verdicts[name] = {}
+        report_data[name] = json.loads(render_json.render(report))
+        verdicts[name], oks[name] = {}, {}
         for variant, a in zip(VARIANTS, report.runs):
             v = a.verdict
             verdicts[name][variant] = (f"{v.status}: measured {v.measured}, expected {v.expected}"
                                        + (f" ({v.reason})" if v.reason else ""))
-            if not a.run.complete or v.ok is not True or a.run.ops < a.run.ops_expected:
+            good = a.run.complete and v.ok is True and a.run.ops >= a.run.ops_expected
+            oks[name][variant] = good if (v.ok is not None or not a.run.complete) else None
+            if not good:
                 ok = False
-    result = ReproResult(out, kernels, runs, verdicts, ok, timings, reports)
+    result = ReproResult(out, kernels, runs, verdicts, ok, timings, reports, report_data, oks)
     (out / "repro.json").write_text(json.dumps({
         "ok": ok, "timings": timings, "verdicts": verdicts,
         "kernels": {v: {"release": k.release, "bzimage": str(k.bzimage), "cached": k.cached,
