@@ -46,7 +46,11 @@ TCG_LPJ = 2100000
 #: Only a real panic ends a guest: with oops=panic on the command line a BUG or an oops
 #: becomes one, while a "watchdog: BUG: soft lockup" (likely under TCG on a busy host) does not.
 PANIC_PATTERNS = [re.compile(r"Kernel panic - not syncing[^\n]*")]
-KVM_FAILURE = re.compile(r"(failed to set MSR|kvm run failed|KVM internal error|emulation failure|"
+#: Under KVM a kernel prints "Linux version" within seconds; a nested KVM that cannot run
+#: it hangs in the firmware instead (seen here: "Booting from ROM", then nothing).
+KVM_STALL_S = 90
+KVM_STALL_MARK = "tlbprobe: KVM guest stalled before the kernel started"
+KVM_FAILURE = re.compile(r"(tlbprobe: KVM guest stalled before the kernel started|failed to set MSR|kvm run failed|KVM internal error|emulation failure|"
                          r"Could not access KVM kernel module|failed to initialize kvm|KVM: entry failed)", re.I)
 
 
@@ -210,7 +214,8 @@ def boot_once(spec: GuestSpec, accel: str, commands: List[List[str]], outdir: Pa
     cmd = qemu_command(spec, accel, init, outdir)
     (outdir / "qemu-cmdline.txt").write_text(shlex.join(cmd) + "\n")
     start = time.monotonic()
-    timed_out = False
+    timed_out = stalled = False
+    seen_kernel = False
     with open(console_path, "wb") as console:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
@@ -224,14 +229,18 @@ def boot_once(spec: GuestSpec, accel: str, commands: List[List[str]], outdir: Pa
                     console.write(chunk)
                     console.flush()
                     last = (last + chunk)[-300:]
+                    seen_kernel = seen_kernel or b"Linux version" in last
                     line = last.decode("utf-8", "replace").rstrip().splitlines()[-1:] or [""]
                     status(f"guest {time.monotonic() - start:5.0f} s: {line[0][-100:]}")
                 elif chunk == b"":
                     break  # EOF: QEMU exited and everything it printed has been read
                 else:
                     time.sleep(0.1)  # None: nothing to read yet
-                if time.monotonic() - start > spec.timeout:
-                    timed_out = True
+                elapsed = time.monotonic() - start
+                if accel == "kvm" and not seen_kernel and elapsed > KVM_STALL_S:
+                    stalled = True  # a broken nested KVM can also hang before the kernel prints
+                if elapsed > spec.timeout or stalled:
+                    timed_out = not stalled
                     os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait()
                     break
@@ -242,6 +251,10 @@ def boot_once(spec: GuestSpec, accel: str, commands: List[List[str]], outdir: Pa
         proc.wait()
     status("")
     text = console_path.read_text(errors="replace")
+    if stalled:
+        with open(console_path, "a") as f:
+            f.write(f"\n{KVM_STALL_MARK}: no kernel output after {KVM_STALL_S} s\n")
+        text = console_path.read_text(errors="replace")
     return GuestResult(read_statuses(outdir), console_path, accel, cmd, time.monotonic() - start,
                        panic=find_panic(text), timed_out=timed_out)
 
