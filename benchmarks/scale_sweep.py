@@ -6,7 +6,7 @@ Runs the sweep (one collapse of --size at each vCPU count, baseline and patched 
 then prints its table, the wall time of each guest, and per N the ratio of the measured
 sync IPIs to the model's ops x (N-1). The last figures go into benchmarks/README.md.
 
-    python3 benchmarks/scale_sweep.py [--smp 4,16,64] [--size 256M] [--out DIR]
+    python3 benchmarks/scale_sweep.py [--smp 4,16,64] [--size 256M] [--out DIR] [--accel tcg]
 """
 
 from __future__ import annotations
@@ -27,11 +27,12 @@ def main() -> int:
     ap.add_argument("--smp", default="4,16,64")
     ap.add_argument("--size", default="256M")
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--accel", default="auto", help="auto, kvm or tcg (as tlbprobe repro)")
     a = ap.parse_args()
     out = a.out or Path(tempfile.mkdtemp(prefix="tlbprobe-sweep-")) / "sweep"
     t = time.monotonic()
     res = subprocess.run([sys.executable, "-m", "tlbprobe", "repro", "--smp", a.smp, "--size", a.size,
-                          "--out", str(out)], cwd=REPO, capture_output=True, text=True)
+                          "--out", str(out), "--accel", a.accel], cwd=REPO, capture_output=True, text=True)
     wall = time.monotonic() - t
     print(res.stdout.rstrip())
     if res.returncode not in (0, 1):

@@ -398,3 +398,63 @@ def test_junit_has_a_case_per_job_and_kernel_failing_with_the_verdict():
     failed = suite.find("testcase[@name='collapse-1G[patched]']/failure")
     assert failed.get("message") == "differs: 3072 vs 0 expected"
     assert suite.find("testcase[@name='collapse-1G[patched]']/system-out").text == "table <&>"
+
+
+def _split_our_patch() -> str:
+    """Our one patch as a two-patch mbox, the way `git format-patch --stdout` would send
+    it: 1/2 the generic hook (include/asm-generic, mm/), 2/2 the x86 side."""
+    text = OUR_PATCHES[0].read_text()
+    head, _, body = text.partition("\n---\n")
+    files = ["diff " + f for f in ("\n" + body).split("\ndiff ")[1:]]
+    generic = [f for f in files if "arch/x86" not in f.splitlines()[0]]
+    x86 = [f for f in files if "arch/x86" in f.splitlines()[0]]
+    mails = []
+    for i, (subj, part) in enumerate((("mm/mmu_gather: add tlb_table_flush_implies_ipi_broadcast()", generic),
+                                      ("x86/mm: skip the table sync after an IPI flush", x86)), 1):
+        mails.append(f"From 0123456789abcdef0123456789abcdef0123456{i} Mon Sep 17 00:00:00 2001\n"
+                     f"From: A Developer <dev@example.invalid>\nSubject: [PATCH v2 {i}/2] {subj}\n\n"
+                     f"explained\n---\n" + "".join(p if p.endswith("\n") else p + "\n" for p in part) + "-- \n2.39.5\n\n")
+    return "".join(mails)
+
+
+def test_an_mbox_series_splits_into_patches_named_by_subject(tmp_path):
+    from tlbprobe.kernel.series import expand, subject
+
+    mbox = tmp_path / "series.mbx"
+    mbox.write_text(_split_our_patch())
+    parts = expand([mbox], tmp_path / "work")
+    assert [p.name for p in parts] == ["0001-mm-mmu-gather-add-tlb-table-flush-implies-ipi-broadcast.patch",
+                                       "0002-x86-mm-skip-the-table-sync-after-an-IPI-flush.patch"]
+    assert subject("Subject: [PATCH v7 2/2] x86/mm: a\n  folded title\n") == "x86/mm: a folded title"
+    d = tmp_path / "dir"
+    d.mkdir()
+    for p in reversed(parts):
+        (d / p.name).write_text(p.read_text())
+    assert [p.name for p in expand([d], tmp_path / "work")] == [p.name for p in parts]
+    assert expand([OUR_PATCHES[0]], tmp_path / "work") == [OUR_PATCHES[0]]  # a plain diff stays as it is
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="without \\*.patch files"):
+        expand([tmp_path / "empty"], tmp_path / "work")
+
+
+@needs_source
+@pytest.mark.slow
+def test_the_split_series_gives_the_same_tree_as_the_single_patch(tmp_path):
+    from tlbprobe.kernel.build import apply_series, debian_tarball, unpack
+    from tlbprobe.kernel.series import expand
+
+    src = unpack(debian_tarball(), log=lambda s: None)
+    touched = ["arch/x86/include/asm/tlb.h", "include/asm-generic/tlb.h", "mm/mmu_gather.c"]
+    trees = []
+    for name, patches in (("single", [OUR_PATCHES[0]]), ("series", None)):
+        tree = tmp_path / name
+        for f in touched:
+            (tree / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(src / f, tree / f)
+        if patches is None:
+            mbox = tmp_path / "series.mbx"
+            mbox.write_text(_split_our_patch())
+            patches = expand([mbox], tmp_path / "work")
+        apply_series(patches, tree)
+        trees.append({f: (tree / f).read_text() for f in touched})
+    assert trees[0] == trees[1]

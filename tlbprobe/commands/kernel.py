@@ -34,8 +34,10 @@ def add_kernel_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", type=Path, metavar="DIR|TARBALL",
                    help="a kernel source tree, or a source tarball such as /usr/src/linux-source-6.1.tar.xz "
                         "(default: the newest Debian linux-source tarball)")
-    p.add_argument("--patch", type=Path, action="append", default=[], metavar="FILE",
-                   help="patch for the patched variant (repeatable, applied in order; default: kernels/patches/)")
+    p.add_argument("--patch", type=Path, action="append", default=[], metavar="FILE|MBOX|DIR",
+                   help="patch for the patched variant: a diff, an mbox of several patches (b4 am, git "
+                        "format-patch --stdout) or a directory of NNNN-*.patch files; repeatable, applied in "
+                        "order (default: kernels/patches/)")
     p.add_argument("--config", type=Path, action="append", default=[], metavar="FRAGMENT",
                    help="extra config fragment (repeatable)")
     p.add_argument("--jobs", type=int, default=None, metavar="N", help="make -jN (default: number of CPUs)")

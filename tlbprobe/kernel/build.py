@@ -25,12 +25,13 @@ import shutil
 import subprocess
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator, List, Optional, Tuple
 
 from ..datafiles import locate
 from ..errors import InputError, TlbprobeError
+from . import series
 
 KERNELS_DIR = locate("kernels")
 DEFAULT_FRAGMENT = KERNELS_DIR / "config" / "tlbprobe-guest.config"
@@ -272,6 +273,7 @@ def build_kernel(spec: KernelSpec, log: Callable[[str], None] = print,
         if not f.is_file():
             raise InputError(f"{f}: no such config fragment")
     frag_bytes = [f.read_bytes() for f in spec.fragments]
+    spec = replace(spec, patches=series.expand(list(spec.patches), cache_root() / "series"))
     patch_bytes = []
     for p in spec.patches:
         if not p.is_file():
