@@ -273,3 +273,32 @@ def test_short_cpulist_and_table():
     assert render_table(["a", "n", "d"], [["x", "10", "desc"], ["yy", "2", ""]]) == "a    n  d\nx   10  desc\nyy   2"
     with pytest.raises(ValueError):
         render_table(["a"], [["x", "y"]])
+
+
+def test_report_over_a_fleet_prints_one_report_per_host(tmp_path, capsys):
+    """Runs from several machines (each collected by its own scheduler) in one report:
+    grouped by the host name in run.yaml, one table per host."""
+    import shutil
+
+    import yaml
+
+    from tlbprobe.cli import main
+
+    runs = Path(__file__).resolve().parents[1] / "analysis" / "runs"
+    paths = []
+    for host, name in (("lab-a", "tcg-baseline-collapse-1G"), ("lab-b", "tcg-baseline-collapse-1G"),
+                       ("lab-a", "tcg-patched-collapse-1G")):
+        dst = tmp_path / f"{host}-{name}"
+        shutil.copytree(runs / name, dst)
+        data = yaml.safe_load((dst / "run.yaml").read_text())
+        data["host"]["hostname"] = host
+        (dst / "run.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+        paths.append(str(dst))
+    assert main(["report", *paths, "--format", "lkml"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("host lab-a: 2 run(s)") == 1 and out.count("host lab-b: 1 run(s)") == 1
+    assert out.index("lab-a") < out.index("lab-b")
+    assert main(["report", *paths, "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [h["host"] for h in data["hosts"]] == ["lab-a", "lab-b"]
+    assert len(data["hosts"][0]["report"]["runs"]) == 2

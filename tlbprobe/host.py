@@ -62,6 +62,8 @@ class HostFacts:
     preempt: Optional[str]
     tool_version: str = __version__
     notes: List[str] = field(default_factory=list)
+    #: the machine's name: `tlbprobe report` over a fleet groups runs by it
+    hostname: str = ""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -206,4 +208,5 @@ def gather(flush_mode_override: Optional[str] = None) -> HostFacts:
         hugepage_size=mem.get("Hugepagesize", 2 << 20),
         preempt=detect_preempt(log),
         notes=notes,
+        hostname=uname.nodename,
     )

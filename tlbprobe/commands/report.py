@@ -6,6 +6,7 @@ import argparse
 import sys
 import tempfile
 from pathlib import Path
+from typing import Dict, List
 
 from ..errors import InputError
 from ..vocab import FLUSH_MODES, HUGETLB_ERAS
@@ -71,6 +72,9 @@ def main(args: argparse.Namespace) -> int:
         hugetlb_unshare=args.hugetlb_unshare,
         params_path=args.params,
     )
+    groups = group_by_host(args.runs)
+    if len(groups) > 1:  # a fleet: one report per host (doc/fleet.md)
+        return _write(args, render_fleet(groups, options, args.format))
     report = build_report(args.runs, options)
     if args.plots:
         from ..report.plots import write_plots
@@ -85,6 +89,10 @@ def main(args: argparse.Namespace) -> int:
         report.plots = []
     else:
         text = _render(report, args.format)
+    return _write(args, text)
+
+
+def _write(args: argparse.Namespace, text: str) -> int:
     if args.output:
         try:
             args.output.write_text(text)
@@ -93,6 +101,43 @@ def main(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
     return 0
+
+
+def group_by_host(paths: List[str]) -> Dict[str, List[str]]:
+    """Runs by the host they were made on, in the order given. Runs recorded before the
+    host name was kept have none and stay with the first group, so a report of older
+    runs is one report, as it always was."""
+    from ..rundir.reader import load_run
+
+    groups: Dict[str, List[str]] = {}
+    for p in paths:
+        try:
+            name = load_run(Path(p)).hostname
+        except InputError:
+            name = ""  # build_report says what is wrong with it
+        groups.setdefault(name, []).append(p)
+    if "" in groups and len(groups) > 1:
+        unnamed = groups.pop("")
+        groups[next(iter(groups))] = unnamed + groups[next(iter(groups))]
+    return groups
+
+
+def render_fleet(groups: Dict[str, List[str]], options, fmt: str) -> str:
+    """One report per host; JSON gets {"hosts": [{"host", "report"}]}."""
+    import json
+
+    from ..report import build_report
+
+    if fmt == "json":
+        return json.dumps({"format": "tlbprobe-fleet/1", "hosts": [
+            {"host": host, "report": json.loads(_render(build_report(paths, options), "json"))}
+            for host, paths in groups.items()]}, indent=2) + "\n"
+    parts = []
+    for host, paths in groups.items():
+        title = f"host {host}: {len(paths)} run(s)"
+        rule = "=" * min(72, len(title))
+        parts.append(f"{rule}\n{title}\n{rule}\n\n" + _render(build_report(paths, options), fmt))
+    return "\n".join(parts)
 
 
 def _render(report, fmt: str) -> str:

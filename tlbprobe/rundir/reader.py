@@ -125,6 +125,11 @@ class Run:
         return out
 
     @property
+    def hostname(self) -> str:
+        """The machine the run was made on ('' for runs recorded before it was kept)."""
+        return str(self.host.get("hostname") or "")
+
+    @property
     def kernel_release(self) -> str:
         return str(self.summary.get("kernel_release") or self.host.get("kernel_release") or "unknown")
 
