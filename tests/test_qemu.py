@@ -458,3 +458,41 @@ def test_the_split_series_gives_the_same_tree_as_the_single_patch(tmp_path):
         apply_series(patches, tree)
         trees.append({f: (tree / f).read_text() for f in touched})
     assert trees[0] == trees[1]
+
+
+def test_commits_of_a_git_tree_become_an_export_and_a_series(tmp_path):
+    """--commits A..B: A exported, A..B formatted; the series on the export gives B's
+    files, and the user's tree (its checkout, its index) is not touched."""
+    import subprocess
+
+    from tlbprobe.kernel.series import from_commits
+
+    tree = tmp_path / "linux"
+    tree.mkdir()
+
+    def git(*a):
+        return subprocess.run(["git", "-C", str(tree), "-c", "user.name=t", "-c", "user.email=t@example.invalid",
+                               *a], check=True, capture_output=True, text=True).stdout.strip()
+    git("init", "-q")
+    (tree / "Makefile").write_text("VERSION = 6\n")
+    (tree / "mm").mkdir()
+    (tree / "mm" / "mmu_gather.c").write_text("void sync(void) {}\n")
+    git("add", "-A")
+    git("commit", "-qm", "base")
+    git("tag", "base")
+    (tree / "mm" / "mmu_gather.c").write_text("void sync(void) { if (skip) return; }\n")
+    git("commit", "-qam", "mm: skip the sync")
+    (tree / "arch").mkdir()
+    (tree / "arch" / "tlb.h").write_text("#define SKIP 1\n")
+    git("add", "-A")
+    git("commit", "-qm", "x86: say when")
+    (tree / "mm" / "mmu_gather.c").write_text("uncommitted\n")  # the user's work in progress
+    export, patches = from_commits(tree, "base..HEAD", tmp_path / "cache")
+    assert [p.name for p in patches] == ["0001-mm-skip-the-sync.patch", "0002-x86-say-when.patch"]
+    assert (export / "mm" / "mmu_gather.c").read_text() == "void sync(void) {}\n" and not (export / "arch").exists()
+    from tlbprobe.kernel.build import apply_series
+    apply_series(patches, export)
+    assert (export / "arch" / "tlb.h").read_text() == "#define SKIP 1\n"
+    assert (tree / "mm" / "mmu_gather.c").read_text() == "uncommitted\n" and git("status", "--short") == "M mm/mmu_gather.c"
+    with pytest.raises(InputError, match="not a commit"):
+        from_commits(tree, "base..nosuch", tmp_path / "cache")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..kernel.build import DEFAULT_FRAGMENT, KernelSpec, as_dict, build_kernel, cache_root, variant_patches
+from ..kernel import series
 from ..ui import terminal_status
 
 EPILOG = """\
@@ -25,6 +26,7 @@ examples:
   tlbprobe kernel build --variant patched
   tlbprobe kernel build --variant patched --patch 0001-my.patch --patch 0002-my.patch
   tlbprobe kernel build --source ~/linux --format json
+  tlbprobe kernel build --source ~/linux --commits v6.12..my-series --variant patched
   tlbprobe kernel build --source /usr/src/linux-source-6.1.tar.xz   # Debian 12's own kernel version
 """
 
@@ -38,6 +40,9 @@ def add_kernel_options(p: argparse.ArgumentParser) -> None:
                    help="patch for the patched variant: a diff, an mbox of several patches (b4 am, git "
                         "format-patch --stdout) or a directory of NNNN-*.patch files; repeatable, applied in "
                         "order (default: kernels/patches/)")
+    p.add_argument("--commits", metavar="BASE..TIP",
+                   help="with --source a git work tree: baseline is BASE, patched is BASE plus the commits up to "
+                        "TIP (exported and formatted into the cache; your tree and checkout are not touched)")
     p.add_argument("--config", type=Path, action="append", default=[], metavar="FRAGMENT",
                    help="extra config fragment (repeatable)")
     p.add_argument("--jobs", type=int, default=None, metavar="N", help="make -jN (default: number of CPUs)")
@@ -57,6 +62,18 @@ def register(sub) -> None:
     p.set_defaults(func=lambda args: p.print_help() or 2)
 
 
+def resolve_commits(args: argparse.Namespace) -> None:
+    """--commits A..B: the source becomes a clean export of A and the patches the series
+    A..B (kernel/series.py), so the rest is the ordinary baseline/patched build."""
+    if not getattr(args, "commits", None):
+        return
+    if args.patch:
+        raise InputError("--commits gives the patches itself: leave out --patch")
+    if args.source is None or not (args.source / ".git").exists():
+        raise InputError("--commits needs --source, a git work tree of the kernel (e.g. --source ~/linux)")
+    args.source, args.patch = series.from_commits(args.source, args.commits, cache_root())
+
+
 def spec_from_args(args: argparse.Namespace, variant: str) -> KernelSpec:
     spec = KernelSpec(source=args.source, fragments=[DEFAULT_FRAGMENT] + list(args.config),
                       patches=variant_patches(variant, args.patch))
@@ -66,9 +83,10 @@ def spec_from_args(args: argparse.Namespace, variant: str) -> KernelSpec:
 
 
 def main_build(args: argparse.Namespace) -> int:
-    if args.variant == "baseline" and args.patch:
+    resolve_commits(args)
+    if args.variant == "baseline" and args.patch and not args.commits:
         raise InputError("--patch goes with the patched variant, not --variant baseline")
-    args.variant = args.variant or ("patched" if args.patch else "baseline")
+    args.variant = args.variant or ("patched" if args.patch and not args.commits else "baseline")
     k = build_kernel(spec_from_args(args, args.variant), status=terminal_status(), force=args.force)
     if args.format == "json":
         print(json.dumps(as_dict(k), indent=1))

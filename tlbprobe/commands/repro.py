@@ -15,7 +15,7 @@ from ..ui import terminal_status
 from ..workflows.repro import default_out, run_repro, run_sweep, sweep_job
 from ..workflows.results import Case, write_results
 from ..units import format_size, parse_size
-from .kernel import add_kernel_options
+from .kernel import add_kernel_options, resolve_commits
 from .qemu import add_guest_options, check_host_memory, guest_memory_for, guest_spec_from_args
 
 EPILOG = """\
@@ -41,6 +41,8 @@ examples:
   tlbprobe repro --smp 4,16,64            # the broadcast's growth with the CPU count
   tlbprobe repro --smp 64 --size 12G      # the seed's shape, as large as 24 GiB allows
   tlbprobe repro --patch 0001-a.patch --patch 0002-b.patch --source ~/linux
+  tlbprobe repro --patch series.mbx       # b4 am / git format-patch --stdout output
+  tlbprobe repro --source ~/linux --commits v6.12..my-series
   tlbprobe repro --accel kvm --pv-tlb-flush off --smp 8 --memory 8G
 """
 
@@ -75,6 +77,7 @@ def main(args: argparse.Namespace) -> int:
     out = args.out or default_out()
     if out.exists() and any(out.iterdir()):
         raise InputError(f"{out} already exists and is not empty; choose another --out")
+    resolve_commits(args)
     kspec = KernelSpec(source=args.source, fragments=[DEFAULT_FRAGMENT] + list(args.config))
     if args.jobs:
         kspec.jobs = args.jobs

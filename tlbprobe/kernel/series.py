@@ -72,3 +72,48 @@ def expand(paths: List[Path], workdir: Path) -> List[Path]:
                 f.write_text(msg)
             out.append(f)
     return out
+
+
+def from_commits(tree: Path, commits: str, workdir: Path) -> "tuple[Path, List[Path]]":
+    """A..B of a git work tree as (a clean export of A, the series A..B as patches), both
+    cached under ``workdir`` by commit: the user's tree, its index and its checkout are
+    not touched. Building the export unpatched gives A; with the series, B (incrementally,
+    in the same build directory)."""
+    import subprocess
+
+    base, sep, tip = commits.partition("..")
+    if not sep or not base or not tip:
+        raise InputError(f"--commits {commits!r}: give a range BASE..TIP, e.g. v6.12..my-branch")
+
+    def git(*args: str, **kw) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", "-C", str(tree), *args], capture_output=True, **kw)
+
+    shas = []
+    for ref in (base, tip):
+        res = git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", text=True)
+        if res.returncode != 0:
+            raise InputError(f"--commits {commits}: {ref!r} is not a commit of the git tree {tree}")
+        shas.append(res.stdout.strip())
+    export = workdir / "git" / shas[0]
+    if not (export / ".tlbprobe-exported").exists():
+        tmp = export.with_name(export.name + ".tmp")
+        subprocess.run(["rm", "-rf", str(tmp)], check=True)
+        tmp.mkdir(parents=True)
+        archive = subprocess.Popen(["git", "-C", str(tree), "archive", "--format=tar", shas[0]],
+                                   stdout=subprocess.PIPE)
+        subprocess.run(["tar", "xf", "-", "-C", str(tmp)], stdin=archive.stdout, check=True)
+        if archive.wait() != 0:
+            raise InputError(f"git archive {shas[0]} failed in {tree}")
+        (tmp / ".tlbprobe-exported").write_text(f"{tree} {shas[0]}\n")
+        subprocess.run(["rm", "-rf", str(export)], check=True)
+        tmp.rename(export)
+    out = workdir / "series" / f"{shas[0][:16]}-{shas[1][:16]}"
+    if not out.is_dir() or not any(out.glob("*.patch")):
+        out.mkdir(parents=True, exist_ok=True)
+        res = git("format-patch", "--no-stat", "--no-signature", "-o", str(out), f"{shas[0]}..{shas[1]}", text=True)
+        if res.returncode != 0:
+            raise InputError(f"git format-patch {commits} failed: {res.stderr.strip()}")
+    patches = sorted(out.glob("*.patch"))
+    if not patches:
+        raise InputError(f"--commits {commits}: no commits between them")
+    return export, patches
