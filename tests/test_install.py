@@ -3,6 +3,8 @@ config, our patch) must come with it (tlbprobe/datafiles.py)."""
 
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -42,3 +44,19 @@ def test_a_wheel_installed_elsewhere_finds_its_data_files(tmp_path):
     share = env_dir / "share" / "tlbprobe"
     assert (share / "kernels" / "config" / "tlbprobe-guest.config").is_file()
     assert list((share / "kernels" / "patches").glob("*.patch")) and (share / "workloads" / "collapse-20G.yaml").is_file()
+    if not list(Path("/usr/src").glob("linux-source-*.tar.xz")):
+        return
+    res = tlbprobe("kernel", "build", "--variant", "patched", "--dry-run", "--format", "json")
+    assert res.returncode == 0, res.stderr
+    plan = json.loads(res.stdout)
+    assert plan["fragments"] == [str(share / "kernels" / "config" / "tlbprobe-guest.config")]
+    assert plan["patches"][0].startswith(str(share / "kernels" / "patches"))
+    base = json.loads(tlbprobe("kernel", "build", "--dry-run", "--format", "json").stdout)
+    if not base["cached"] or shutil.which("qemu-system-x86_64") is None:
+        return  # the guest part needs the baseline kernel that repro (CI) builds first
+    bz = Path(base["cache_entry"]) / "bzImage"
+    res = tlbprobe("qemu", "collect", "--kernel", str(bz), "--smp", "2", "--memory", "2G", "--accel", "tcg",
+                   "--out", str(tmp_path / "guest-run"), "--", "--size", "64M", "--repeat", "1", "--idle-seconds", "0")
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    summary = json.loads((tmp_path / "guest-run" / "summary.json").read_text())
+    assert summary["complete"] and summary["ops"] == 32

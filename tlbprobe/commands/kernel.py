@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 
 from ..errors import InputError
-from ..kernel.build import DEFAULT_FRAGMENT, KernelSpec, as_dict, build_kernel, cache_root, variant_patches
+from ..kernel.build import (DEFAULT_FRAGMENT, KernelSpec, as_dict, build_kernel, cache_root, plan_build,
+                            variant_patches)
 from ..kernel import series
 from ..ui import terminal_status
 
@@ -57,6 +58,9 @@ def register(sub) -> None:
                    help="baseline (no patches; the default) or patched (default with --patch)")
     add_kernel_options(b)
     b.add_argument("--force", action="store_true", help="rebuild even when the cache has it")
+    b.add_argument("--dry-run", action="store_true",
+                   help="build nothing: print the source, config fragments and patches (a series expanded) it "
+                        "would use, and its cache entry")
     b.add_argument("--format", choices=("text", "json"), default="text")
     b.set_defaults(func=main_build)
     p.set_defaults(func=lambda args: p.print_help() or 2)
@@ -87,6 +91,17 @@ def main_build(args: argparse.Namespace) -> int:
     if args.variant == "baseline" and args.patch and not args.commits:
         raise InputError("--patch goes with the patched variant, not --variant baseline")
     args.variant = args.variant or ("patched" if args.patch and not args.commits else "baseline")
+    if args.dry_run:
+        plan = plan_build(spec_from_args(args, args.variant))
+        info = {"variant": args.variant, "source": str(plan.tarball or plan.tree),
+                "fragments": [str(f) for f in plan.spec.fragments], "patches": [str(p) for p in plan.spec.patches],
+                "key": plan.key, "cache_entry": str(plan.entry), "cached": plan.cached}
+        if args.format == "json":
+            print(json.dumps(info, indent=1))
+        else:
+            for k, v in info.items():
+                print(f"{k}: {', '.join(v) if isinstance(v, list) else v}")
+        return 0
     k = build_kernel(spec_from_args(args, args.variant), status=terminal_status(), force=args.force)
     if args.format == "json":
         print(json.dumps(as_dict(k), indent=1))

@@ -252,12 +252,24 @@ def _run_make(tree: Path, build: Path, jobs: int, log_path: Path, status: Callab
         raise BuildError(f"kernel build failed (make exit {rc}); full log: {log_path}\n{tail}")
 
 
-def build_kernel(spec: KernelSpec, log: Callable[[str], None] = print,
-                 status: Callable[[str], None] = lambda s: None, force: bool = False) -> BuiltKernel:
-    """Build (or find in the cache) the kernel a spec describes."""
-    if shutil.which("make") is None or shutil.which("gcc") is None:
-        raise InputError("building a kernel needs make and gcc: apt-get install build-essential bc flex bison "
-                         "libelf-dev libssl-dev cpio")
+@dataclass
+class BuildPlan:
+    """What a build would use, resolved: the source, fragments, patches (a series
+    expanded) and the cache entry; `tlbprobe kernel build --dry-run` prints it."""
+
+    spec: KernelSpec
+    tree: Optional[Path]
+    tarball: Optional[Path]
+    tree_key: str
+    key: str
+    entry: Path
+
+    @property
+    def cached(self) -> bool:
+        return (self.entry / "bzImage").exists()
+
+
+def plan_build(spec: KernelSpec) -> BuildPlan:
     if spec.source is None or is_tarball(spec.source):
         tarball = spec.source or debian_tarball()
         src_id = f"{tarball.name}:{tarball.stat().st_size}".encode()
@@ -281,14 +293,22 @@ def build_kernel(spec: KernelSpec, log: Callable[[str], None] = print,
         patch_bytes.append(p.read_bytes())
     tree_key = _sha(str(KBUILD_FORMAT).encode(), src_id, *frag_bytes)
     key = _sha(tree_key.encode(), *patch_bytes)
-    entry = cache_root() / "kernels" / key
-    bzimage = entry / "bzImage"
-    if bzimage.exists() and not force:
-        return _from_cache(key, entry)
+    return BuildPlan(spec, tree, tarball, tree_key, key, cache_root() / "kernels" / key)
+
+
+def build_kernel(spec: KernelSpec, log: Callable[[str], None] = print,
+                 status: Callable[[str], None] = lambda s: None, force: bool = False) -> BuiltKernel:
+    """Build (or find in the cache) the kernel a spec describes."""
+    if shutil.which("make") is None or shutil.which("gcc") is None:
+        raise InputError("building a kernel needs make and gcc: apt-get install build-essential bc flex bison "
+                         "libelf-dev libssl-dev cpio")
+    plan = plan_build(spec)
+    if plan.cached and not force:
+        return _from_cache(plan.key, plan.entry)
     with build_lock(log):
-        if bzimage.exists() and not force:  # another process built it while we waited
-            return _from_cache(key, entry)
-        return _build(spec, tree, tarball, tree_key, key, entry, log, status)
+        if plan.cached and not force:  # another process built it while we waited
+            return _from_cache(plan.key, plan.entry)
+        return _build(plan.spec, plan.tree, plan.tarball, plan.tree_key, plan.key, plan.entry, log, status)
 
 
 def _from_cache(key: str, entry: Path) -> BuiltKernel:
