@@ -496,3 +496,17 @@ def test_commits_of_a_git_tree_become_an_export_and_a_series(tmp_path):
     assert (tree / "mm" / "mmu_gather.c").read_text() == "uncommitted\n" and git("status", "--short") == "M mm/mmu_gather.c"
     with pytest.raises(InputError, match="not a commit"):
         from_commits(tree, "base..nosuch", tmp_path / "cache")
+
+
+@needs_source
+@pytest.mark.slow
+def test_the_split_series_has_the_cache_key_of_the_single_patch(tmp_path):
+    """The same change cut into two patches is the same kernel: one cache entry."""
+    from tlbprobe.kernel.build import plan_build
+
+    mbox = tmp_path / "series.mbx"
+    mbox.write_text(_split_our_patch())
+    single = plan_build(KernelSpec(patches=[OUR_PATCHES[0]]))
+    split = plan_build(KernelSpec(patches=[mbox]))
+    assert len(split.spec.patches) == 2 and split.key == single.key
+    assert plan_build(KernelSpec()).key != single.key

@@ -286,14 +286,52 @@ def plan_build(spec: KernelSpec) -> BuildPlan:
             raise InputError(f"{f}: no such config fragment")
     frag_bytes = [f.read_bytes() for f in spec.fragments]
     spec = replace(spec, patches=series.expand(list(spec.patches), cache_root() / "series"))
-    patch_bytes = []
     for p in spec.patches:
         if not p.is_file():
             raise InputError(f"{p}: no such patch file")
-        patch_bytes.append(p.read_bytes())
     tree_key = _sha(str(KBUILD_FORMAT).encode(), src_id, *frag_bytes)
-    key = _sha(tree_key.encode(), *patch_bytes)
+    if spec.patches:
+        # keyed by what the series does to the tree, not by how it is cut into patches:
+        # one diff and the same change as an mbox of two patches share a kernel
+        key = _sha(tree_key.encode(), series_effect(tree or unpack(tarball, log=lambda s: None), spec.patches))
+    else:
+        key = _sha(tree_key.encode())
     return BuildPlan(spec, tree, tarball, tree_key, key, cache_root() / "kernels" / key)
+
+
+def series_effect(tree: Path, patches: List[Path]) -> bytes:
+    """A digest of the files a series touches, as they are after it: the series is
+    applied, in order, to copies of those files (the tree itself is not touched). A patch
+    that does not apply is named here, before anything is built."""
+    import tempfile
+
+    files = sorted({name.split("/", 1)[1] for p in patches for name in patch_paths(p.read_text(errors="replace"))
+                    if "/" in name})
+    for p in patches:
+        check_patch_paths(p, p.read_text(errors="replace"))
+    h = hashlib.sha256()
+    with tempfile.TemporaryDirectory(prefix="tlbprobe-series-") as tmp:
+        scratch = Path(tmp)
+        for rel in files:
+            src = tree / rel
+            applied = tree / APPLIED
+            if src.is_file() and not (applied.is_dir() and any(applied.iterdir())):
+                (scratch / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, scratch / rel)
+            elif src.is_file():  # a killed build left its patches applied: the copy would be wrong
+                raise BuildError(f"{tree}: patches of a killed build are still applied ({applied}); "
+                                 f"run the build again to reverse them")
+        for p in patches:
+            try:
+                check_patch(p, scratch)
+            except InputError as e:
+                raise InputError(str(e).replace(str(scratch), str(tree))) from None
+            _patch(p, scratch, reverse=False)
+        for rel in files:
+            f = scratch / rel
+            data = f.read_bytes() if f.is_file() else b"\0absent"
+            h.update(rel.encode() + b"\0" + len(data).to_bytes(8, "little") + data)
+    return h.digest()
 
 
 def build_kernel(spec: KernelSpec, log: Callable[[str], None] = print,
