@@ -101,3 +101,11 @@ def test_workload_drivers_are_found_by_name_and_a_broken_module_is_named(monkeyp
     monkeypatch.setitem(MODULES, "broken", "no_such_module")
     with pytest.raises(InternalError, match=r"workload 'broken': its module tlbprobe/workloads/no_such_module.py"):
         driver("broken")
+
+
+def test_a_key_without_a_value_means_the_default(tmp_path):
+    """Found by tests/test_parsers_fuzz.py: 'idle_seconds:' (YAML null) raised a TypeError."""
+    f = tmp_path / "j.yaml"
+    f.write_text("workload: collapse\nidle_seconds:\nrepeat:\n")
+    job = build_job({}, str(f))
+    assert (job.idle_seconds, job.repeat) == (5.0, 3)

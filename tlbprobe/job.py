@@ -136,6 +136,8 @@ def load_job_file(path: str) -> Dict[str, Any]:
         name = str(key).replace("-", "_")
         if name == "job_file":
             raise InputError(f"{path}: unknown key {key!r}")
+        if value is None:  # "key:" with nothing after it: as if not given, the default applies
+            continue
         # the workload's own keys are checked by build_job, once it knows the workload
         out[name] = _coerce(name, value, path) if name in _FIELDS else (value, path)
     return out

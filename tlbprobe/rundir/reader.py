@@ -149,15 +149,20 @@ def load_run(path: Path) -> Run:
     return run
 
 
+def _read(p: Path, missing: str) -> str:
+    """A run file's text, or one InputError: ``missing`` says what its absence means."""
+    try:
+        return p.read_text()
+    except FileNotFoundError:
+        raise InputError(f"{p}: missing ({missing})") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"{p}: cannot read: {getattr(e, 'strerror', None) or e}") from None
+
+
 def _load_run_yaml(p: Path) -> Dict[str, Any]:
     import yaml
 
-    try:
-        text = p.read_text()
-    except FileNotFoundError:
-        raise InputError(f"{p}: missing: {p.parent} is not a tlbprobe run directory") from None
-    except OSError as e:
-        raise InputError(f"{p}: cannot read: {e.strerror}") from None
+    text = _read(p, f"{p.parent} is not a tlbprobe run directory")
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: ~10x faster
     try:
         data = yaml.load(text, Loader=loader)
@@ -185,12 +190,7 @@ _SUMMARY_REQUIRED = {
 
 
 def _load_summary(p: Path) -> Dict[str, Any]:
-    try:
-        text = p.read_text()
-    except FileNotFoundError:
-        raise InputError(f"{p}: missing (the run never started writing, or this is not a run directory)") from None
-    except OSError as e:
-        raise InputError(f"{p}: cannot read: {e.strerror}") from None
+    text = _read(p, "the run never started writing, or this is not a run directory")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
