@@ -400,6 +400,16 @@ def test_junit_has_a_case_per_job_and_kernel_failing_with_the_verdict():
     assert suite.find("testcase[@name='collapse-1G[patched]']/system-out").text == "table <&>"
 
 
+def pristine_source():
+    """The unpacked Debian source, unless a build is applying its patches right now."""
+    from tlbprobe.kernel.build import APPLIED, debian_tarball, unpack
+
+    src = unpack(debian_tarball(), log=lambda s: None)
+    if (src / APPLIED).is_dir() and any((src / APPLIED).iterdir()):
+        pytest.skip("a kernel build has its patches applied to the source right now")
+    return src
+
+
 def _split_our_patch() -> str:
     """Our one patch as a two-patch mbox, the way `git format-patch --stdout` would send
     it: 1/2 the generic hook (include/asm-generic, mm/), 2/2 the x86 side."""
@@ -440,10 +450,10 @@ def test_an_mbox_series_splits_into_patches_named_by_subject(tmp_path):
 @needs_source
 @pytest.mark.slow
 def test_the_split_series_gives_the_same_tree_as_the_single_patch(tmp_path):
-    from tlbprobe.kernel.build import apply_series, debian_tarball, unpack
+    from tlbprobe.kernel.build import apply_series
     from tlbprobe.kernel.series import expand
 
-    src = unpack(debian_tarball(), log=lambda s: None)
+    src = pristine_source()
     touched = ["arch/x86/include/asm/tlb.h", "include/asm-generic/tlb.h", "mm/mmu_gather.c"]
     trees = []
     for name, patches in (("single", [OUR_PATCHES[0]]), ("series", None)):
@@ -504,9 +514,46 @@ def test_the_split_series_has_the_cache_key_of_the_single_patch(tmp_path):
     """The same change cut into two patches is the same kernel: one cache entry."""
     from tlbprobe.kernel.build import plan_build
 
+    pristine_source()
     mbox = tmp_path / "series.mbx"
     mbox.write_text(_split_our_patch())
     single = plan_build(KernelSpec(patches=[OUR_PATCHES[0]]))
     split = plan_build(KernelSpec(patches=[mbox]))
     assert len(split.spec.patches) == 2 and split.key == single.key
     assert plan_build(KernelSpec()).key != single.key
+
+
+@needs_source
+@pytest.mark.slow
+def test_commits_of_a_linux_source_git_tree_with_our_patch(tmp_path, capsys):
+    """A git tree made from Debian's linux-source (the files our patch touches, and the
+    top Makefile) with our patch as a commit: `kernel build --commits` resolves it to the
+    export of the base and a one-patch series that applies, and the key of a tree built
+    from it differs between the variants. (The build itself is the --source/--patch one.)"""
+    import subprocess
+
+    from tlbprobe.cli import main
+
+    src = pristine_source()
+    tree = tmp_path / "linux"
+    for f in ["Makefile", "arch/x86/include/asm/tlb.h", "include/asm-generic/tlb.h", "mm/mmu_gather.c"]:
+        (tree / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src / f, tree / f)
+
+    def git(*a):
+        return subprocess.run(["git", "-C", str(tree), "-c", "user.name=t", "-c", "user.email=t@example.invalid", *a],
+                              check=True, capture_output=True, text=True)
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-qm", "linux-source 6.12")
+    git("apply", str(OUR_PATCHES[0]))
+    git("commit", "-qam", "mm/mmu_gather: skip the table-sync IPI when the TLB flush was an IPI")
+    assert main(["kernel", "build", "--source", str(tree), "--commits", "HEAD~1..HEAD", "--variant", "patched",
+                 "--dry-run", "--format", "json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert len(plan["patches"]) == 1 and plan["patches"][0].endswith(
+        "0001-mm-mmu_gather-skip-the-table-sync-IPI-when-the-TLB-fl.patch")
+    assert main(["kernel", "build", "--source", str(tree), "--commits", "HEAD~1..HEAD", "--dry-run",
+                 "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["key"] != plan["key"]
+    assert git("status", "--short").stdout == ""  # the user's tree untouched
