@@ -551,8 +551,8 @@ def test_commits_of_a_linux_source_git_tree_with_our_patch(tmp_path, capsys):
     assert main(["kernel", "build", "--source", str(tree), "--commits", "HEAD~1..HEAD", "--variant", "patched",
                  "--dry-run", "--format", "json"]) == 0
     plan = json.loads(capsys.readouterr().out)
-    assert len(plan["patches"]) == 1 and plan["patches"][0].endswith(
-        "0001-mm-mmu_gather-skip-the-table-sync-IPI-when-the-TLB-fl.patch")
+    assert len(plan["patches"]) == 1
+    assert Path(plan["patches"][0]).name.startswith("0001-mm-mmu_gather-skip-the-table-sync-IPI")  # git's name
     assert main(["kernel", "build", "--source", str(tree), "--commits", "HEAD~1..HEAD", "--dry-run",
                  "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out)["key"] != plan["key"]

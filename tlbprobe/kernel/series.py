@@ -59,11 +59,11 @@ def expand(paths: List[Path], workdir: Path) -> List[Path]:
         except OSError as e:
             raise InputError(f"{path}: cannot read: {e.strerror}") from None
         messages = split_mbox(text)
-        if len(messages) <= 1 and not _FROM.search(text):
-            out.append(path)  # a plain diff (or one mail): as it is
-            continue
         if not messages:
             raise InputError(f"{path}: an mbox without any patch in it")
+        if len(messages) == 1:
+            out.append(path)  # a plain diff, or one mail (git format-patch -o): as it is
+            continue
         d = workdir / hashlib.sha256(text.encode()).hexdigest()[:16]
         d.mkdir(parents=True, exist_ok=True)
         for i, msg in enumerate(messages, 1):
