@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple
 
 from ..errors import InputError
-from ..host import HostFacts
-from ..job import Job
-from ..sysstate import SystemState
+if TYPE_CHECKING:  # types only: job.py finds the workloads' options through this package
+    from ..host import HostFacts
+    from ..job import Job
+    from ..sysstate import SystemState
 
 #: Called with a short status line while a phase runs (shown on a terminal, not logged).
 Progress = Callable[[str], None]
