@@ -444,11 +444,11 @@ def sync_filter(driver_cpu: int, address: int, negate: bool = False) -> str:
     return f"func == 0x{address:x} && cpu != {driver_cpu}"
 
 
-def open_counter(root: Path, plan: TracePlan, log) -> Optional[TracepointCounter]:
-    """The in-kernel counter of sync calls queued, or None (said) when it cannot be had."""
+def open_counter(root: Path, plan: TracePlan, address: Optional[int], log) -> Optional[TracepointCounter]:
+    """The in-kernel counter of sync calls queued (``address``: the sync function's, from
+    kallsyms), or None (said) when it cannot be had."""
     if plan.sync_counter != "perf":
         return None
-    address = kernel_addresses([SYNC_FUNCTION]).get(SYNC_FUNCTION)
     if not address:
         log(f"note: {SYNC_FUNCTION} has no visible address (kptr_restrict?): counting sync calls in the "
             f"trace buffer")
@@ -499,12 +499,13 @@ def open_session(state: SystemState, plan: TracePlan, log=lambda s: None) -> Ite
     session = TraceSession(instance, log)
     session.kprobes = set(kprobes)
     try:
+        address = kernel_addresses([SYNC_FUNCTION]).get(SYNC_FUNCTION)
         if "csd/csd_queue_cpu" in available:
-            session.counter = open_counter(root, plan, log)
+            session.counter = open_counter(root, plan, address, log)
         _size_buffers(instance, plan, session.counter is not None, log)
-        if session.counter:
+        if session.counter and address:
             # The counter has the sync's queue events: keep them out of the sender's buffer.
-            flt = sync_filter(plan.driver_cpu, kernel_addresses([SYNC_FUNCTION])[SYNC_FUNCTION], negate=True)
+            flt = sync_filter(plan.driver_cpu, address, negate=True)
             try:
                 (instance / "events" / "csd" / "csd_queue_cpu" / "filter").write_text(flt)
             except OSError as e:
