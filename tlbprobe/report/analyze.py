@@ -355,7 +355,7 @@ def judge(run: Run, scen: Scenario, pred: Prediction, params: ModelParams, bg_ra
         tol += bounds.background_max
     if fits(expected):
         return Verdict("matches", measured, expected, ratio, tol, None, tuple(warnings), basis, estimate, bounds)
-    reason = _likely_reason(run, scen, params, fits, expected, tol, bounds.background)
+    reason = _likely_reason(run, scen, params, fits, measured, expected, tol, bounds.background)
     return Verdict("differs", measured, expected, ratio, tol, reason, tuple(warnings), basis, estimate, bounds)
 
 
@@ -424,6 +424,7 @@ def _likely_reason(
     scen: Scenario,
     params: ModelParams,
     admits: Callable[[float], bool],
+    measured: float,
     expected: float,
     tol: float,
     bg_total: float,
@@ -457,8 +458,6 @@ def _likely_reason(
     scale = signal_scale(scen, params, expected)
     if bg_total > params.verdict.noisy_fraction * max(scale, 1.0) or tol > 0.5 * max(scale, 1.0):
         return f"noisy host: background {bg_total:.0f} (tolerance {tol:.0f}) is large against {expected:.0f} expected"
-    measured = traced_sync(run)
-    measured = measured if measured is not None else max(cal_bounds(run, params).estimate, 0.0)
     ratio = f"{measured / expected:.3f}x" if expected else f"{measured:.0f} instead of 0"
     return f"unexplained: measured is {ratio} the expectation; compare the attributed {SYNC_FUNCTION} count"
 

@@ -191,11 +191,6 @@ def read_statuses(outdir: Path) -> List[int]:
             return out
 
 
-def exit_statuses(console: str) -> List[int]:
-    found = dict(re.findall(rf"{EXIT_MARK}(\d+):(\d+)", console))
-    return [int(found[k]) for k in sorted(found, key=int)]
-
-
 def tail(text: str, lines: int = 25) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
