@@ -7,9 +7,8 @@ import json
 from pathlib import Path
 
 from ..errors import InputError
-from ..kernel.build import (DEFAULT_FRAGMENT, KernelSpec, as_dict, build_kernel, cache_root, plan_build,
-                            variant_patches)
-from ..kernel import series
+from ..kernel import asuser
+from ..kernel.build import DEFAULT_FRAGMENT, KernelSpec, as_dict, variant_patches
 from ..ui import terminal_status
 
 EPILOG = """\
@@ -20,7 +19,8 @@ kvm_guest.config + kernels/config/tlbprobe-guest.config (+ --config fragments).
 `--variant patched` applies kernels/patches/*.patch, or your --patch files instead, in
 order. Results are cached under $TLBPROBE_CACHE (default ~/.cache/tlbprobe) by source +
 config + patches; baseline and patched share one build directory, so the second build is
-incremental.
+incremental. Under sudo the build runs as the user who ran sudo (SUDO_UID), in that
+user's cache: it runs the tree's Makefiles, which a patch can change (doc/security.md).
 
 examples:
   tlbprobe kernel build                         # baseline, prints the bzImage path
@@ -75,7 +75,7 @@ def resolve_commits(args: argparse.Namespace) -> None:
         raise InputError("--commits gives the patches itself: leave out --patch")
     if args.source is None or not (args.source / ".git").exists():
         raise InputError("--commits needs --source, a git work tree of the kernel (e.g. --source ~/linux)")
-    args.source, args.patch = series.from_commits(args.source, args.commits, cache_root())
+    args.source, args.patch = asuser.commits(args.source, args.commits)
 
 
 def spec_from_args(args: argparse.Namespace, variant: str) -> KernelSpec:
@@ -92,21 +92,18 @@ def main_build(args: argparse.Namespace) -> int:
         raise InputError("--patch goes with the patched variant, not --variant baseline")
     args.variant = args.variant or ("patched" if args.patch and not args.commits else "baseline")
     if args.dry_run:
-        plan = plan_build(spec_from_args(args, args.variant))
-        info = {"variant": args.variant, "source": str(plan.tarball or plan.tree),
-                "fragments": [str(f) for f in plan.spec.fragments], "patches": [str(p) for p in plan.spec.patches],
-                "key": plan.key, "cache_entry": str(plan.entry), "cached": plan.cached}
+        info = {"variant": args.variant, **asuser.plan(spec_from_args(args, args.variant))}
         if args.format == "json":
             print(json.dumps(info, indent=1))
         else:
             for k, v in info.items():
                 print(f"{k}: {', '.join(v) if isinstance(v, list) else v}")
         return 0
-    k = build_kernel(spec_from_args(args, args.variant), status=terminal_status(), force=args.force)
+    k = asuser.build(spec_from_args(args, args.variant), status=terminal_status(), force=args.force)
     if args.format == "json":
         print(json.dumps(as_dict(k), indent=1))
     else:
         how = "from the cache" if k.cached else f"built in {k.seconds:.0f} s"
         print(f"{args.variant} kernel {k.release} ({how}): {k.bzimage}")
-        print(f"build log: {k.log}   cache: {cache_root()}")
+        print(f"build log: {k.log}   cache: {k.bzimage.parents[2]}")
     return 0

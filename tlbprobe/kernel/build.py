@@ -214,11 +214,16 @@ def configure(tree: Path, build: Path, fragments: List[Path]) -> None:
     """x86_64_defconfig + kvm_guest.config + our fragments, checked for what the guest needs."""
     build.mkdir(parents=True, exist_ok=True)
     make = ["make", "-s", "-C", str(tree), f"O={build}"]
-    subprocess.run(make + ["x86_64_defconfig"], check=True, capture_output=True)
     merge = [str(tree / "scripts/kconfig/merge_config.sh"), "-m", "-O", str(build), str(build / ".config"),
              str(tree / "kernel/configs/kvm_guest.config")] + [str(f.resolve()) for f in fragments]
-    subprocess.run(merge, check=True, capture_output=True, cwd=tree)
-    subprocess.run(make + ["olddefconfig"], check=True, capture_output=True)
+    for step in (make + ["x86_64_defconfig"], merge, make + ["olddefconfig"]):
+        try:
+            subprocess.run(step, check=True, capture_output=True, text=True, cwd=tree)
+        except (subprocess.CalledProcessError, OSError) as e:
+            (build / ".config").unlink(missing_ok=True)  # half-made: the next build configures again
+            out = getattr(e, "stderr", None) or getattr(e, "stdout", None) or str(e)
+            tail = "\n".join(str(out).strip().splitlines()[-5:])
+            raise BuildError(f"configuring the kernel in {build} failed ({' '.join(step[:4])} ...):\n{tail}") from None
 
 
 def check_config(build: Path) -> None:

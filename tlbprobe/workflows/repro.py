@@ -20,7 +20,8 @@ from ..report import ReportOptions, build_report
 from ..report import render_json, render_lkml
 from ..vocab import KERNEL_VARIANTS as VARIANTS
 from ..vm.guest import GuestSpec
-from ..kernel.build import BuiltKernel, KernelSpec, build_kernel, variant_patches
+from ..kernel import asuser
+from ..kernel.build import BuiltKernel, KernelSpec, variant_patches
 from ..vm.collect import guest_failure, run_jobs
 
 if TYPE_CHECKING:
@@ -63,7 +64,7 @@ def build_variants(kernel_spec: KernelSpec, patches: Sequence[Path], timings: Di
                           kernel_spec.jobs)
         t = time.monotonic()
         log(f"{variant} kernel: building or taking from the cache")
-        kernels[variant] = build_kernel(spec, log=log, status=status)
+        kernels[variant] = asuser.build(spec, log=log, status=status)
         timings[f"build_{variant}_s"] = round(time.monotonic() - t, 1)
         k = kernels[variant]
         log(f"{variant} kernel {k.release}: {k.bzimage} "
