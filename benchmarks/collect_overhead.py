@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tlbprobe import procfs  # noqa: E402
+from tlbprobe.measure import procfs  # noqa: E402
 
 
 def other_cal(before: procfs.Interrupts, after: procfs.Interrupts, driver: int = 0) -> int:

@@ -12,7 +12,7 @@ online CPU, every 200 us) runs beside windows of equal length:
 Each condition runs twice: with the idle states as the system sets them
 (cyclictest --default-system, what `collect --latency` does) and with cyclictest's own
 default of holding /dev/cpu_dma_latency at 0, under which an idle receiving CPU polls and
-takes the sync call without an interrupt (see tlbprobe/latency.py): the usual RT tuning,
+takes the sync call without an interrupt (see tlbprobe/measure/latency.py): the usual RT tuning,
 and the reason the IPI counts differ between the two tables.
 Conditions are interleaved within each round, so slow drifts of a shared machine hit all
 of them alike; every condition's histograms are pooled over rounds and receiving CPUs.
@@ -39,12 +39,12 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tlbprobe import host, procfs  # noqa: E402
+from tlbprobe.measure import host, procfs  # noqa: E402
 from tlbprobe.errors import TlbprobeError  # noqa: E402
 from tlbprobe.job import Job  # noqa: E402
-from tlbprobe.latency import CpuLatency, Cyclictest, percentile_us  # noqa: E402
+from tlbprobe.measure.latency import CpuLatency, Cyclictest, percentile_us  # noqa: E402
 from tlbprobe.sysstate import DEFAULT_STATE_DIR, SystemState, stop_signals_raise  # noqa: E402
-from tlbprobe.trace import TraceSession, open_session  # noqa: E402
+from tlbprobe.measure.trace import TraceSession, open_session  # noqa: E402
 from tlbprobe.workloads import libc  # noqa: E402
 from tlbprobe.vocab import PMD_SIZE  # noqa: E402
 from tlbprobe.workloads.collapse import CollapseWorkload  # noqa: E402

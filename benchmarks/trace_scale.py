@@ -26,7 +26,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from tlbprobe.trace import TracePlan  # noqa: E402
+from tlbprobe.measure.trace import TracePlan  # noqa: E402
 
 WAYS = {"no trace": ["--no-trace"], "ring buffer": ["--sync-counter", "trace"], "perf counter": []}
 

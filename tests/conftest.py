@@ -45,7 +45,7 @@ def tracefs_event(name: str) -> bool:
 
 def host_flush_mode() -> str:
     """How this host flushes remote TLBs, as tlbprobe detects it (native, pv, invlpgb)."""
-    from tlbprobe.host import gather
+    from tlbprobe.measure.host import gather
 
     return gather(None).flush_mode
 

@@ -1,6 +1,6 @@
 """Synthetic /proc/interrupts files in the kernel's own layout, for any CPU count.
 
-Written independently of tlbprobe.procfs (no shared code) so that the parser is tested
+Written independently of tlbprobe.measure.procfs (no shared code) so that the parser is tested
 against text shaped like the kernel's, not against its own writer. The layout follows
 show_interrupts() in kernel/irq/proc.c (header: prec+8 spaces then "CPU%-8d"; rows:
 "%*d: " then "%10u " per online CPU), x86 arch_show_interrupts() ("%*s: " label,

@@ -55,7 +55,7 @@ class RunSpec:
     sharers: int = 2
     control: bool = False
     latency: bool = False
-    latency_layout: str = "collect"  # "collect": tlbprobe/latency.py's; "flat": {phase: {cpu: ...}}
+    latency_layout: str = "collect"  # "collect": tlbprobe/measure/latency.py's; "flat": {phase: {cpu: ...}}
     trace: bool = True
     queue_traced: bool = False  # csd_queue_cpu counts ("queued"), as runs collected since it was added
     polled_fraction: float = 0.0  # share of the sync calls that found the CPU polling: no IPI
@@ -193,7 +193,7 @@ def make_run(base: Path, name: str, spec: Optional[RunSpec] = None, **kw: Any) -
         flat = _latency(spec, cpus, rng)
         if spec.latency_layout == "flat":
             summary["latency"] = flat
-        else:  # as tlbprobe/latency.py CyclictestObserver.summary() writes it
+        else:  # as tlbprobe/measure/latency.py CyclictestObserver.summary() writes it
             summary["latency"] = {
                 "tool": "cyclictest v2.40", "interval_us": 200, "priority": 80, "histogram_us": 2000,
                 "driver_cpu": spec.driver_cpu,

@@ -158,11 +158,11 @@ def test_bad_input_is_refused_in_one_line(tmp_path, args, message, unchanged_sys
 def test_kernel_without_ipi_trace_events_still_measures(tmp_path, monkeypatch, unchanged_system):
     """A kernel without csd events where the sync function cannot be kprobed either
     (no CONFIG_KPROBE_EVENTS, as this host's 6.18): counts from /proc only, said once."""
-    import tlbprobe.trace
+    import tlbprobe.measure.trace
 
     # sched_wake_idle_without_ipi exists everywhere (3.16+), but alone it attributes nothing
-    monkeypatch.setattr(tlbprobe.trace, "EVENTS", ("nosuch/ipi_event", "sched/sched_wake_idle_without_ipi"))
-    monkeypatch.setattr(tlbprobe.trace, "KPROBE_FUNCTIONS", ("no_such_kernel_function",))
+    monkeypatch.setattr(tlbprobe.measure.trace, "EVENTS", ("nosuch/ipi_event", "sched/sched_wake_idle_without_ipi"))
+    monkeypatch.setattr(tlbprobe.measure.trace, "KPROBE_FUNCTIONS", ("no_such_kernel_function",))
     out = tmp_path / "noevents"
     assert main(["collect", "--size", "64M", "--repeat", "1", "--idle-seconds", "1", "--out", str(out), "-q"]) == 0
     s = json.loads((out / "summary.json").read_text())

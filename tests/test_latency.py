@@ -26,8 +26,8 @@ import pytest
 
 from conftest import needs_csd_events
 from tlbprobe.errors import InputError, PreflightError
-from tlbprobe.observer import Phase
-from tlbprobe.latency import (CpuLatency, CyclictestObserver, CyclictestOutput, PhaseLatency, ThreadLatency,
+from tlbprobe.measure.observer import Phase
+from tlbprobe.measure.latency import (CpuLatency, CyclictestObserver, CyclictestOutput, PhaseLatency, ThreadLatency,
                               parse_cyclictest_json, percentile_us, read_cyclictest_json)
 from tlbprobe.summary_text import latency_lines, render_summary
 

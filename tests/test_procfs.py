@@ -1,4 +1,4 @@
-"""Tests of tlbprobe.procfs: /proc/interrupts, /proc/vmstat, /proc/meminfo parsing and diffs."""
+"""Tests of tlbprobe.measure.procfs: /proc/interrupts, /proc/vmstat, /proc/meminfo parsing and diffs."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from irqgen import arm64_interrupts, count_row, header, single_row, x86_interrupts
 from tlbprobe.errors import InputError
-from tlbprobe.procfs import (
+from tlbprobe.measure.procfs import (
     Interrupts,
     IrqLine,
     diff_interrupts,

@@ -1,4 +1,4 @@
-"""timeseries.csv: CAL and TLB per CPU sampled during a phase (tlbprobe/timeseries.py)."""
+"""timeseries.csv: CAL and TLB per CPU sampled during a phase (tlbprobe/measure/timeseries.py)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from tlbprobe import procfs
-from tlbprobe.timeseries import PhaseSeries, cal_tlb
+from tlbprobe.measure import procfs
+from tlbprobe.measure.timeseries import PhaseSeries, cal_tlb
 
 DATA = Path(__file__).parent / "data"
 BEFORE = procfs.parse_interrupts((DATA / "x86-kvm-2cpu.before.interrupts").read_text())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tlbprobe.trace import (RECEIVER_EVENT_BYTES, PhaseCounts, TracePlan, TraceSession, parse_event,
+from tlbprobe.measure.trace import (RECEIVER_EVENT_BYTES, PhaseCounts, TracePlan, TraceSession, parse_event,
                             parse_hex_cpumask, sync_filter)
 
 DATA = Path(__file__).parent / "data"

@@ -23,19 +23,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
-from . import __version__, host, procfs
+from . import __version__
 from .errors import InternalError, PreflightError, TlbprobeError
 from .job import Job
+from .measure import host, procfs
 from .rundir import (ATTRIBUTION_COLUMNS, FORMAT, INTERRUPTS_COLUMNS, PHASES_COLUMNS, TIMESERIES_COLUMNS,
                      VMSTAT_COLUMNS, RunDir)
 from .summary import PhaseRecord, all_repeats, build_summary
 from .rundir.schema import RepeatFigures
 from .sysstate import (DEFAULT_STATE_DIR, Interrupted, SystemState, check_journal, signals_blocked,
                        stop_signals_raise)
-from .timeseries import PhaseSeries
-from .observer import Observer, Phase
+from .measure.observer import Observer, Phase
+from .measure.timeseries import PhaseSeries
+from .measure.trace import COUNTER_EVENT, PhaseCounts, TracePlan, TraceSession, open_session
 from .ui import Console
-from .trace import COUNTER_EVENT, PhaseCounts, TracePlan, TraceSession, open_session
 from .vocab import SYNC_FUNCTION
 from .workloads import PhaseOutcome, Workload, driver
 
@@ -179,7 +180,7 @@ class Collector:
                          sync_counter=self.job.sync_counter, buffer_kb=self.job.trace_buffer_kb)
 
     def add_observer(self, observer: Observer) -> None:
-        """Something that runs beside every phase (cyclictest): see tlbprobe/observer.py."""
+        """Something that runs beside every phase (cyclictest): see tlbprobe/measure/observer.py."""
         self._observers.append(observer)
 
     def _summary(self, repeats: List[RepeatFigures], meta: Dict[str, Any]) -> Dict[str, Any]:

@@ -25,7 +25,7 @@ from .units import parse_size
 from .vocab import KERNEL_VARIANTS
 
 IDLE_MODES = ("spin", "sleep")
-#: how the sync calls are counted when tracing (tlbprobe/trace.py, tlbprobe/perfcount.py)
+#: how the sync calls are counted when tracing (tlbprobe/measure/trace.py, tlbprobe/measure/perfcount.py)
 SYNC_COUNTERS = ("perf", "trace")
 
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
-from .procfs import InterruptsDiff
+from .measure.procfs import InterruptsDiff
 from .rundir.schema import PhaseFigures, RepeatFigures, run_totals
-from .trace import PhaseCounts
+from .measure.trace import PhaseCounts
 from .workloads.base import PhaseOutcome
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, List
 
-from .procfs import format_cpulist
+from .measure.procfs import format_cpulist
 from .rundir import sync_count
 from .vocab import SYNC_FUNCTION
 from .textfmt import MAX_CPU_COLUMNS, format_number, summarize_per_cpu

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Callable, Iterator, List, Optional, Tuple
 
 from .errors import PreflightError, TlbprobeError
-from .host import sysfs_choice
+from .measure.host import sysfs_choice
 
 DEFAULT_STATE_DIR = Path(os.environ.get("TLBPROBE_STATE_DIR", "/run/tlbprobe"))
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import List, Mapping, Optional, Sequence, Tuple, Union
 
-from .procfs import format_cpulist
+from .measure.procfs import format_cpulist
 
 #: Up to this many CPUs get one column each; more are summarised.
 MAX_CPU_COLUMNS = 16

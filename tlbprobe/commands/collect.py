@@ -104,7 +104,7 @@ def main(args: argparse.Namespace) -> int:
     out = args.out or default_out(job.workload)
     collector = Collector(job, out, Console(quiet=args.quiet), argv=["tlbprobe"] + sys.argv[1:])
     if job.latency:
-        from ..latency import CyclictestObserver
+        from ..measure.latency import CyclictestObserver
         collector.add_observer(CyclictestObserver(job))
     summary = collector.run()
     print(render_summary(summary, out))

@@ -3,7 +3,7 @@
 The quick, by-hand form of what `collect` does: save the file, run something, save it
 again, and see which CPUs received which interrupts. Parsing and the delta rules
 (offline CPUs, short lines, counters that wrap or go backwards) live in
-tlbprobe.procfs; this module only reads the two files, prints warnings and renders.
+tlbprobe.measure.procfs; this module only reads the two files, prints warnings and renders.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sys
 from typing import Any, Dict, List, Sequence
 
 from ..errors import InputError
-from ..procfs import (
+from ..measure.procfs import (
     Interrupts,
     InterruptsDiff,
     LineDelta,

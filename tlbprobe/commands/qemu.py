@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from ..errors import InputError, PreflightError
-from ..procfs import read_meminfo
+from ..measure.procfs import read_meminfo
 from ..units import parse_size
 from ..ui import terminal_status
 from ..vm.collect import collect_in_guest, guest_failure

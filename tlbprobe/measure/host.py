@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from . import __version__
+from .. import __version__
 from .procfs import parse_cpulist, read_meminfo, read_text
 
 THP_DIR = Path("/sys/kernel/mm/transparent_hugepage")

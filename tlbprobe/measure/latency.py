@@ -46,13 +46,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-from .errors import InputError, PreflightError, TlbprobeError
+from ..errors import InputError, PreflightError, TlbprobeError
 from .observer import Phase
 
 if TYPE_CHECKING:
     from .host import HostFacts
-    from .rundir import RunDir
-    from .ui import Console
+    from ..rundir import RunDir
+    from ..ui import Console
 
 INTERVAL_US = 200        # 5000 wake-ups per second per CPU: fine-grained, still cheap
 PRIORITY = 80            # SCHED_FIFO 80: above everything but the kernel's own RT threads

@@ -24,8 +24,8 @@ except ImportError:  # pragma: no cover
 
 if TYPE_CHECKING:
     from .host import HostFacts
-    from .rundir import RunDir
-    from .ui import Console
+    from ..rundir import RunDir
+    from ..ui import Console
 
 
 @dataclass(frozen=True)

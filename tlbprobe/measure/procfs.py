@@ -33,7 +33,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-from .errors import InputError
+from ..errors import InputError
 
 #: Canonical names for the IPI lines tlbprobe reasons about, matched by description.
 #: x86: "CAL: Function call interrupts", "TLB: TLB shootdowns"; arm64: "IPI1: ... Function

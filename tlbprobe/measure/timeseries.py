@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 from . import procfs
-from .errors import TlbprobeError
+from ..errors import TlbprobeError
 
 INTERVAL_S = 0.1
 

@@ -69,10 +69,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Set, Tuple
 
-from .errors import PreflightError
+from ..errors import PreflightError
 from .perfcount import CounterUnavailable, TracepointCounter, kernel_addresses
-from .sysstate import SystemState, pid_alive
-from .vocab import FLUSH_FUNCTION, NOHZ_FUNCTION, SYNC_FUNCTION, WAKEUP_FUNCTION
+from ..sysstate import SystemState, pid_alive
+from ..vocab import FLUSH_FUNCTION, NOHZ_FUNCTION, SYNC_FUNCTION, WAKEUP_FUNCTION
 
 TRACEFS = Path("/sys/kernel/tracing")
 EVENTS = ("csd/csd_function_entry", "csd/csd_queue_cpu", "ipi/ipi_send_cpu", "ipi/ipi_send_cpumask",

@@ -365,7 +365,7 @@ def traced_sync(run: Run) -> Optional[float]:
 
     Counted where the kernel queues them (csd_queue_cpu) when the run traced that: a
     receiving CPU that polls in idle runs the call without an interrupt, and neither CAL
-    nor csd_function_entry sees it (tlbprobe/trace.py). Older runs have only the received
+    nor csd_function_entry sees it (tlbprobe/measure/trace.py). Older runs have only the received
     count (csd_function_entry), which is then used.
     """
     if not is_traced(run) or (ring_lost(run) and not counted_in_kernel(run)):
@@ -403,7 +403,7 @@ def ring_lost(run: Run) -> bool:
 
 
 def counted_in_kernel(run: Run) -> bool:
-    """Whether every repeat's sync count came from the perf counter (tlbprobe/perfcount.py)."""
+    """Whether every repeat's sync count came from the perf counter (tlbprobe/measure/perfcount.py)."""
     return all_queued(run) and all(r.queued_by_counter for r in run.repeats)
 
 

@@ -247,7 +247,7 @@ def _load_latency(run: Run) -> None:
     Both are optional: a run without --latency has neither, and the report says nothing
     about latency for it. Two layouts of ``latency`` are read:
 
-    * tlbprobe/latency.py's: ``{"driver_cpu", "aggregate": {kind: {cpu: figures}},
+    * tlbprobe/measure/latency.py's: ``{"driver_cpu", "aggregate": {kind: {cpu: figures}},
       "phases": {"r0-workload": {cpu: figures}}, ...}``; the report uses ``aggregate``
       (each phase kind pooled over the repeats) and falls back to ``phases``;
     * the plain ``{phase: {cpu: figures}, "driver_cpu": n}``.

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple
 
 from ..errors import InputError
 if TYPE_CHECKING:  # types only: job.py finds the workloads' options through this package
-    from ..host import HostFacts
+    from ..measure.host import HostFacts
     from ..job import Job
     from ..sysstate import SystemState
 

@@ -35,7 +35,7 @@ from collections import Counter
 from typing import Dict, List, Optional
 
 from ..errors import PreflightError, WorkloadError
-from ..host import THP_DIR, kernel_version_tuple
+from ..measure.host import THP_DIR, kernel_version_tuple
 from ..sysstate import SystemState
 from ..units import MiB, format_size
 from . import libc

@@ -74,8 +74,8 @@ from dataclasses import dataclass, replace
 from typing import Dict, List, Optional, Tuple
 
 from ..errors import InputError, PreflightError, WorkloadError
-from ..host import kernel_version_tuple
-from ..procfs import read_meminfo
+from ..measure.host import kernel_version_tuple
+from ..measure.procfs import read_meminfo
 from ..sysstate import SystemState, read_knob, signals_blocked
 from ..units import GiB, format_size
 from . import libc
