@@ -114,7 +114,8 @@ class Collector:
         run_yaml = {"format": FORMAT, "tool_version": __version__, "command": self.argv, "started": started,
                     "job": self.job.to_dict(), "host": facts.to_dict()}
         rundir.write_yaml("run.yaml", run_yaml)
-        others = [c for c in facts.online_cpus if c != self.job.cpu]
+        counted = self.job.cpu if workload.sender_is_driver else None  # the CPU left out of the counts
+        others = [c for c in facts.online_cpus if c != counted]
         meta = {
             "format": FORMAT, "complete": False, "status": "running", "error": None,
             "workload": self.job.workload, "ops_unit": workload.ops_unit,
@@ -145,7 +146,7 @@ class Collector:
                 records: List[List[PhaseRecord]] = []
                 for r in range(self.job.repeat):
                     records.append(self._one_repeat(r, workload, trace, rundir))
-                    repeats[:] = all_repeats(records, self.job.cpu)
+                    repeats[:] = all_repeats(records, counted)
                     rundir.write_json("summary.json", self._summary(repeats, meta))
                     self._log_repeat(repeats[-1], workload.ops_unit)
             meta.update(complete=True, status="complete")
@@ -176,7 +177,8 @@ class Collector:
         return summary
 
     def _trace_plan(self, facts: host.HostFacts, workload: Workload) -> TracePlan:
-        return TracePlan(cpus=tuple(facts.online_cpus), driver_cpu=self.job.cpu, ops_per_phase=workload.planned_ops(),
+        sender = self.job.cpu if workload.sender_is_driver else None
+        return TracePlan(cpus=tuple(facts.online_cpus), driver_cpu=sender, ops_per_phase=workload.planned_ops(),
                          sync_counter=self.job.sync_counter, buffer_kb=self.job.trace_buffer_kb)
 
     def add_observer(self, observer: Observer) -> None:

@@ -39,8 +39,9 @@ class PhaseRecord:
         return self.end - self.start
 
 
-def phase_record(rec: PhaseRecord, driver_cpu: int, background_rate: float) -> PhaseFigures:
-    """What one phase measured, as summary.json's PHASE record."""
+def phase_record(rec: PhaseRecord, driver_cpu: Optional[int], background_rate: float) -> PhaseFigures:
+    """What one phase measured, as summary.json's PHASE record. ``driver_cpu`` is the CPU
+    left out of the counts (the sender); None counts every CPU (khugepaged sends from any)."""
     cal = rec.irq.canonical_per_cpu("function_call")
     tlb = rec.irq.canonical_per_cpu("tlb_shootdown")
     others = [c for c in rec.irq.cpus if c != driver_cpu]
@@ -71,15 +72,16 @@ def phase_record(rec: PhaseRecord, driver_cpu: int, background_rate: float) -> P
         queued_by="perf-counter" if queued and att.sync_queued is not None else None,
         driver_utime_s=round(rec.utime_s, 4),
         driver_stime_s=round(rec.stime_s, 4),
+        workload_figures=dict(rec.outcome.figures),
     )
 
 
-def phase_figures(rec: PhaseRecord, driver_cpu: int, background_rate: float) -> Dict[str, Any]:
+def phase_figures(rec: PhaseRecord, driver_cpu: Optional[int], background_rate: float) -> Dict[str, Any]:
     """The PHASE object of summary.json."""
     return phase_record(rec, driver_cpu, background_rate).to_dict()
 
 
-def pooled_idle_rate(records: List[PhaseRecord], driver_cpu: int) -> float:
+def pooled_idle_rate(records: List[PhaseRecord], driver_cpu: Optional[int]) -> float:
     """CAL-minus-TLB per second on the other CPUs over all idle windows of the run.
 
     Pooled rather than per repeat: the background comes in bursts (scheduler kicks,
@@ -91,12 +93,12 @@ def pooled_idle_rate(records: List[PhaseRecord], driver_cpu: int) -> float:
     return sum(p.sync_raw for p in idle) / seconds if seconds > 0 else 0.0
 
 
-def repeat_record(repeat: int, records: List[PhaseRecord], driver_cpu: int, rate: float) -> RepeatFigures:
+def repeat_record(repeat: int, records: List[PhaseRecord], driver_cpu: Optional[int], rate: float) -> RepeatFigures:
     """One repeat: its phases, and the workload's totals."""
     return RepeatFigures.from_phases(repeat, {r.phase: phase_record(r, driver_cpu, rate) for r in records})
 
 
-def all_repeats(records_by_repeat: List[List[PhaseRecord]], driver_cpu: int) -> List[RepeatFigures]:
+def all_repeats(records_by_repeat: List[List[PhaseRecord]], driver_cpu: Optional[int]) -> List[RepeatFigures]:
     """The finished repeats, background from all idle windows."""
     rate = pooled_idle_rate([r for recs in records_by_repeat for r in recs], driver_cpu)
     return [repeat_record(i, recs, driver_cpu, rate) for i, recs in enumerate(records_by_repeat)]

@@ -407,7 +407,8 @@ class TracePlan:
     """
 
     cpus: Tuple[int, ...]
-    driver_cpu: int
+    #: the CPU that sends the broadcasts, None when any CPU may (khugepaged, a kernel thread)
+    driver_cpu: Optional[int]
     ops_per_phase: int
     sync_counter: str = "perf"         # perf | trace (the ring buffer counts the queued syncs)
     buffer_kb: Optional[int] = None    # per CPU, given by the user: overrides the sizing
@@ -427,6 +428,8 @@ class TracePlan:
                    + targets * self.ops_per_phase * RECEIVER_EVENT_BYTES)
 
     def total_kb(self, counter: bool) -> int:
+        if self.driver_cpu is None:  # any CPU may send: each gets the sender's room
+            return self.driver_kb(counter) * len(self.cpus)
         return self.per_cpu_kb() * (len(self.cpus) - 1) + self.driver_kb(counter)
 
 
@@ -436,11 +439,14 @@ def _kb(nbytes: int) -> int:
     return max(1024, min(MAX_BUFFER_KB, steps * BUFFER_STEP_KB))
 
 
-def sync_filter(driver_cpu: int, address: int, negate: bool = False) -> str:
+def sync_filter(driver_cpu: Optional[int], address: int, negate: bool = False) -> str:
     """The ftrace filter for csd_queue_cpu: the sync function's calls to the other CPUs
-    (for the counter), or everything but the sync function (for the ring buffer)."""
+    (for the counter; to every CPU when the sender is not the driver), or everything but
+    the sync function (for the ring buffer)."""
     if negate:
         return f"func != 0x{address:x}"
+    if driver_cpu is None:
+        return f"func == 0x{address:x}"
     return f"func == 0x{address:x} && cpu != {driver_cpu}"
 
 
@@ -532,6 +538,8 @@ def _size_buffers(instance: Path, plan: TracePlan, counter: bool, log) -> None:
     """Per-CPU buffers sized for the job (TracePlan), the sending CPU's apart; the memory
     they take is said before the first phase."""
     per_cpu, driver = plan.per_cpu_kb(), plan.driver_kb(counter)
+    if plan.driver_cpu is None:  # any CPU may send
+        per_cpu = driver
     try:
         (instance / "buffer_size_kb").write_text(str(per_cpu))
         if driver != per_cpu:
@@ -541,5 +549,7 @@ def _size_buffers(instance: Path, plan: TracePlan, counter: bool, log) -> None:
                              f"({e.strerror}): give less with --trace-buffer-kb, or --no-trace") from None
     how = ("sync calls counted in the kernel (perf counter on csd_queue_cpu)" if counter
            else "sync calls counted in the trace buffer")
-    log(f"trace buffers: {plan.total_kb(counter) / 1024:.1f} MiB in all ({per_cpu} KiB per CPU, {driver} KiB on "
-        f"CPU {plan.driver_cpu}, for {plan.ops_per_phase} operations per phase); {how}")
+    where = (f"{driver} KiB on CPU {plan.driver_cpu}" if plan.driver_cpu is not None
+             else "on every CPU, since any may send")
+    log(f"trace buffers: {plan.total_kb(counter) / 1024:.1f} MiB in all ({per_cpu} KiB per CPU, {where}, "
+        f"for {plan.ops_per_phase} operations per phase); {how}")

@@ -62,6 +62,8 @@ class PhaseFigures:
     queued_by: Optional[str] = None             # "perf-counter" when the kernel counted the sync
     driver_utime_s: float = 0.0
     driver_stime_s: float = 0.0
+    #: figures only this workload has (khugepaged: seconds until the range was collapsed, ...)
+    workload_figures: Dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> Dict[str, Any]:
         """The PHASE object, keys in the documented order, optional keys only when set."""
@@ -84,6 +86,8 @@ class PhaseFigures:
                 out["queued_by"] = self.queued_by
         out["driver_utime_s"] = self.driver_utime_s
         out["driver_stime_s"] = self.driver_stime_s
+        if self.workload_figures:
+            out["workload_figures"] = dict(self.workload_figures)
         return out
 
     @classmethod
@@ -112,6 +116,7 @@ class PhaseFigures:
             queued_by=ph.get("queued_by") if isinstance(ph.get("queued_by"), str) else None,
             driver_utime_s=_num(where, ph, "driver_utime_s", default=0.0),
             driver_stime_s=_num(where, ph, "driver_stime_s", default=0.0),
+            workload_figures=_counts(where, ph.get("workload_figures")),
         )
 
 

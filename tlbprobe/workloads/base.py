@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple
 
 from ..errors import InputError
@@ -22,6 +22,8 @@ class PhaseOutcome:
     ops: int                 # operations that happened (counted by the kernel where possible)
     ops_expected: int        # operations the driver asked for
     note: str = ""           # why ops < ops_expected, errno of a failed call, ...
+    #: figures only this workload measures, into summary.json's workload_figures
+    figures: Dict[str, float] = field(default_factory=dict)
 
     @property
     def result(self) -> str:
@@ -83,6 +85,9 @@ class Workload:
 
     name = "workload"
     ops_unit = "operations"
+    #: False when the broadcasts come from a kernel thread on any CPU (khugepaged): every
+    #: online CPU is then a receiver, and the count is not limited to the driver's sends
+    sender_is_driver = True
     #: options only this workload has, in the order --help lists them
     options: Tuple[Option, ...] = ()
 
