@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT / "tests"))  # irqgen: the synthetic-file generator 
 
 from irqgen import X86_DEVICES, X86_LINES, X86_TAIL, x86_interrupts  # noqa: E402
 from tlbprobe.measure.procfs import diff_interrupts, parse_interrupts, parse_keyvalue, read_text  # noqa: E402
-from tlbprobe.textfmt import render_table  # noqa: E402
+from tlbprobe.ui.tables import render_table  # noqa: E402
 
 CPU_COUNTS = (8, 16, 64, 128, 256, 512)
 

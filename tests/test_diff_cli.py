@@ -13,7 +13,8 @@ import pytest
 
 from irqgen import arm64_interrupts, x86_interrupts
 from tlbprobe import cli
-from tlbprobe.textfmt import per_cpu_cells, per_cpu_headers, render_table, short_cpulist, summarize_per_cpu
+from tlbprobe.ui.numbers import short_cpulist, summarize_per_cpu
+from tlbprobe.ui.tables import per_cpu_cells, per_cpu_headers, render_table
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).parent / "data"
@@ -249,7 +250,7 @@ def test_main_real_proc_interrupts_against_itself(capsys):
     assert all(v >= 0 for v in data["function_call"]["per_cpu"].values())
 
 
-# --- textfmt helpers shared with other commands --------------------------------------------
+# --- ui.numbers / ui.tables helpers shared with other commands --------------------------------------------
 
 
 def test_summarize_per_cpu():

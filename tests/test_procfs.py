@@ -16,7 +16,6 @@ from tlbprobe.measure.procfs import (
     IrqLine,
     diff_interrupts,
     diff_keyvalue,
-    format_cpulist,
     format_interrupts,
     parse_cpulist,
     parse_interrupts,
@@ -25,6 +24,7 @@ from tlbprobe.measure.procfs import (
     read_meminfo,
     read_vmstat,
 )
+from tlbprobe.ui.numbers import format_cpulist
 
 DATA = Path(__file__).parent / "data"
 X86_BEFORE = DATA / "x86-kvm-2cpu.before.interrupts"

@@ -23,7 +23,7 @@ from ..measure.procfs import (
     parse_interrupts,
     read_interrupts,
 )
-from ..textfmt import MAX_CPU_COLUMNS, per_cpu_cells, per_cpu_headers, render_table
+from ..ui.tables import MAX_CPU_COLUMNS, per_cpu_cells, per_cpu_headers, render_table
 
 DESCRIPTION = """\
 Show the per-CPU change of every /proc/interrupts line between two saved copies:

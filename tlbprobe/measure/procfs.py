@@ -31,9 +31,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..errors import InputError
+from ..ui.numbers import format_cpulist
 
 #: Canonical names for the IPI lines tlbprobe reasons about, matched by description.
 #: x86: "CAL: Function call interrupts", "TLB: TLB shootdowns"; arm64: "IPI1: ... Function
@@ -445,20 +446,6 @@ def _names(labels: Sequence[str]) -> str:
     shown = ", ".join(labels[:_MAX_NAMED])
     more = len(labels) - _MAX_NAMED
     return f"{shown} (+{more} more)" if more > 0 else shown
-
-
-def format_cpulist(cpus: Iterable[int]) -> str:
-    """The kernel's cpulist form, "0-3,8,10-11": the inverse of parse_cpulist."""
-    ordered = sorted(set(cpus))
-    parts: List[str] = []
-    i = 0
-    while i < len(ordered):
-        j = i
-        while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
-            j += 1
-        parts.append(str(ordered[i]) if i == j else f"{ordered[i]}-{ordered[j]}")
-        i = j + 1
-    return ",".join(parts)
 
 
 def parse_cpulist(text: str) -> List[int]:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 from ..errors import InputError
 from ..vocab import SYNC_FUNCTION
 from .analyze import RunAnalysis
-from .tables import expected_per_repeat, per_cpu_rows
+from .rows import expected_per_repeat, per_cpu_rows
 
 if TYPE_CHECKING:
     from . import Report

@@ -14,8 +14,8 @@ from typing import Any, Dict, Optional
 from . import Report
 from .analyze import RunAnalysis, all_queued
 from .compare import Comparison, latency_table
+from .rows import per_cpu_rows
 from .stats import Spread
-from .tables import per_cpu_rows
 
 FORMAT = "tlbprobe-report/1"
 

@@ -10,22 +10,20 @@ from __future__ import annotations
 import textwrap
 from typing import List, Sequence
 
+from ..ui.numbers import fmt_num, fmt_pct
+from ..ui.tables import table_lines, wrap_command
 from ..vocab import SYNC_FUNCTION
 from . import Report
 from .analyze import RunAnalysis
 from .compare import FIGURES, Comparison
-from .tables import (
+from .rows import (
     expected_per_repeat,
     fmt_mean_ci,
-    fmt_num,
-    shown_sync,
-    fmt_pct,
     host_line,
     reproduce_commands,
     short_source,
-    text_table,
+    shown_sync,
     workload_line,
-    wrap_command,
 )
 
 WIDTH = 72
@@ -145,7 +143,7 @@ def _comparison(c: Comparison) -> List[str]:
                      fmt_pct(f.change_pct), f.mark))
     body.append(("model, per repeat", fmt_num(expected_per_repeat(a), 1), fmt_num(expected_per_repeat(b), 1),
                   "", ""))
-    lines = text_table(head, body, "lrrrl")
+    lines = table_lines(head, body, "lrrrl")
     for w in c.warnings:
         lines = textwrap.wrap(f"WARNING: {w}", WIDTH) + [""] + lines
     if c.latency:
@@ -158,7 +156,7 @@ def _comparison(c: Comparison) -> List[str]:
             lbody.append((f"{r.phase} {r.role} {r.metric.replace('_us', '')}", fmt_num(r.base, 1),
                           fmt_num(r.other, 1), change, ""))
         if lbody:
-            lines += [""] + text_table(lhead, lbody, "lrrrl")
+            lines += [""] + table_lines(lhead, lbody, "lrrrl")
     return lines
 
 
@@ -167,7 +165,7 @@ def _single(a: RunAnalysis) -> List[str]:
     body = [(_short(label), fmt_mean_ci(a.stats.get(key), digits))
             for key, label, _unit, digits in FIGURES if key in a.stats and key != "background_rate"]
     body.append(("model, per repeat", fmt_num(expected_per_repeat(a), 1)))
-    return text_table(head, body, "lr")
+    return table_lines(head, body, "lr")
 
 
 def _model(runs: Sequence[RunAnalysis]) -> List[str]:

@@ -4,20 +4,20 @@ from __future__ import annotations
 
 from typing import List, Sequence
 
+from ..ui.numbers import fmt_num
 from . import Report
 from .analyze import RunAnalysis
 from .compare import Comparison
 from .render_text import verdict_text
-from .tables import (
+from .rows import (
     PER_CPU_HEADERS,
-    latency_comparison_rows,
-    measured_lines,
-    per_cpu_cells,
     comparison_rows,
-    fmt_num,
     host_line,
     kernel_line,
+    latency_comparison_rows,
+    measured_lines,
     ops_line,
+    per_cpu_cells,
     reproduce_commands,
     workload_line,
 )

@@ -4,20 +4,19 @@ from __future__ import annotations
 
 from typing import List
 
+from ..ui.numbers import fmt_num, fmt_pct
+from ..ui.tables import table_lines
 from . import Report
 from .analyze import FLUSH_FUNCTION, SYNC_FUNCTION, RunAnalysis
 from .compare import Comparison
-from .tables import (
-    measured_lines,
+from .rows import (
     comparison_rows,
-    fmt_num,
-    shown_sync,
-    fmt_pct,
     host_line,
     kernel_line,
+    measured_lines,
     ops_line,
     per_cpu_rows,
-    text_table,
+    shown_sync,
     workload_line,
 )
 
@@ -134,7 +133,7 @@ def per_cpu_lines(a: RunAnalysis) -> List[str]:
     else:
         body = [_cpu_cells(r) for r in rows]
         title = "per CPU, workload phases summed:"
-    return [title] + ["  " + line for line in text_table(head, body, "rlrrrr")]
+    return [title] + ["  " + line for line in table_lines(head, body, "rlrrrr")]
 
 
 def _cpu_cells(r) -> tuple:
@@ -154,7 +153,7 @@ def latency_lines(a: RunAnalysis) -> List[str]:
             tag = f"{cpu}{' (driver)' if cpu == drv else ''}"
             body.append((phase, tag, fmt_num(s.samples), fmt_num(s.cycles_lost), fmt_num(s.p50_us, 1),
                          fmt_num(s.p99_us, 1), fmt_num(s.p999_us, 1), fmt_num(s.max_us, 1)))
-    return ["latency (cyclictest):"] + ["  " + line for line in text_table(head, body, "llrrrrrr")]
+    return ["latency (cyclictest):"] + ["  " + line for line in table_lines(head, body, "llrrrrrr")]
 
 
 def comparison_lines(c: Comparison) -> List[str]:
@@ -164,7 +163,7 @@ def comparison_lines(c: Comparison) -> List[str]:
     out += [f"  WARNING: {w}" for w in c.warnings]
     head = ("figure", f"{a.label} {a.run.name}", f"{b.label} {b.run.name}", "change", "p", "")
     body = comparison_rows(c)
-    out.extend("  " + line for line in text_table(head, body, "lrrrrl"))
+    out.extend("  " + line for line in table_lines(head, body, "lrrrrl"))
     if c.latency:
         out.append("  latency, us (driver CPU; worst other CPU):")
         lhead = ("phase", "CPU", "percentile", a.label, b.label, "change")
@@ -172,5 +171,5 @@ def comparison_lines(c: Comparison) -> List[str]:
         for r in c.latency:
             change = fmt_pct((r.other - r.base) / r.base * 100) if r.base and r.other is not None else "-"
             lbody.append((r.phase, r.role, r.metric.replace("_us", ""), fmt_num(r.base, 1), fmt_num(r.other, 1), change))
-        out.extend("    " + line for line in text_table(lhead, lbody, "lllrrr"))
+        out.extend("    " + line for line in table_lines(lhead, lbody, "lllrrr"))
     return out

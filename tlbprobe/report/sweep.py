@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from ..errors import InputError
+from ..ui.numbers import fmt_num
 from . import ReportOptions, build_report
 from .analyze import RunAnalysis
-from .tables import fmt_num
 
 #: (vCPUs, variant) -> run directory
 SweepRuns = Dict[int, Dict[str, Path]]

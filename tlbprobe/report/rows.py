@@ -1,16 +1,19 @@
-"""Numbers and rows shared by the renderers: formatting, the per-CPU table, the run's facts.
+"""The rows and lines shared by the renderers: the per-CPU rows, the run's facts, the
+comparison's rows, what was measured.
 
-Renderers differ in layout only; what a figure says (and how it is rounded) is decided
-here once, so the text, LKML, Markdown, HTML and JSON outputs cannot disagree.
+Renderers differ in layout only; what a figure says is decided here once, so the text,
+LKML, Markdown, HTML and JSON outputs cannot disagree. How a number is written and how
+rows are laid out in columns is tlbprobe/ui's (numbers.py, tables.py), shared with the
+collect summary and `tlbprobe diff`.
 """
 
 from __future__ import annotations
 
-import math
 import shlex
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
+from ..ui.numbers import fmt_num, fmt_p, fmt_pct
 from ..units import format_size
 from .analyze import SYNC_FUNCTION, RunAnalysis, all_queued
 from .stats import Spread
@@ -52,14 +55,6 @@ def expected_per_repeat(a: RunAnalysis) -> Optional[float]:
     return None if v is None or n == 0 else v / n
 
 
-def fmt_num(v: Optional[float], digits: int = 0) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "-"
-    if digits == 0:
-        return f"{v:,.0f}"
-    return f"{v:,.{digits}f}"
-
-
 def shown_sync(v) -> str:
     """A verdict's measured sync IPIs as a person should read them: never a negative count.
     A CAL-only estimate below 0 (the background estimate exceeded the raw count) is
@@ -67,10 +62,6 @@ def shown_sync(v) -> str:
     if v.below_background and v.bounds is not None:
         return f"0 (below background, at most {fmt_num(v.bounds.high)})"
     return fmt_num(v.measured, 1)
-
-
-def fmt_pct(v: Optional[float]) -> str:
-    return "-" if v is None else f"{v:+.1f}%"
 
 
 def fmt_mean_ci(s: Optional[Spread], digits: int) -> str:
@@ -90,12 +81,6 @@ def fmt_spread(s: Optional[Spread], digits: int) -> str:
     if s.ci95 is not None:
         out += f", 95% CI {fmt_num(s.ci95[0], digits)}..{fmt_num(s.ci95[1], digits)}"
     return out
-
-
-def fmt_p(p: Optional[float]) -> str:
-    if p is None:
-        return "-"
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
 def workload_line(a: RunAnalysis) -> str:
@@ -168,44 +153,6 @@ def reproduce_commands(runs: Sequence[RunAnalysis]) -> List[str]:
         if line not in cmds:
             cmds.append(line)
     return cmds
-
-
-def wrap_command(cmd: str, width: int, first_prefix: str, cont_prefix: str) -> List[str]:
-    """Wrap a shell command at word boundaries with ' \\' continuations (quoting kept)."""
-    tokens = [shlex.quote(w) for w in shlex.split(cmd)]
-    words: List[str] = []
-    for tok in tokens:  # keep "--option value" on one line
-        if words and words[-1].startswith("-") and " " not in words[-1] and not tok.startswith("-"):
-            words[-1] += " " + tok
-        else:
-            words.append(tok)
-    lines: List[str] = []
-    cur = first_prefix
-    started = False
-    for w in words:
-        candidate = cur + (" " if started else "") + w
-        if started and len(candidate) + 2 > width:
-            lines.append(cur + " \\")
-            cur = cont_prefix + w
-        else:
-            cur = candidate
-        started = True
-    lines.append(cur)
-    return lines
-
-
-def text_table(headers: Sequence[str], rows: Sequence[Sequence[str]], align: str) -> List[str]:
-    """A fixed-width table; ``align`` has one 'l' or 'r' per column."""
-    widths = [len(h) for h in headers]
-    for row in rows:
-        for i, cell in enumerate(row):
-            widths[i] = max(widths[i], len(cell))
-
-    def fmt(row: Sequence[str]) -> str:
-        cells = [c.ljust(widths[i]) if align[i] == "l" else c.rjust(widths[i]) for i, c in enumerate(row)]
-        return "  ".join(cells).rstrip()
-
-    return [fmt(headers)] + [fmt(r) for r in rows]
 
 
 def comparison_rows(c) -> List[Tuple[str, ...]]:
