@@ -25,10 +25,13 @@ from typing import Dict, List
 import pytest
 
 from conftest import needs_csd_events
+from runfactory import make_run
 from tlbprobe.errors import InputError, PreflightError
+from tlbprobe.measure.latency import CyclictestObserver, PhaseLatency
 from tlbprobe.measure.observer import Phase
-from tlbprobe.measure.latency import (CpuLatency, CyclictestObserver, CyclictestOutput, PhaseLatency, ThreadLatency,
-                              parse_cyclictest_json, percentile_us, read_cyclictest_json)
+from tlbprobe.rundir.cyclictest import (CpuLatency, CyclictestOutput, ThreadLatency, parse_cyclictest_json,
+                                        percentile_us, read_cyclictest_json)
+from tlbprobe.rundir.reader import load_run
 from tlbprobe.summary_text import latency_lines, render_summary
 
 DATA = Path(__file__).parent / "data"
@@ -122,6 +125,30 @@ def test_nonzero_return_code_is_a_problem_but_keeps_data():
     data["return_code"] = 1
     out = parse_cyclictest_json(json.dumps(data))
     assert len(out.threads) == 2 and out.problems == ["cyclictest reported return_code 1"]
+
+
+# --- the report's reader reads the same files with the same parser ----------------------------
+
+
+def test_reader_histograms_come_from_the_collectors_parser(tmp_path):
+    """rundir/reader.py reads latency/<tag>.json with parse_cyclictest_json: whole files give
+    every thread's histogram, a cut file its whole threads and a warning naming it, a file
+    with no usable thread a warning and nothing."""
+    run_dir = make_run(tmp_path, "lat", latency=True, seed=5, online_cpus=2)
+    files = sorted((run_dir / "latency").glob("*.json"))
+    expected = {(f.stem, t.cpu): t.histogram for f in files for t in read_cyclictest_json(f).threads}
+    assert {(h.label, h.cpu): h.buckets for h in load_run(run_dir).histograms} == expected
+
+    cut, foreign = files[0], files[1]
+    text = cut.read_text()
+    cut.write_text(text[: text.index('"1": {') + 40])            # inside the second thread
+    foreign.write_text('{"not": "cyclictest"}')
+    run = load_run(run_dir)
+    got = {(h.label, h.cpu) for h in run.histograms}
+    assert (cut.stem, 0) in got and (cut.stem, 1) not in got
+    assert not any(label == foreign.stem for label, _ in got)
+    assert any(str(cut) in w and "thread 1" in w for w in run.warnings), run.warnings
+    assert any(str(foreign) in w and "skipped" in w for w in run.warnings), run.warnings
 
 
 # --- percentile math --------------------------------------------------------------------------

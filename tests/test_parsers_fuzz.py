@@ -16,11 +16,11 @@ from hypothesis import strategies as st
 
 from tlbprobe.errors import InputError, TlbprobeError
 from tlbprobe.job import build_job
-from tlbprobe.measure.latency import parse_cyclictest_json
 from tlbprobe.measure.perfcount import kernel_addresses
 from tlbprobe.measure.procfs import diff_interrupts, parse_interrupts, parse_keyvalue
-from tlbprobe.report import build_report
 from tlbprobe.measure.trace import TraceSession
+from tlbprobe.report import build_report
+from tlbprobe.rundir.cyclictest import parse_cyclictest_json
 from tlbprobe.vm.guest import find_panic, read_statuses
 
 DATA = Path(__file__).parent / "data"

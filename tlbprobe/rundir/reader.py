@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 import pandas as pd
 
 from ..errors import InputError
+from .cyclictest import read_cyclictest_json
 from .schema import FORMAT, TIMESERIES_COLUMNS, RepeatFigures
 
 PHASE_COLUMNS = ("repeat", "phase", "start", "end", "duration_s", "ops", "ops_expected", "result")
@@ -242,7 +243,8 @@ def _load_csv(p: Path, columns: Sequence[str], numeric: Sequence[str]) -> pd.Dat
 
 
 def _load_latency(run: Run) -> None:
-    """summary.json `latency` (percentiles per phase and CPU) and cyclictest JSON histograms.
+    """summary.json `latency` (percentiles per phase and CPU) and cyclictest JSON histograms
+    (latency/<tag>.json, read with cyclictest.py's parser, the one the collector uses).
 
     Both are optional: a run without --latency has neither, and the report says nothing
     about latency for it. Two layouts of ``latency`` are read:
@@ -286,20 +288,11 @@ def _load_latency(run: Run) -> None:
         return
     for f in sorted(d.glob("*.json")):
         try:
-            data = json.loads(f.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            run.warnings.append(f"{f}: skipped, not readable cyclictest JSON ({e})")
+            output = read_cyclictest_json(f)
+        except InputError as e:
+            run.warnings.append(f"{e}; skipped")
             continue
-        threads = data.get("thread") if isinstance(data, dict) else None
-        if not isinstance(threads, dict):
-            continue
-        for t in threads.values():
-            if not isinstance(t, dict) or not isinstance(t.get("histogram"), dict):
-                continue
-            try:
-                buckets = {int(k): int(v) for k, v in t["histogram"].items()}
-                cpu = int(t.get("cpu", -1))
-            except (TypeError, ValueError):
-                run.warnings.append(f"{f}: skipped a thread with a malformed histogram")
-                continue
-            run.histograms.append(Histogram(label=f.stem, cpu=cpu, buckets=buckets))
+        if output.problems:
+            run.warnings.append(f"{f}: {'; '.join(output.problems)}")
+        for t in output.threads:
+            run.histograms.append(Histogram(label=f.stem, cpu=t.cpu, buckets=t.histogram))
