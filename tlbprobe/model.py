@@ -53,6 +53,9 @@ class Rule:
     per_table: Optional[float] = None
     per_op_per_mm_cpu: Optional[float] = None
     skips_when_flush_mode: Tuple[str, ...] = ()
+    #: workloads whose broadcasts this rule counts, ``per_op`` per operation (model.yaml
+    #: ``workloads:``): a new workload that syncs once per operation is one entry here
+    workloads: Tuple[str, ...] = ()
 
     def cite(self) -> str:
         """'function (file)' for one-line citations."""
@@ -140,6 +143,7 @@ def load_params(path: Optional[Path] = None) -> ModelParams:
                 per_table=_opt_float(r.get("per_table")),
                 per_op_per_mm_cpu=_opt_float(r.get("per_op_per_mm_cpu")),
                 skips_when_flush_mode=tuple(r.get("skips_when_flush_mode") or ()),
+                workloads=tuple(str(w) for w in (r.get("workloads") or ())),
             )
         except (TypeError, ValueError) as e:
             raise InputError(f"{p}: rule {rid!r}: {e}") from None
@@ -287,7 +291,7 @@ def ops_from_size(workload: str, size: int) -> int:
     workload = WORKLOAD_ALIASES.get(workload, workload)
     if size < 0:
         raise InputError(f"size must not be negative, got {size}")
-    if workload == "collapse":
+    if workload in ("collapse", "khugepaged"):
         return size // PMD_SIZE
     if workload == "hugetlb-unshare":
         return 1
@@ -327,14 +331,19 @@ def predict(scenario: Scenario, params: ModelParams) -> Prediction:
     )
 
 
+def per_op_rule(params: ModelParams, workload: str) -> Optional[Rule]:
+    """The rule that names ``workload`` in its ``workloads:`` list, if one does."""
+    found = [r for r in params.rules.values() if workload in r.workloads]
+    return found[0] if found else None
+
+
 def _unpatched_broadcasts(s: Scenario, params: ModelParams, notes: List[str]) -> Tuple[float, Tuple[str, ...], str]:
     """Broadcasts an unpatched kernel sends for the scenario."""
-    if s.workload == "idle":
-        r = params.rule("idle")
-        return 0.0, (r.id,), r.text
-    if s.workload == "collapse":
-        r = params.rule("collapse-sync")
+    r = per_op_rule(params, s.workload)
+    if r is not None:  # a workload that syncs a fixed number of times per operation
         per = r.per_op if r.per_op is not None else 1.0
+        if per == 0:
+            return 0.0, (r.id,), r.text
         return s.ops * per, (r.id,), f"{_n(s.ops)} collapses x {_n(per)}: {r.text}"
     era = s.hugetlb_unshare or params.default_hugetlb_unshare
     if s.unshare_kind is not None and s.unshare_kind not in UNSHARE_KINDS:
@@ -401,6 +410,10 @@ def _tlb_ipis(
     if s.workload == "idle":
         r = params.rule("idle")
         return 0.0, 0.0, (r.id,), r.text
+    if s.workload == "khugepaged":  # sent from khugepaged's CPU, to every CPU the mm ran on
+        r = params.rule("tlb-khugepaged")
+        upper = float(s.ops * s.mm_cpus)
+        return None, upper, (r.id,), f"at most {_n(upper)}: {r.text}"
     native = params.rule("tlb-native")
     if others == 0:
         notes.append(

@@ -28,6 +28,7 @@ examples:
   tlbprobe model --workload collapse --size 20G --cpus 64 --kernel baseline --flush native
   tlbprobe model --workload collapse --size 1G --cpus 4 --threads 3 --kernel patched --flush native
   tlbprobe model --workload hugetlb-unshare --size 4G --op munmap --ops 10 --cpus 2 --flush pv
+  tlbprobe model --workload khugepaged --size 1G --cpus 64 --kernel baseline --flush native
   tlbprobe model --workload hugetlb-unshare --size 4G --hugetlb-unshare per-table --cpus 8 --format json
   tlbprobe model --workload hugetlb-unshare --size 1G --ops 300 --sharers 4 --cpus 2 --flush pv
 
@@ -74,8 +75,8 @@ def scenario_from_args(args: argparse.Namespace) -> Scenario:
         ops = args.ops
     elif size is not None:
         ops = ops_from_size(workload, size)
-    elif workload == "collapse":
-        raise InputError("collapse needs --size or --ops")
+    elif workload in ("collapse", "khugepaged"):
+        raise InputError(f"{workload} needs --size or --ops")
     else:
         ops = 1 if workload == "hugetlb-unshare" else 0
     if args.tables_per_op is not None:
@@ -136,6 +137,7 @@ def render_text(pred: Prediction, params: ModelParams, size_text: "str | None" =
         f" x {s.tables_per_op} PMD table{'s' if s.tables_per_op != 1 else ''}, {s.sharers} sharers"
         f"{', MAP_PRIVATE control' if s.control else ''}",
         "idle": "idle window",
+        "khugepaged": f"khugepaged: {s.ops} collapse{'s' if s.ops != 1 else ''} of anonymous 2 MiB ranges",
     }[s.workload]
     if size_text:
         what += f" ({format_size(parse_size(size_text))})"

@@ -25,6 +25,7 @@ from .rows import (
     ops_line,
     per_cpu_cells,
     reproduce_commands,
+    workload_figures_line,
     workload_line,
 )
 
@@ -108,6 +109,7 @@ def run_html(a: RunAnalysis, report: Report) -> str:
         ("kernel", f"{kernel_line(a)}; variant from {a.variant.source}"),
         ("flush mode", f"{a.flush.value}; from {a.flush.source}"),
         ("workload", workload_line(a)),
+        *([("", workload_figures_line(a))] if workload_figures_line(a) else []),
         ("operations", ops_line(a)),
         *measured_lines(a),
         ("model", f"{fmt_num(a.prediction.sync_ipis.value)}: {a.prediction.sync_ipis.why}"),

@@ -68,6 +68,8 @@ def run_dict(a: RunAnalysis) -> Dict[str, Any]:
         "threads": int(run.job.get("threads") or 0),
         "ops": run.ops,
         "ops_expected": run.ops_expected,
+        **({"workload_figures": [r.workload.workload_figures for r in run.repeats if r.workload]}
+           if any(r.workload and r.workload.workload_figures for r in run.repeats) else {}),
         "sync_ipis_measured": v.estimate if v.estimate is not None else v.measured,
         # what the text shows (never below 0) and the interval a CAL-only verdict rests on
         "sync_ipis_shown": v.measured if v.basis == "traced" else (

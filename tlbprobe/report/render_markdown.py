@@ -19,6 +19,7 @@ from .rows import (
     ops_line,
     per_cpu_cells,
     reproduce_commands,
+    workload_figures_line,
     workload_line,
 )
 
@@ -75,6 +76,7 @@ def run_md(a: RunAnalysis) -> List[str]:
         ("kernel", f"{kernel_line(a)} — variant from {a.variant.source}"),
         ("flush mode", f"{a.flush.value} — from {a.flush.source}"),
         ("workload", workload_line(a)),
+        *([("", workload_figures_line(a))] if workload_figures_line(a) else []),
         ("operations", ops_line(a)),
         *measured_lines(a),
         ("model", f"{fmt_num(a.prediction.sync_ipis.value)} — {a.prediction.sync_ipis.why}"),

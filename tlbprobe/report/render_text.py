@@ -17,6 +17,7 @@ from .rows import (
     ops_line,
     per_cpu_rows,
     shown_sync,
+    workload_figures_line,
     workload_line,
 )
 
@@ -54,6 +55,9 @@ def run_lines(a: RunAnalysis) -> List[str]:
     field("kernel", f"{kernel_line(a)}; variant from {a.variant.source}")
     field("flush", f"{a.flush.value} from {a.flush.source}")
     field("workload", workload_line(a))
+    extra = workload_figures_line(a)
+    if extra:
+        field("", extra)
     field("ops", ops_line(a))
     for name, text in measured_lines(a):
         field(name, text)

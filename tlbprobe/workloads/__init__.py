@@ -17,7 +17,8 @@ from ..errors import InputError, InternalError
 from .base import Option, PhaseOutcome, Workload
 
 #: workload name -> module of this package that defines its driver
-MODULES: Dict[str, str] = {"collapse": "collapse", "hugetlb-unshare": "hugetlb", "idle": "idle"}
+MODULES: Dict[str, str] = {"collapse": "collapse", "hugetlb-unshare": "hugetlb", "idle": "idle",
+                           "khugepaged": "khugepaged"}
 
 #: the drivers imported so far (tests may put their own in)
 DRIVERS: Dict[str, Type[Workload]] = {}
