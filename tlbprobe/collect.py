@@ -25,7 +25,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from . import __version__
 from .errors import InternalError, PreflightError, TlbprobeError
-from .job import Job
+from .job import Job, resolve_common
 from .measure import host, procfs
 from .rundir import (ATTRIBUTION_COLUMNS, FORMAT, INTERRUPTS_COLUMNS, PHASES_COLUMNS, TIMESERIES_COLUMNS,
                      VMSTAT_COLUMNS, RunDir)
@@ -99,7 +99,8 @@ class Collector:
         facts = host.gather(self.job.flush_mode)
         preflight(self.job, facts)
         cls = driver(self.job.workload)
-        self.job = cls.resolve(self.job, facts)  # every default explicit before run.yaml is written
+        # every default explicit before run.yaml is written
+        self.job = cls.resolve(resolve_common(self.job, len(facts.online_cpus)), facts)
         workload: Workload = cls(self.job, facts, self.console.log)
         workload.preflight()
         if self.job.trace:

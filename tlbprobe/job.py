@@ -25,6 +25,18 @@ from .units import parse_size
 from .vocab import KERNEL_VARIANTS
 
 IDLE_MODES = ("spin", "sleep")
+#: ``threads: all`` (job file) or ``--threads all``: one touching thread per other online
+#: CPU, resolved to the number on the host that runs the job (the A/B's guests differ)
+ALL_OTHERS = -1
+
+
+def parse_threads(value: Any) -> int:
+    """A thread count, or 'all' (ALL_OTHERS)."""
+    if isinstance(value, str) and value.strip().lower() == "all":
+        return ALL_OTHERS
+    if isinstance(value, bool) or int(value) != float(value):
+        raise ValueError("expected a whole number or 'all'")
+    return int(value)
 #: how the sync calls are counted when tracing (tlbprobe/measure/trace.py, tlbprobe/measure/perfcount.py)
 SYNC_COUNTERS = ("perf", "trace")
 
@@ -37,7 +49,7 @@ class Job:
     size: Optional[int] = None          # bytes
     repeat: int = 3
     cpu: int = 0                        # the CPU that runs the driver
-    threads: int = 0                    # extra threads touching the range on other CPUs
+    threads: int = 0                    # extra threads touching the range on other CPUs; ALL_OTHERS: one per other CPU
     idle_seconds: float = 5.0
     idle_mode: str = "spin"             # spin: driver CPU busy in user space; sleep: all idle
     trace: bool = True
@@ -73,8 +85,8 @@ class Job:
             raise InputError(f"--repeat {self.repeat} is out of range (1..1000)")
         if self.cpu < 0:
             raise InputError(f"--cpu {self.cpu} is out of range (a CPU number, 0 or more)")
-        if not 0 <= self.threads <= 4096:
-            raise InputError(f"--threads {self.threads} is out of range (0..4096)")
+        if not (0 <= self.threads <= 4096 or self.threads == ALL_OTHERS):
+            raise InputError(f"--threads {self.threads} is out of range (0..4096, or all)")
         if not 0 <= self.idle_seconds <= 3600:
             raise InputError(f"--idle-seconds {self.idle_seconds} is out of range (0..3600)")
         if self.trace_buffer_kb is not None and not 4 <= self.trace_buffer_kb <= 1 << 20:
@@ -89,6 +101,14 @@ class Job:
             raise InputError(f"--kernel-variant must be one of {', '.join(KERNEL_VARIANTS)}")
 
 
+def resolve_common(job: Job, online_cpus: int) -> Job:
+    """The common fields that depend on the host, made explicit before run.yaml is
+    written: ``threads: all`` becomes the number of the other online CPUs."""
+    if job.threads == ALL_OTHERS:
+        return dataclasses.replace(job, threads=max(online_cpus - 1, 0))
+    return job
+
+
 _FIELDS = {f.name: f for f in dataclasses.fields(Job) if f.name != "options"}
 
 
@@ -99,6 +119,8 @@ def _coerce(name: str, value: Any, source: str) -> Any:
     try:
         if name == "size":
             return parse_size(str(value))
+        if name == "threads":
+            return parse_threads(value)
         kind = _FIELDS[name].type
         if "bool" in str(kind):
             if not isinstance(value, bool):

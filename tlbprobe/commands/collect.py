@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..collect import Collector, default_out
 from ..ui import Console
-from ..job import IDLE_MODES, KERNEL_VARIANTS, SYNC_COUNTERS, build_job
+from ..job import IDLE_MODES, KERNEL_VARIANTS, SYNC_COUNTERS, build_job, parse_threads
 from ..summary_text import render_summary
 from ..units import parse_size
 from ..workloads import MODULES, all_drivers, all_options
@@ -48,8 +48,9 @@ def add_collect_options(p: argparse.ArgumentParser) -> None:
                    help="bytes to collapse or unshare, e.g. 512M, 20G (default: up to 4G, sized to free memory)")
     p.add_argument("--repeat", type=int, metavar="N", help="repeats, each with its own idle window (default: 3)")
     p.add_argument("--cpu", type=int, metavar="C", help="CPU that runs the driver (default: 0)")
-    p.add_argument("--threads", type=int, metavar="K",
-                   help="extra threads reading the range from other CPUs, so the mm runs on K+1 CPUs (default: 0)")
+    p.add_argument("--threads", type=_threads, metavar="K|all",
+                   help="extra threads reading the range from other CPUs, so the mm runs on K+1 CPUs; all: one "
+                        "per other online CPU (default: 0)")
     p.add_argument("--idle-seconds", type=float, metavar="S",
                    help="idle control window before each repeat (default: 5; 0 disables background subtraction)")
     p.add_argument("--idle-mode", choices=IDLE_MODES,
@@ -84,6 +85,13 @@ def add_collect_options(p: argparse.ArgumentParser) -> None:
                 g.add_argument(o.flag_name, dest=o.key, metavar=o.metavar, help=o.help,
                                type=o.kind if o.kind is int else str)  # choices: checked by Option.coerce, in one line
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines, only the summary")
+
+
+def _threads(text: str) -> int:
+    try:
+        return parse_threads(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a thread count or 'all'") from None
 
 
 def register(sub) -> None:
