@@ -109,3 +109,33 @@ def test_a_key_without_a_value_means_the_default(tmp_path):
     f.write_text("workload: collapse\nidle_seconds:\nrepeat:\n")
     job = build_job({}, str(f))
     assert (job.idle_seconds, job.repeat) == (5.0, 3)
+
+
+def test_repro_jobs_are_job_files_resolved_on_the_host(tmp_path):
+    from tlbprobe.workflows.repro import DEFAULT_JOBS, resolve_jobs
+
+    jobs = resolve_jobs()
+    assert [n for n, _ in jobs] == list(DEFAULT_JOBS)
+    for name, args in jobs:
+        assert args[0] == "--job" and Path(args[1]).is_absolute() and Path(args[1]).stem == name
+    assert [n for n, _ in resolve_jobs(["default", "khugepaged-fast"])] == list(DEFAULT_JOBS) + ["khugepaged-fast"]
+    own = tmp_path / "mine.yaml"
+    own.write_text("workload: collapse\nsize: 64M\n")
+    assert resolve_jobs([str(own)]) == [("mine", ["--job", str(own.resolve())])]
+    with pytest.raises(InputError, match="no such job file; shipped jobs: .*khugepaged"):
+        resolve_jobs(["no-such-job"])
+    with pytest.raises(InputError, match="named twice"):
+        resolve_jobs(["collapse-1G", "default"])
+    own.write_text("workload: collapse\nkernel_variant: patched\n")
+    with pytest.raises(InputError, match="kernel_variant"):
+        resolve_jobs([str(own)])
+
+
+def test_threads_all_means_one_per_other_cpu():
+    from tlbprobe.job import ALL_OTHERS, resolve_common
+
+    job = build_job({}, "collapse-1G-threads")
+    assert job.threads == ALL_OTHERS
+    assert resolve_common(job, 64).threads == 63 and resolve_common(job, 1).threads == 0
+    with pytest.raises(InputError, match="threads"):
+        build_job({"threads": "some"})

@@ -85,7 +85,7 @@ class Job:
             raise InputError(f"--repeat {self.repeat} is out of range (1..1000)")
         if self.cpu < 0:
             raise InputError(f"--cpu {self.cpu} is out of range (a CPU number, 0 or more)")
-        if not (0 <= self.threads <= 4096 or self.threads == ALL_OTHERS):
+        if not isinstance(self.threads, int) or not (0 <= self.threads <= 4096 or self.threads == ALL_OTHERS):
             raise InputError(f"--threads {self.threads} is out of range (0..4096, or all)")
         if not 0 <= self.idle_seconds <= 3600:
             raise InputError(f"--idle-seconds {self.idle_seconds} is out of range (0..3600)")
@@ -137,16 +137,38 @@ def _coerce(name: str, value: Any, source: str) -> Any:
         raise InputError(f"{source}: {name}: {value!r} is not valid ({e})") from None
 
 
+def find_job_file(name: str) -> Path:
+    """A job file's path: ``name`` itself when it exists, else the shipped job of that
+    name (``collapse-20G`` -> workloads/collapse-20G.yaml)."""
+    if not Path(name).exists() and "/" not in name:
+        shipped = locate("workloads", name if name.endswith(".yaml") else f"{name}.yaml")
+        if shipped.exists():
+            return shipped
+    return Path(name)
+
+
+def shipped_jobs() -> Dict[str, str]:
+    """The shipped job files by name, with their descriptions (for --help and errors)."""
+    from .datafiles import data_dir
+
+    out: Dict[str, str] = {}
+    for f in sorted(data_dir("workloads").glob("*.yaml")):
+        try:
+            data = yaml.safe_load(f.read_text()) or {}
+        except (OSError, yaml.YAMLError):
+            continue
+        out[f.stem] = str(data.get("description", "")) if isinstance(data, dict) else ""
+    return out
+
+
 def load_job_file(path: str) -> Dict[str, Any]:
     """Parameters from a YAML job file, checked by name and type."""
-    if not Path(path).exists():  # a name of a shipped job file: --job collapse-20G
-        shipped = locate("workloads", path if path.endswith(".yaml") else f"{path}.yaml")
-        path = str(shipped) if shipped.exists() and "/" not in path else path
+    path = str(find_job_file(path))
     try:
         with open(path) as f:
             data = yaml.safe_load(f)
     except FileNotFoundError:
-        raise InputError(f"{path}: no such job file (see workloads/ for examples)") from None
+        raise InputError(f"{path}: no such job file; shipped jobs: {', '.join(shipped_jobs())}") from None
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
         raise InputError(f"{path}: not a readable YAML job file ({str(e).splitlines()[0]})") from None
     if data is None:

@@ -12,16 +12,19 @@ from typing import Dict
 from ..errors import InputError
 from ..kernel.build import DEFAULT_FRAGMENT, KernelSpec
 from ..ui import terminal_status
-from ..workflows.repro import default_out, run_repro, run_sweep, sweep_job
+from ..workflows.repro import DEFAULT_JOBS, default_out, resolve_jobs, run_repro, run_sweep, sweep_job
 from ..workflows.results import Case, write_results
 from ..units import format_size, parse_size
 from .kernel import add_kernel_options, resolve_commits
 from .qemu import add_guest_options, check_host_memory, guest_memory_for, guest_spec_from_args
 
 EPILOG = """\
-Jobs (each with 2 repeats and a 2 s idle window, driver on CPU 0): a 1 GiB collapse,
-the same with a touching thread on every other vCPU (TLB shootdowns appear), and a
-1 GiB hugetlb PMD-unshare. Kernels come from `tlbprobe kernel build` (cached: a warm
+Jobs are job files in workloads/ (edit them there). The default set (each with 2 repeats
+and a 2 s idle window, driver on CPU 0): collapse-1G, collapse-1G-threads (a touching
+thread on every other vCPU: TLB shootdowns appear) and hugetlb-unshare-1G. --job picks
+others: khugepaged-fast (khugepaged's collapses with aggressive knobs), hugetlb-db-churn
+(a database's client sessions on a shared hugetlb segment), or a file of your own.
+Kernels come from `tlbprobe kernel build` (cached: a warm
 repro only boots the guests). Results: OUT/<variant>/<job>/ run directories,
 OUT/repro.json (verdicts, timings), and the LKML tables printed here.
 
@@ -39,6 +42,8 @@ S + 2G; the host must have that plus 1G available).
 examples:
   tlbprobe repro                          # our patch, Debian's linux-source
   tlbprobe repro --smp 4,16,64            # the broadcast's growth with the CPU count
+  tlbprobe repro --job khugepaged-fast --job hugetlb-db-churn   # real triggers
+  tlbprobe repro --job default --job my-job.yaml
   tlbprobe repro --smp 64 --size 12G      # the seed's shape, as large as 24 GiB allows
   tlbprobe repro --patch 0001-a.patch --patch 0002-b.patch --source ~/linux
   tlbprobe repro --patch series.mbx       # b4 am / git format-patch --stdout output
@@ -55,6 +60,10 @@ def register(sub) -> None:
     p.add_argument("--size", type=parse_size, metavar="SIZE",
                    help="collapse size of a sweep, or of the one collapse job with --smp N --size S (the "
                         "seed's experiment: --smp 64 --size 20G); default: the 1G job set, 256M per sweep point")
+    p.add_argument("--job", action="append", default=[], dest="job_names", metavar="NAME|FILE",
+                   help="run this job in both guests instead of the default set (repeatable): a shipped job "
+                        "(workloads/NAME.yaml, e.g. khugepaged-fast, hugetlb-db-churn) or your own job file; "
+                        "'default' stands for the default set (" + ", ".join(DEFAULT_JOBS) + ")")
     p.add_argument("--out", type=Path, metavar="DIR",
                    help="results (default: runs/<time>-repro)")
     p.add_argument("--junit", type=Path, metavar="FILE",
@@ -75,6 +84,8 @@ def format_timings(timings: Dict[str, float]) -> str:
 
 def main(args: argparse.Namespace) -> int:
     out = args.out or default_out()
+    if len(args.smp) > 1 and args.job_names:
+        raise InputError("--job goes with one --smp; a sweep (--smp 4,16,64) runs its own collapse job")
     if out.exists() and any(out.iterdir()):
         raise InputError(f"{out} already exists and is not empty; choose another --out")
     resolve_commits(args)
@@ -100,7 +111,10 @@ def main(args: argparse.Namespace) -> int:
         print(f"timings: {format_timings(sw.timings)}")
         print(f"results: {out}   ({'every run matches the model' if sw.ok else 'MISMATCH: see above'})")
         return 0 if sw.ok else 1
-    jobs = [(f"collapse-{size}", sweep_job(size))] if size else None
+    if size and args.job_names:
+        raise InputError("--size sizes the one collapse job of --smp N --size S; with --job the size is the job "
+                         "file's: leave out one of them")
+    jobs = [(f"collapse-{size}", sweep_job(size))] if size else resolve_jobs(args.job_names)
     res = run_repro(kspec, guest, out, patches=args.patch, jobs=jobs, status=terminal_status())
     cases = [Case(f"{job}[{variant}]", res.oks[job][variant], f"{job}, {variant} kernel: {v}", res.reports[job],
                   res.timings.get(f"guest_{variant}_s", 0.0))

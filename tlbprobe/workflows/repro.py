@@ -16,6 +16,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Tuple
 
+from ..errors import InputError
+from ..job import build_job, find_job_file
 from ..report import ReportOptions, build_report
 from ..report import render_json, render_lkml
 from ..vocab import KERNEL_VARIANTS as VARIANTS
@@ -28,15 +30,29 @@ if TYPE_CHECKING:
     from ..report.sweep import SweepRow
 
 
-def default_jobs(smp: int) -> List[Tuple[str, List[str]]]:
-    """Single-threaded collapse, collapse with the mm live on every vCPU, hugetlb unshare."""
-    common = ["--repeat", "2", "--idle-seconds", "2", "--cpu", "0"]
-    return [
-        ("collapse-1G", ["--workload", "collapse", "--size", "1G", *common]),
-        ("collapse-1G-threads", ["--workload", "collapse", "--size", "1G", "--threads", str(max(smp - 1, 1)),
-                                 *common]),
-        ("hugetlb-unshare-1G", ["--workload", "hugetlb-unshare", "--size", "1G", "--cycles", "200", *common]),
-    ]
+#: The A/B's default jobs: job files in workloads/ (edit them there, or name others with
+#: --job): single-threaded collapse, collapse with the mm live on every vCPU, hugetlb unshare.
+DEFAULT_JOBS: Tuple[str, ...] = ("collapse-1G", "collapse-1G-threads", "hugetlb-unshare-1G")
+
+
+def resolve_jobs(names: Sequence[str] = ()) -> List[Tuple[str, List[str]]]:
+    """Job names or files (``default``: DEFAULT_JOBS) -> (run name, the guest's collect
+    options). Each file is loaded and checked here, on the host, before a kernel is built;
+    the guest reads it by its absolute path (its root is the host's, read-only)."""
+    wanted: List[str] = []
+    for n in names or ("default",):
+        wanted.extend(DEFAULT_JOBS if n == "default" else [n])
+    jobs: List[Tuple[str, List[str]]] = []
+    for n in wanted:
+        path = find_job_file(n)
+        job = build_job({}, str(path))  # one clear error for a missing or malformed job
+        if job.kernel_variant is not None:
+            raise InputError(f"{path}: sets kernel_variant, which the A/B sets for each guest: remove it")
+        name = path.stem if path.suffix == ".yaml" else path.name
+        if any(name == other for other, _ in jobs):
+            raise InputError(f"job {name!r} is named twice")
+        jobs.append((name, ["--job", str(path.resolve())]))
+    return jobs
 
 
 @dataclass
@@ -75,7 +91,7 @@ def build_variants(kernel_spec: KernelSpec, patches: Sequence[Path], timings: Di
 def run_repro(kernel_spec: KernelSpec, guest: GuestSpec, out: Path, patches: Sequence[Path] = (),
               jobs: Optional[List[Tuple[str, List[str]]]] = None, log: Callable[[str], None] = print,
               status: Callable[[str], None] = lambda s: None) -> ReproResult:
-    jobs = jobs or default_jobs(guest.smp)
+    jobs = jobs or resolve_jobs()
     guest = replace(guest)  # the accelerator may change after the first boot: not in the caller's spec
     timings: Dict[str, float] = {}
     kernels = build_variants(kernel_spec, patches, timings, log, status)
