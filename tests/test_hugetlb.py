@@ -21,7 +21,8 @@ import pytest
 
 from tlbprobe import cli
 from tlbprobe.workloads import driver
-from tlbprobe.workloads.hugetlb import ENTRIES_PER_TABLE, HugetlbUnshareWorkload, Layout, pages_for
+from tlbprobe.workloads.hugetlb import HugetlbUnshareWorkload, pages_for
+from tlbprobe.workloads.sharers import ENTRIES_PER_TABLE, Layout
 
 REPO = Path(__file__).resolve().parent.parent
 NR_HUGEPAGES = Path("/proc/sys/vm/nr_hugepages")
