@@ -27,12 +27,12 @@ from . import __version__
 from .errors import InternalError, PreflightError, TlbprobeError
 from .job import Job, resolve_common
 from .measure import host, procfs
+from .measure.paths import REAL, KernelPaths
 from .rundir import (ATTRIBUTION_COLUMNS, FORMAT, INTERRUPTS_COLUMNS, PHASES_COLUMNS, TIMESERIES_COLUMNS,
                      VMSTAT_COLUMNS, RunDir)
 from .summary import PhaseRecord, all_repeats, build_summary
 from .rundir.schema import RepeatFigures
-from .sysstate import (DEFAULT_STATE_DIR, Interrupted, SystemState, check_journal, signals_blocked,
-                       stop_signals_raise)
+from .sysstate import Interrupted, SystemState, check_journal, signals_blocked, stop_signals_raise
 from .measure.observer import Observer, Phase
 from .measure.timeseries import PhaseSeries
 from .measure.trace import COUNTER_EVENT, PhaseCounts, TracePlan, TraceSession, open_session
@@ -50,18 +50,18 @@ class Snapshot:
     vmstat: str
 
     @classmethod
-    def take(cls) -> "Snapshot":
+    def take(cls, paths: KernelPaths = REAL) -> "Snapshot":
         when = time.time()
-        return cls(when, procfs.read_text("/proc/interrupts"), procfs.read_text("/proc/vmstat"))
+        return cls(when, procfs.read_text(str(paths.interrupts)), procfs.read_text(str(paths.vmstat)))
 
 
 def default_out(workload: str) -> Path:
     return Path("runs") / f"{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}-{workload}"
 
 
-def preflight(job: Job, facts: host.HostFacts) -> None:
+def preflight(job: Job, facts: host.HostFacts, require_root: bool = True) -> None:
     """The checks that apply to every workload; the workload adds its own."""
-    if os.geteuid() != 0:
+    if require_root and os.geteuid() != 0:
         raise PreflightError("collect needs root (it reads the kernel log, sets THP and tracing knobs): "
                              "run it with sudo")
     if job.cpu not in facts.online_cpus:
@@ -90,14 +90,17 @@ class Collector:
     out: Path
     console: Console = field(default_factory=Console)
     argv: List[str] = field(default_factory=list)
-    state_dir: Optional[Path] = None
+    #: where the kernel's files and the journal are: the real ones, or a test's stand-in tree
+    paths: KernelPaths = REAL
+    #: False only for a stand-in tree (tests/test_collect_fake.py): root writes the real knobs
+    require_root: bool = True
     _observers: List[Observer] = field(default_factory=list)
     #: the phase being measured, for error messages
     _where: Optional[str] = None
 
     def run(self) -> Dict[str, Any]:
-        facts = host.gather(self.job.flush_mode)
-        preflight(self.job, facts)
+        facts = host.gather(self.job.flush_mode, self.paths)
+        preflight(self.job, facts, self.require_root)
         cls = driver(self.job.workload)
         # every default explicit before run.yaml is written
         self.job = cls.resolve(resolve_common(self.job, len(facts.online_cpus)), facts)
@@ -107,7 +110,7 @@ class Collector:
             check_trace_memory(self._trace_plan(facts, workload), facts.mem_available)
         for obs in self._observers:  # e.g. cyclictest missing: refuse before anything is measured
             obs.preflight(facts)
-        state_dir = self.state_dir or DEFAULT_STATE_DIR
+        state_dir = self.paths.state_dir
         check_journal(state_dir)
         rundir = RunDir.create(self.out)
         self.console.keep = rundir.log
@@ -139,7 +142,8 @@ class Collector:
                 old_affinity = os.sched_getaffinity(0)
                 os.sched_setaffinity(0, {self.job.cpu})
                 stack.callback(os.sched_setaffinity, 0, old_affinity)
-                trace = (stack.enter_context(open_session(state, self._trace_plan(facts, workload), self.console.log))
+                trace = (stack.enter_context(open_session(state, self._trace_plan(facts, workload), self.console.log,
+                                                          self.paths.tracefs))
                          if self.job.trace else None)
                 for obs in self._observers:
                     stack.callback(obs.stop)  # registered first: stop() runs even if start() fails
@@ -234,12 +238,12 @@ class Collector:
             obs.phase_begin(ph)
         if trace:
             trace.open_phase(tag)  # reads the sync counter: IPIs, so before the window
-        before = Snapshot.take()
+        before = Snapshot.take(self.paths)
         if trace:
             trace.begin(tag)
         ru0 = resource.getrusage(resource.RUSAGE_THREAD)
-        vm_before = procfs.parse_keyvalue(before.vmstat, "/proc/vmstat")
-        series = PhaseSeries(start=before.when)
+        vm_before = procfs.parse_keyvalue(before.vmstat, str(self.paths.vmstat))
+        series = PhaseSeries(start=before.when, interrupts=self.paths.interrupts)
 
         def progress(text: str) -> None:  # the workloads call it between chunks
             series.maybe_sample()
@@ -250,7 +254,7 @@ class Collector:
         counts: Optional[PhaseCounts] = None
         if trace:
             trace.end(tag)
-        after = Snapshot.take()
+        after = Snapshot.take(self.paths)
         if trace:
             counts = trace.counts(tag)
         for obs in self._observers:
@@ -260,7 +264,7 @@ class Collector:
         irq = procfs.diff_interrupts(parsed_before, parsed_after)
         for w in irq.warnings:
             self.console.log(f"warning: {tag}: {w}")
-        vm_after = procfs.parse_keyvalue(after.vmstat, "/proc/vmstat")
+        vm_after = procfs.parse_keyvalue(after.vmstat, str(self.paths.vmstat))
         vm_delta = procfs.diff_keyvalue(vm_before, vm_after)
         if phase != "idle":
             outcome = workload.count_ops(outcome, vm_delta)

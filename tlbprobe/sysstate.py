@@ -26,8 +26,7 @@ from typing import Callable, Iterator, List, Optional, Tuple
 
 from .errors import PreflightError, TlbprobeError
 from .measure.host import sysfs_choice
-
-DEFAULT_STATE_DIR = Path(os.environ.get("TLBPROBE_STATE_DIR", "/run/tlbprobe"))
+from .measure.paths import DEFAULT_STATE_DIR
 
 #: Signals that end a run cleanly (their handlers raise Interrupted so `finally` runs).
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)

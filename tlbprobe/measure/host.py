@@ -29,10 +29,11 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from .. import __version__
+from .paths import REAL, KernelPaths
 from .procfs import parse_cpulist, read_meminfo, read_text
 
-THP_DIR = Path("/sys/kernel/mm/transparent_hugepage")
-CPU_DIR = Path("/sys/devices/system/cpu")
+THP_DIR = REAL.thp_dir
+CPU_DIR = REAL.cpu_dir
 
 
 _PV_FLUSH_PATTERNS = [
@@ -75,11 +76,11 @@ def kernel_version_tuple(release: str) -> Tuple[int, int]:
     return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
 
 
-def read_cpuinfo(path: str = "/proc/cpuinfo") -> Tuple[str, List[str]]:
+def read_cpuinfo(path: Path = REAL.cpuinfo) -> Tuple[str, List[str]]:
     """CPU model name and the flags of the first CPU."""
     model, flags = "unknown", []
     try:
-        text = read_text(path)
+        text = read_text(str(path))
     except OSError:
         return model, flags
     for line in text.splitlines():
@@ -92,10 +93,10 @@ def read_cpuinfo(path: str = "/proc/cpuinfo") -> Tuple[str, List[str]]:
     return model, flags
 
 
-def read_cpu_list(name: str) -> List[int]:
+def read_cpu_list(name: str, cpu_dir: Path = CPU_DIR) -> List[int]:
     """Online or possible CPUs from /sys/devices/system/cpu/<name>."""
     try:
-        return parse_cpulist(read_text(str(CPU_DIR / name)))
+        return parse_cpulist(read_text(str(cpu_dir / name)))
     except OSError:
         return list(range(os.cpu_count() or 1))
 
@@ -121,21 +122,29 @@ def read_thp_settings(root: Path = THP_DIR) -> Dict[str, str]:
     return out
 
 
-def read_kernel_log() -> Tuple[str, bool]:
+def read_kernel_log(path: Optional[Path] = None) -> Tuple[str, bool]:
     """The kernel log and whether it still reaches back to boot.
 
-    Uses dmesg (needs root, or kernel.dmesg_restrict=0). The log reaches back to boot when
-    its first line is the kernel's banner at time zero.
+    Uses dmesg (needs root, or kernel.dmesg_restrict=0), or reads ``path`` (a recorded
+    log) when given. The log reaches back to boot when its first line is the kernel's
+    banner at time zero.
     """
-    try:
-        out = subprocess.run(["dmesg"], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return "", False
-    if out.returncode != 0:
-        return "", False
-    first = out.stdout.splitlines()[:1]
+    if path is not None:
+        try:
+            text = read_text(str(path))
+        except OSError:
+            return "", False
+    else:
+        try:
+            out = subprocess.run(["dmesg"], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return "", False
+        if out.returncode != 0:
+            return "", False
+        text = out.stdout
+    first = text.splitlines()[:1]
     from_boot = bool(first) and bool(re.match(r"\[\s*0\.000000\]", first[0]))
-    return out.stdout, from_boot
+    return text, from_boot
 
 
 def detect_flush_mode(cpu_flags: List[str], log: str, log_from_boot: bool) -> Tuple[str, str]:
@@ -154,9 +163,9 @@ def detect_flush_mode(cpu_flags: List[str], log: str, log_from_boot: bool) -> Tu
     return "unknown", "guest, but the kernel log no longer reaches back to boot"
 
 
-def detect_hypervisor(cpu_flags: List[str], log: str) -> Optional[str]:
+def detect_hypervisor(cpu_flags: List[str], log: str, type_file: Path = REAL.hypervisor_type) -> Optional[str]:
     try:
-        return Path("/sys/hypervisor/type").read_text().strip() or None
+        return type_file.read_text().strip() or None
     except OSError:
         pass
     m = re.search(r"Hypervisor detected: (\S+)", log)
@@ -176,19 +185,20 @@ def detect_preempt(log: str) -> Optional[str]:
     return None
 
 
-def gather(flush_mode_override: Optional[str] = None) -> HostFacts:
-    """Collect the host facts. Cheap (a few file reads and one dmesg), safe to call often."""
+def gather(flush_mode_override: Optional[str] = None, paths: KernelPaths = REAL) -> HostFacts:
+    """Collect the host facts. Cheap (a few file reads and one dmesg), safe to call often.
+    ``paths``: where the kernel's files are (the real ones unless a test says otherwise)."""
     uname = os.uname()
-    model, flags = read_cpuinfo()
-    log, from_boot = read_kernel_log()
+    model, flags = read_cpuinfo(paths.cpuinfo)
+    log, from_boot = read_kernel_log(paths.kernel_log)
     mode, evidence = detect_flush_mode(flags, log, from_boot)
     notes = []
     if flush_mode_override:
         notes.append(f"flush mode detected as {mode} ({evidence}); overridden to {flush_mode_override}")
         mode, evidence = flush_mode_override, "given on the command line"
-    mem = read_meminfo()
+    mem = read_meminfo(str(paths.meminfo))
     try:
-        cmdline = read_text("/proc/cmdline").strip()
+        cmdline = read_text(str(paths.cmdline)).strip()
     except OSError:
         cmdline = ""
     return HostFacts(
@@ -197,12 +207,12 @@ def gather(flush_mode_override: Optional[str] = None) -> HostFacts:
         cmdline=cmdline,
         cpu_model=model,
         cpu_flags={f: f in flags for f in ("invlpgb", "pcid", "invpcid", "hypervisor", "pdpe1gb")},
-        online_cpus=read_cpu_list("online"),
-        possible_cpus=read_cpu_list("possible"),
-        hypervisor=detect_hypervisor(flags, log),
+        online_cpus=read_cpu_list("online", paths.cpu_dir),
+        possible_cpus=read_cpu_list("possible", paths.cpu_dir),
+        hypervisor=detect_hypervisor(flags, log, paths.hypervisor_type),
         flush_mode=mode,
         flush_mode_evidence=evidence,
-        thp=read_thp_settings(),
+        thp=read_thp_settings(paths.thp_dir),
         mem_total=mem.get("MemTotal", 0),
         mem_available=mem.get("MemAvailable", 0),
         hugepage_size=mem.get("Hugepagesize", 2 << 20),

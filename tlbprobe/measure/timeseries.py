@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from . import procfs
 from ..errors import TlbprobeError
+from . import procfs
+from .paths import REAL
 
 INTERVAL_S = 0.1
 
@@ -41,6 +43,7 @@ class PhaseSeries:
 
     start: float                       # time.time() of the 'before' snapshot, as phases.csv
     interval_s: float = INTERVAL_S
+    interrupts: Path = REAL.interrupts  # the file sampled
     samples: List[Tuple[float, Dict[int, Tuple[int, int]]]] = field(default_factory=list)
     _last: Optional[float] = None
 
@@ -51,7 +54,7 @@ class PhaseSeries:
             return
         self._last = now
         try:
-            snap = procfs.read_interrupts()
+            snap = procfs.read_interrupts(str(self.interrupts))
         except (OSError, TlbprobeError):  # a failed sample costs a point of the plot, never the run
             return
         self.add(now, snap)

@@ -70,11 +70,12 @@ from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Set, Tuple
 
 from ..errors import PreflightError
-from .perfcount import CounterUnavailable, TracepointCounter, kernel_addresses
 from ..sysstate import SystemState, pid_alive
 from ..vocab import FLUSH_FUNCTION, NOHZ_FUNCTION, SYNC_FUNCTION, WAKEUP_FUNCTION
+from .paths import REAL
+from .perfcount import CounterUnavailable, TracepointCounter, kernel_addresses
 
-TRACEFS = Path("/sys/kernel/tracing")
+TRACEFS = REAL.tracefs
 EVENTS = ("csd/csd_function_entry", "csd/csd_queue_cpu", "ipi/ipi_send_cpu", "ipi/ipi_send_cpumask",
           "sched/sched_wake_idle_without_ipi")
 MARK = "tlbprobe-phase"
@@ -467,18 +468,19 @@ def open_counter(root: Path, plan: TracePlan, address: Optional[int], log) -> Op
         return None
 
 
-def tracefs_root(state: SystemState) -> Path:
+def tracefs_root(state: SystemState, tracefs: Path = TRACEFS) -> Path:
     """The tracefs mount, mounting it (journaled, undone at the end) when it is absent."""
-    if (TRACEFS / "instances").is_dir():
-        return TRACEFS
-    if not TRACEFS.is_dir():
-        raise PreflightError(f"{TRACEFS} does not exist: kernel without CONFIG_TRACING? (use --no-trace)")
-    state.mount("tracefs", str(TRACEFS))
-    return TRACEFS
+    if (tracefs / "instances").is_dir():
+        return tracefs
+    if not tracefs.is_dir():
+        raise PreflightError(f"{tracefs} does not exist: kernel without CONFIG_TRACING? (use --no-trace)")
+    state.mount("tracefs", str(tracefs))
+    return tracefs
 
 
 @contextmanager
-def open_session(state: SystemState, plan: TracePlan, log=lambda s: None) -> Iterator[Optional[TraceSession]]:
+def open_session(state: SystemState, plan: TracePlan, log=lambda s: None,
+                 tracefs: Path = TRACEFS) -> Iterator[Optional[TraceSession]]:
     """Create the private instance, enable the IPI events, open the sync counter; tear
     down on exit.
 
@@ -486,7 +488,7 @@ def open_session(state: SystemState, plan: TracePlan, log=lambda s: None) -> Ite
     6.4/6.5, e.g. Debian 12's own 6.1): the run then counts IPIs from /proc/interrupts
     only, and the report judges it on CAL minus TLB.
     """
-    root = tracefs_root(state)
+    root = tracefs_root(state, tracefs)
     available = [ev for ev in EVENTS if (root / "events" / ev).is_dir()]
     kprobes: List[str] = []
     if not any(ev.startswith("csd/") for ev in available):  # sched/ alone is in every kernel
