@@ -9,7 +9,7 @@ import os
 import secrets
 import stat
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Dict, Iterable, Optional, Sequence
 
 import yaml
 
@@ -172,7 +172,3 @@ def read_summary(path: Path) -> Dict[str, Any]:
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise InputError(f"{f}: not a {FORMAT} summary (format={data.get('format') if isinstance(data, dict) else None!r})")
     return data
-
-
-def list_rows(rows: List[Dict[str, Any]], columns: Sequence[str]) -> List[List[Any]]:
-    return [[r.get(c, "") for c in columns] for r in rows]
