@@ -29,6 +29,7 @@ examples:
   tlbprobe model --workload collapse --size 1G --cpus 4 --threads 3 --kernel patched --flush native
   tlbprobe model --workload hugetlb-unshare --size 4G --op munmap --ops 10 --cpus 2 --flush pv
   tlbprobe model --workload khugepaged --size 1G --cpus 64 --kernel baseline --flush native
+  tlbprobe model --workload hugetlb-db --size 4G --ops 1000 --sharers 1 --cpus 64 --flush native
   tlbprobe model --workload hugetlb-unshare --size 4G --hugetlb-unshare per-table --cpus 8 --format json
   tlbprobe model --workload hugetlb-unshare --size 1G --ops 300 --sharers 4 --cpus 2 --flush pv
 
@@ -54,7 +55,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--flush", choices=FLUSH_MODES, default="native", help="TLB flush mode of the host")
     p.add_argument("--op", choices=UNSHARE_KINDS, default="munmap", help="hugetlb unsharing operation (default munmap)")
     p.add_argument("--sharers", type=int, default=2,
-                   help="hugetlb: processes mapping the range, one holder plus unsharers taking turns (default 2)")
+                   help="hugetlb-unshare: processes mapping the range, one holder plus unsharers taking turns (default 2); "
+                        "hugetlb-db: the servers that keep the segment mapped while clients come and go")
     p.add_argument("--control", action="store_true", help="hugetlb: MAP_PRIVATE mapping that cannot share")
     p.add_argument("--tables-per-op", type=int, help="PMD tables one unsharing operation covers (default size/1G)")
     p.add_argument(
@@ -138,6 +140,8 @@ def render_text(pred: Prediction, params: ModelParams, size_text: "str | None" =
         f"{', MAP_PRIVATE control' if s.control else ''}",
         "idle": "idle window",
         "khugepaged": f"khugepaged: {s.ops} collapse{'s' if s.ops != 1 else ''} of anonymous 2 MiB ranges",
+        "hugetlb-db": f"hugetlb-db: {s.ops} client session{'s' if s.ops != 1 else ''} on a segment of "
+        f"{s.tables_per_op} PMD table{'s' if s.tables_per_op != 1 else ''}, {s.sharers} server(s)",
     }[s.workload]
     if size_text:
         what += f" ({format_size(parse_size(size_text))})"

@@ -122,6 +122,8 @@ def scenario_for(run: Run, variant: Optional[str], flush: str, hugetlb_unshare: 
     size = run.job.get("size")
     kind = next((run.job[k] for k in UNSHARE_KIND_KEYS if isinstance(run.job.get(k), str)), None)
     sharers = run.job.get("sharers")
+    least = 1 if workload == "hugetlb-db" else 2
+    exclusive = [r.workload.workload_figures.get("exclusive_exits") for r in run.repeats if r.workload]
     return Scenario(
         workload=workload,
         ops=run.ops,
@@ -132,8 +134,9 @@ def scenario_for(run: Run, variant: Optional[str], flush: str, hugetlb_unshare: 
         unshare_kind=(kind or "munmap") if workload == "hugetlb-unshare" else None,
         tables_per_op=tables_from_size(int(size)) if isinstance(size, int) and size > 0 else 1,
         hugetlb_unshare=hugetlb_unshare,
-        sharers=int(sharers) if isinstance(sharers, int) and sharers >= 2 else 2,
+        sharers=int(sharers) if isinstance(sharers, int) and sharers >= least else 2,
         control=run.job.get("control") is True,
+        exclusive_ops=(int(sum(exclusive)) if exclusive and all(x is not None for x in exclusive) else None),
     )
 
 

@@ -102,6 +102,9 @@ def workload_line(a: RunAnalysis) -> str:
                 f"{', MAP_PRIVATE control' if s.control else ''})")
     elif s.workload == "khugepaged":
         what = f"khugepaged collapsing {size_txt}"
+    elif s.workload == "hugetlb-db":
+        what = (f"hugetlb-db: client sessions on a {size_txt} segment ({s.tables_per_op} PMD "
+                f"table{'s' if s.tables_per_op != 1 else ''}) kept by {s.sharers} server{'s' if s.sharers != 1 else ''}")
     else:
         what = "idle"
     reps = run.summary.get("repeats_planned", len(run.repeats))
@@ -247,5 +250,11 @@ def workload_figures_line(a: RunAnalysis) -> Optional[str]:
         if scans is not None:
             parts.append(f"{fmt_num(scans)} full scans")
         return "; ".join(parts) + f" (median of {len(figs)} repeat{'s' if len(figs) != 1 else ''})"
+    if a.scenario.workload == "hugetlb-db":
+        total = lambda key: sum(f.get(key, 0.0) for f in figs)  # noqa: E731
+        return (f"{fmt_num(total('sessions'))} sessions at {fmt_num(med('sessions_per_s'), 1)}/s, "
+                f"{fmt_num(total('sessions_shared'))} of them shared the servers' tables (sharing shown by their "
+                f"faults), {fmt_num(total('exclusive_exits'))} exits left the tables to one server alone, at most "
+                f"{fmt_num(max(f.get('max_attached', 0.0) for f in figs))} clients attached at once")
     keys = sorted({k for f in figs for k in f})
     return ", ".join(f"{k} {fmt_num(med(k), 2)}" for k in keys)

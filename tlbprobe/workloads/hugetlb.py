@@ -110,6 +110,77 @@ def pages_for(size: int) -> int:
     return size // HUGEPAGE
 
 
+def preflight_segment(size: int, facts) -> None:
+    """What a shared hugetlb segment of ``size`` needs of the host (both hugetlb workloads)."""
+    if kernel_version_tuple(facts.kernel_release) < (5, 14):
+        raise PreflightError(f"kernel {facts.kernel_release} lacks MADV_POPULATE_WRITE (Linux 5.14), "
+                             "which this driver uses to fault in and to verify sharing")
+    if not os.path.exists(NR_HUGEPAGES):
+        raise PreflightError(f"{NR_HUGEPAGES} is missing: kernel built without CONFIG_HUGETLBFS")
+    if resource.getpagesize() != 4096:
+        raise PreflightError("hugetlb PMD sharing is driven with 4 KiB base pages only (PMD = 2 MiB, PUD = 1 GiB)")
+    hp = hugepage_status()
+    if hp["pagesize"] != HUGEPAGE:
+        raise PreflightError(f"the default huge page size is {hp['pagesize'] >> 10} kB, not 2048 kB: "
+                             "nr_hugepages would reserve the wrong size (boot without default_hugepagesz)")
+    missing = max(0, pages_for(size) - hp["available"]) * HUGEPAGE
+    margin = 512 << 20
+    if missing + margin > facts.mem_available:
+        raise PreflightError(f"--size {format_size(size)} needs {missing >> 20} MiB of new huge pages but "
+                             f"MemAvailable is {facts.mem_available >> 20} MiB; pick a smaller --size")
+
+
+def reserve_huge_pages(state: SystemState, size: int, log) -> None:
+    """Reserve the huge pages a segment of ``size`` needs beyond those already available.
+
+    Through the journal, so nr_hugepages goes back on every exit path, and after a
+    SIGKILL with `tlbprobe restore`. The kernel allocates them on the write
+    (set_max_huge_pages()) and may get fewer than asked when memory is fragmented:
+    re-read and refuse rather than die of SIGBUS at a fault later.
+    """
+    need = pages_for(size)
+    hp = hugepage_status()
+    if hp["available"] >= need:
+        log(f"huge pages: {hp['available']} x 2 MiB available, {need} needed; nr_hugepages unchanged")
+        return
+    old = int(read_knob(NR_HUGEPAGES))
+    target = old + need - hp["available"]
+    state.set_knob(NR_HUGEPAGES, str(target))
+    now = int(read_knob(NR_HUGEPAGES))
+    got = hugepage_status()
+    log(f"huge pages: asked for {target - old} more (nr_hugepages {old} -> {target}), got {now - old}; "
+        f"{got['available']} available, {need} needed")
+    if got["available"] < need:
+        raise PreflightError(
+            f"could reserve only {got['available']} of the {need} 2 MiB huge pages {format_size(size)} "
+            f"needs (nr_hugepages {now} of {target} asked; memory in use or fragmented). Free memory, "
+            f"reserve them at boot (hugepages={need}) or pick a smaller --size; nr_hugepages goes back to {old}")
+
+
+def segment_memfd(size: int) -> int:
+    """A hugetlb memfd of ``size`` with every page allocated now (hugetlbfs_fallocate()), so
+    a shortage is an error here and never a SIGBUS at a fault."""
+    fd = os.memfd_create("tlbprobe-hugetlb", os.MFD_CLOEXEC | os.MFD_HUGETLB | MFD_HUGE_2MB)
+    try:
+        os.ftruncate(fd, size)
+        os.posix_fallocate(fd, 0, size)
+    except OSError as e:
+        os.close(fd)
+        raise WorkloadError(f"cannot allocate {format_size(size)} of 2 MiB huge pages: {e.strerror} "
+                            f"(HugePages_Free {hugepage_status()['free']})") from None
+    return fd
+
+
+def aligned_address(size: int) -> int:
+    """A free 1 GiB-aligned range: reserve size + 1 GiB of address space, keep the aligned
+    part's address, give the reservation back (MAP_FIXED_NOREPLACE then claims it)."""
+    length = size + PUD_SIZE
+    base = libc.mmap(length, libc.PROT_NONE, libc.MAP_PRIVATE | libc.MAP_ANONYMOUS | libc.MAP_NORESERVE,
+                     addr=ADDRESS_HINT)
+    libc.munmap(base, length)
+    return libc.align_up(base, PUD_SIZE)
+
+
 class HugetlbUnshareWorkload(Workload):
     name = "hugetlb-unshare"
     ops_unit = "unshares"
@@ -163,48 +234,10 @@ class HugetlbUnshareWorkload(Workload):
         if operation == "exit" and self.cycles * self.unsharers > MAX_EXIT_HELPERS:
             raise InputError(f"--operation exit forks one process per unshare: --cycles x (--sharers - 1) = "
                              f"{self.cycles * self.unsharers} is above {MAX_EXIT_HELPERS}")
-        if kernel_version_tuple(self.facts.kernel_release) < (5, 14):
-            raise PreflightError(f"kernel {self.facts.kernel_release} lacks MADV_POPULATE_WRITE (Linux 5.14), "
-                                 "which this driver uses to fault in and to verify sharing")
-        if not os.path.exists(NR_HUGEPAGES):
-            raise PreflightError(f"{NR_HUGEPAGES} is missing: kernel built without CONFIG_HUGETLBFS")
-        if resource.getpagesize() != 4096:
-            raise PreflightError("hugetlb PMD sharing is driven with 4 KiB base pages only (PMD = 2 MiB, PUD = 1 GiB)")
-        hp = hugepage_status()
-        if hp["pagesize"] != HUGEPAGE:
-            raise PreflightError(f"the default huge page size is {hp['pagesize'] >> 10} kB, not 2048 kB: "
-                                 "nr_hugepages would reserve the wrong size (boot without default_hugepagesz)")
-        missing = max(0, pages_for(self.size) - hp["available"]) * HUGEPAGE
-        margin = 512 << 20
-        if missing + margin > self.facts.mem_available:
-            raise PreflightError(f"--size {format_size(self.size)} needs {missing >> 20} MiB of new huge pages but "
-                                 f"MemAvailable is {self.facts.mem_available >> 20} MiB; pick a smaller --size")
+        preflight_segment(self.size, self.facts)
 
     def configure(self, state: SystemState) -> None:
-        """Reserve the huge pages the memfd needs beyond those already available.
-
-        Through the journal, so nr_hugepages goes back on every exit path, and after a
-        SIGKILL with `tlbprobe restore`. The kernel allocates them on the write
-        (set_max_huge_pages()) and may get fewer than asked when memory is fragmented:
-        re-read and refuse rather than die of SIGBUS at a fault later.
-        """
-        need = pages_for(self.size)
-        hp = hugepage_status()
-        if hp["available"] >= need:
-            self.log(f"huge pages: {hp['available']} x 2 MiB available, {need} needed; nr_hugepages unchanged")
-            return
-        old = int(read_knob(NR_HUGEPAGES))
-        target = old + need - hp["available"]
-        state.set_knob(NR_HUGEPAGES, str(target))
-        now = int(read_knob(NR_HUGEPAGES))
-        got = hugepage_status()
-        self.log(f"huge pages: asked for {target - old} more (nr_hugepages {old} -> {target}), got {now - old}; "
-                 f"{got['available']} available, {need} needed")
-        if got["available"] < need:
-            raise PreflightError(
-                f"could reserve only {got['available']} of the {need} 2 MiB huge pages {format_size(self.size)} "
-                f"needs (nr_hugepages {now} of {target} asked; memory in use or fragmented). Free memory, "
-                f"reserve them at boot (hugepages={need}) or pick a smaller --size; nr_hugepages goes back to {old}")
+        reserve_huge_pages(state, self.size, self.log)
 
     # -- per repeat -----------------------------------------------------------------------
     def prepare(self) -> None:
@@ -215,16 +248,8 @@ class HugetlbUnshareWorkload(Workload):
             raise
 
     def _prepare(self) -> None:
-        self._memfd = os.memfd_create("tlbprobe-hugetlb", os.MFD_CLOEXEC | os.MFD_HUGETLB | MFD_HUGE_2MB)
-        try:
-            os.ftruncate(self._memfd, self.size)
-            # Allocate every page now (hugetlbfs_fallocate()), so a shortage is an error
-            # here and never a SIGBUS at a fault; the private control maps these pages too.
-            os.posix_fallocate(self._memfd, 0, self.size)
-        except OSError as e:
-            raise WorkloadError(f"cannot allocate {format_size(self.size)} of 2 MiB huge pages: {e.strerror} "
-                                f"(HugePages_Free {hugepage_status()['free']})") from None
-        self.layout = Layout(self._aligned_address(), self.size, self._memfd, shared=not self.opt("control"))
+        self._memfd = segment_memfd(self.size)
+        self.layout = Layout(aligned_address(self.size), self.size, self._memfd, shared=not self.opt("control"))
         try:
             self.layout.map()
         except OSError as e:
@@ -236,15 +261,6 @@ class HugetlbUnshareWorkload(Workload):
         helpers = self._sharers.start(count)  # they inherit the mapping, not its tables
         faults = [self._sharers.share(h) for h in helpers[:self.unsharers]]
         self._check_first_share(own, faults)
-
-    def _aligned_address(self) -> int:
-        """A free 1 GiB-aligned range: reserve size + 1 GiB of address space, keep the aligned
-        part's address, give the reservation back (MAP_FIXED_NOREPLACE then claims it)."""
-        length = self.size + PUD_SIZE
-        base = libc.mmap(length, libc.PROT_NONE, libc.MAP_PRIVATE | libc.MAP_ANONYMOUS | libc.MAP_NORESERVE,
-                         addr=ADDRESS_HINT)
-        libc.munmap(base, length)
-        return libc.align_up(base, PUD_SIZE)
 
     def _check_first_share(self, own: int, faults: List[int]) -> None:
         lay = self.layout

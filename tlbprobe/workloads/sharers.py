@@ -68,6 +68,10 @@ CLOSE_TIMEOUT_S = 5.0
 
 #: The one-byte commands of the protocol.
 SHARE, UNSHARE, MAP, FAULT, UNMAP, EXIT = b"s", b"u", b"m", b"f", b"d", b"x"
+#: Fault only the first PART_PAGES huge pages (128 MiB) of each 1 GiB range (a client touching a
+#: part of the segment): one fault per range when its table is shared, PART_PAGES when not.
+TOUCH_PART = b"t"
+PART_PAGES = 64
 
 
 @dataclass
@@ -110,6 +114,18 @@ class Layout:
     @property
     def tables(self) -> int:
         return self.size // PUD_SIZE
+
+    def populate_part(self) -> int:
+        """Fault the first PART_PAGES huge pages of every 1 GiB range; returns the faults."""
+        advice = libc.MADV_POPULATE_WRITE if self.shared else libc.MADV_POPULATE_READ
+        before = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
+        for t in range(self.tables):
+            libc.madvise(self.addr + t * PUD_SIZE, PART_PAGES * HUGEPAGE, advice)
+        return resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - before
+
+    def looks_shared_part(self, faults: int) -> bool:
+        """After populate_part(): about one fault per range, not PART_PAGES, means shared."""
+        return faults < self.tables * (1 + PART_PAGES) / 2
 
     def looks_shared(self, faults: int, tables: Optional[int] = None) -> bool:
         """Fewer faults than half a table's entries beyond one per table: the table was found."""
@@ -206,6 +222,8 @@ def sharer_main(idx: int, layout: Layout, operation: Optional[str], cmd_fd: int,
                 reply("ok", 0)
             elif cmd == FAULT:
                 reply("ok", layout.populate())
+            elif cmd == TOUCH_PART:
+                reply("ok", layout.populate_part())
             elif cmd == UNMAP:
                 ops.unmap()
                 reply("ok", 0)
@@ -332,6 +350,10 @@ class Sharers:
     def fault(self, s: Sharer) -> int:
         """Fault the whole range in; returns the faults taken."""
         return self._must(s, FAULT, "fault the range")
+
+    def touch_part(self, s: Sharer) -> int:
+        """Fault the first PART_PAGES huge pages of each 1 GiB range; returns the faults taken."""
+        return self._must(s, TOUCH_PART, "fault part of the range")
 
     def unmap(self, s: Sharer) -> None:
         self._must(s, UNMAP, "unmap the range")
