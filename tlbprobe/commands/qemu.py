@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from ..errors import InputError, PreflightError
+from ..job import find_job_file
 from ..measure.procfs import read_meminfo
 from ..units import parse_size
 from ..ui import terminal_status
@@ -124,13 +125,14 @@ def main_collect(args: argparse.Namespace) -> int:
         raise InputError(f"bad collect options after --: {' '.join(rest)}") from None
     if parsed.out:
         raise InputError("give --out before --, to tlbprobe qemu collect (the host's directory)")
-    job_from_args(parsed)  # the same checks the guest will make, before booting anything
-    if parsed.job:  # the guest runs in the checkout: a relative job file must not move
-        rest = [str(Path(parsed.job).resolve()) if a == parsed.job else a for a in rest]
-        rest = [f"--job={Path(parsed.job).resolve()}" if a == f"--job={parsed.job}" else a for a in rest]
+    job = job_from_args(parsed)  # the same checks the guest will make, before booting anything
+    if parsed.job:  # the guest's working directory is not ours: give it the file's absolute path
+        where = find_job_file(parsed.job).resolve()
+        rest = [str(where) if a == parsed.job else a for a in rest]
+        rest = [f"--job={where}" if a == f"--job={parsed.job}" else a for a in rest]
     args.memory = args.memory or guest_memory_for(parsed.size)
     check_host_memory(args.memory)
-    out, status = collect_in_guest(guest_spec_from_args(args), rest, args.out, workload=parsed.workload or "collapse",
+    out, status = collect_in_guest(guest_spec_from_args(args), rest, args.out, workload=job.workload,
                                    status=terminal_status())
     print((out / "summary.txt").read_text() if (out / "summary.txt").exists() else f"run directory: {out}")
     if status != 0:
