@@ -90,7 +90,7 @@ def test_workload_drivers_are_found_by_name_and_a_broken_module_is_named(monkeyp
     assert build_job({"workload": "tiny", "widgets": 5}).options == {"widgets": 5}
     with pytest.raises(InputError, match="--widgets 12 is out of range"):
         build_job({"workload": "tiny", "widgets": 12})
-    with pytest.raises(InputError, match="sharers is an option of the hugetlb-unshare workload, not of tiny"):
+    with pytest.raises(InputError, match="sharers is an option of the hugetlb-unshare and hugetlb-db workloads, not of tiny"):
         build_job({"workload": "tiny", "sharers": 3})
     from tlbprobe.commands.collect import add_collect_options
     import argparse

@@ -218,9 +218,10 @@ def build_job(cli: Dict[str, Any], job_file: Optional[str] = None) -> Job:
         if key in own:
             options[key] = own[key].coerce(value, sources.get(key, "job"))
         elif key in all_options():
-            owners = ", ".join(all_options()[key])
-            raise InputError(f"{sources.get(key, 'job')}: {key} is an option of the {owners} workload, "
-                             f"not of {workload}")
+            names = all_options()[key]
+            owners = (f"the {names[0]} workload" if len(names) == 1
+                      else f"the {', '.join(names[:-1])} and {names[-1]} workloads")
+            raise InputError(f"{sources.get(key, 'job')}: {key} is an option of {owners}, not of {workload}")
         else:
             known = sorted(set(_FIELDS) - {"job_file"} | set(own))
             raise InputError(f"{sources.get(key, 'job')}: unknown key {key!r}; known: {', '.join(known)}")

@@ -270,7 +270,8 @@ class Prediction:
 
     def to_dict(self) -> Dict[str, Any]:
         return {
-            "scenario": asdict(self.scenario),
+            # exclusive_ops only where a workload counts it (hugetlb-db): older keys unchanged
+            "scenario": {k: v for k, v in asdict(self.scenario).items() if k != "exclusive_ops" or v is not None},
             "sync_broadcasts_expected": self.sync_broadcasts.value,
             "sync_ipis_expected": self.sync_ipis.value,
             "sync_ipis_per_other_cpu_expected": self.sync_ipis_per_other_cpu,

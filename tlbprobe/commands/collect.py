@@ -72,17 +72,21 @@ def add_collect_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--latency", action="store_const", const=True,
                    help="run cyclictest on every online CPU beside each phase")
     seen = set()
-    for cls in all_drivers():  # each workload declares its own options (workloads/*.py)
+    drivers = all_drivers()
+    for cls in drivers:  # each workload declares its own options (workloads/*.py)
         mine = [o for o in cls.options if o.key not in seen]
         if not mine:
             continue
         g = p.add_argument_group(f"{cls.name} workload")
         for o in mine:
             seen.add(o.key)
+            # a key two workloads declare (sharers) is one flag: its help gives each meaning
+            also = [(d.name, x) for d in drivers if d is not cls for x in d.options if x.key == o.key]
+            text = o.help if not also else "; ".join([f"{cls.name}: {o.help}"] + [f"{n}: {x.help}" for n, x in also])
             if o.flag:
-                g.add_argument(o.flag_name, dest=o.key, action="store_const", const=True, help=o.help)
+                g.add_argument(o.flag_name, dest=o.key, action="store_const", const=True, help=text)
             else:
-                g.add_argument(o.flag_name, dest=o.key, metavar=o.metavar, help=o.help,
+                g.add_argument(o.flag_name, dest=o.key, metavar=o.metavar, help=text,
                                type=o.kind if o.kind is int else str)  # choices: checked by Option.coerce, in one line
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines, only the summary")
 

@@ -59,7 +59,7 @@ class HugetlbDbWorkload(Workload):
     name = "hugetlb-db"
     ops_unit = "sessions"
     options = (
-        Option("sharers", "hugetlb-db: long-lived server processes mapping the segment (default: 4; 1 is the "
+        Option("sharers", "long-lived server processes mapping the segment (default: 4; 1 is the "
                "positive control)", kind=int, default=4, low=1, high=64, metavar="N"),
         Option("rate", "client sessions started per second (default: 20)", kind=int, default=20, low=1, high=1000,
                metavar="R"),
