@@ -75,3 +75,11 @@ def test_a_part_touch_tells_shared_from_private_tables_despite_the_interpreters_
     lay = Layout(addr=0, size=2 << 30, fd=-1, shared=True)   # two 1 GiB ranges
     assert lay.looks_shared_part(2 + 12)                       # one fault per range, plus Python's own
     assert not lay.looks_shared_part(2 * PART_PAGES)           # every page faulted: own tables
+
+
+def test_the_model_knows_when_even_sessions_overlap():
+    from tlbprobe.model import db_exclusive_exits
+
+    assert db_exclusive_exits(100, rate=20, work_ms=10) == 100     # 10 ms of every 50: never overlap
+    assert db_exclusive_exits(100, rate=20, work_ms=120) == 1      # always overlap: only the last exit
+    assert db_exclusive_exits(0, rate=20, work_ms=10) == 0

@@ -10,6 +10,7 @@ from typing import List
 from ..errors import InputError
 from ..model import (
     FLUSH_MODES,
+    db_exclusive_exits,
     HUGETLB_ERAS,
     UNSHARE_KINDS,
     WORKLOADS,
@@ -58,6 +59,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="hugetlb-unshare: processes mapping the range, one holder plus unsharers taking turns (default 2); "
                         "hugetlb-db: the servers that keep the segment mapped while clients come and go")
     p.add_argument("--control", action="store_true", help="hugetlb: MAP_PRIVATE mapping that cannot share")
+    p.add_argument("--rate", type=float, metavar="R",
+                   help="hugetlb-db: client sessions per second (with --client-work-ms: whether sessions overlap)")
+    p.add_argument("--client-work-ms", type=float, metavar="MS",
+                   help="hugetlb-db: how long each client stays attached; sessions that overlap leave the tables "
+                        "exclusive only at the last exit of a run of overlapping ones")
     p.add_argument("--tables-per-op", type=int, help="PMD tables one unsharing operation covers (default size/1G)")
     p.add_argument(
         "--hugetlb-unshare",
@@ -87,7 +93,13 @@ def scenario_from_args(args: argparse.Namespace) -> Scenario:
         tables = tables_from_size(size) if size else 1
     if args.threads < 0:
         raise InputError(f"--threads must not be negative, got {args.threads}")
+    exclusive = None
+    if workload == "hugetlb-db" and (args.rate is not None or args.client_work_ms is not None):
+        if args.rate is None or args.client_work_ms is None or args.rate <= 0 or args.client_work_ms < 0:
+            raise InputError("hugetlb-db: give --rate (> 0) and --client-work-ms (>= 0) together")
+        exclusive = db_exclusive_exits(ops, args.rate, args.client_work_ms) if args.sharers == 1 else 0
     return Scenario(
+        exclusive_ops=exclusive,
         workload=workload,
         ops=ops,
         online_cpus=args.cpus,
