@@ -147,7 +147,7 @@ class Collector:
                          if self.job.trace else None)
                 for obs in self._observers:
                     stack.callback(obs.stop)  # registered first: stop() runs even if start() fails
-                    obs.start(rundir, facts, self.console)
+                    obs.start(rundir, facts, self.console, state)
                 records: List[List[PhaseRecord]] = []
                 for r in range(self.job.repeat):
                     records.append(self._one_repeat(r, workload, trace, rundir))

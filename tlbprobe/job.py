@@ -56,6 +56,8 @@ class Job:
     trace_buffer_kb: Optional[int] = None   # per CPU; None: sized from the job (trace.TracePlan)
     sync_counter: str = "perf"          # perf: count the sync calls in the kernel; trace: in the buffer
     latency: bool = False
+    cost: bool = False                  # handler times and the initiator's wait (measure/cost.py)
+    victim: bool = False                # a victim loop on every other CPU (measure/victim.py)
     kernel_variant: Optional[str] = None
     flush_mode: Optional[str] = None    # override of the detected flush mode
     #: the workload's own options (workloads/*.py ``options``), by key

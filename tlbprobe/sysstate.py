@@ -224,17 +224,19 @@ class SystemState:
             self._save()
             raise PreflightError(f"cannot mount {fstype} at {path}: {res.stderr.strip()}")
 
-    def add_kprobe(self, events_file: Path, group: str, function: str) -> None:
-        """Place a kprobe event ``group/function`` on a kernel function (removed on restore)."""
-        name = f"{group}/{function}"
+    def add_kprobe(self, events_file: Path, group: str, function: str, ret: bool = False) -> str:
+        """Place a kprobe event ``group/function`` on a kernel function, or with ``ret`` a
+        return probe ``group/function__ret`` (removed on restore); returns the event name."""
+        name = f"{group}/{function}{'__ret' if ret else ''}"
         self.changes.append(Change("kprobe", str(events_file), None, name))
         self._save()
         try:
-            append_line(events_file, f"p:{name} {function}")
+            append_line(events_file, f"{'r' if ret else 'p'}:{name} {function}")
         except OSError as e:
             self.changes.pop()
             self._save()
             raise PreflightError(f"cannot place a kprobe on {function}: {e.strerror}") from None
+        return name
 
     def restore(self) -> List[str]:
         """Undo every change, newest first; returns the problems (empty when all went back).

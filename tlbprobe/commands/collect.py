@@ -71,6 +71,13 @@ def add_collect_options(p: argparse.ArgumentParser) -> None:
                    help="override the detected TLB flush mode (recorded as given)")
     p.add_argument("--latency", action="store_const", const=True,
                    help="run cyclictest on every online CPU beside each phase")
+    p.add_argument("--cost", action="store_const", const=True,
+                   help="time what the broadcast costs: the receivers' function-call handlers (irq_vectors and "
+                        "csd trace events) and the initiator's wait in tlb_remove_table_sync_one (kprobes); the "
+                        "events cost time themselves (benchmarks/cost_observer.py)")
+    p.add_argument("--victim", action="store_const", const=True,
+                   help="run a pinned work loop on every other CPU and report the throughput it loses in the "
+                        "workload phases and its longest gap (needs a C compiler)")
     seen = set()
     drivers = all_drivers()
     for cls in drivers:  # each workload declares its own options (workloads/*.py)
@@ -107,7 +114,7 @@ def register(sub) -> None:
 
 def job_from_args(args: argparse.Namespace):
     keys = ["workload", "size", "repeat", "cpu", "threads", "idle_seconds", "idle_mode", "trace", "trace_buffer_kb",
-            "sync_counter", "kernel_variant", "flush_mode", "latency"] + list(all_options())
+            "sync_counter", "kernel_variant", "flush_mode", "latency", "cost", "victim"] + list(all_options())
     return build_job({k: getattr(args, k, None) for k in keys}, args.job)
 
 
@@ -118,6 +125,12 @@ def main(args: argparse.Namespace) -> int:
     if job.latency:
         from ..measure.latency import CyclictestObserver
         collector.add_observer(CyclictestObserver(job))
+    if job.cost:
+        from ..measure.cost import CostObserver
+        collector.add_observer(CostObserver(ops_per_phase=(job.size or 0) // (2 << 20)))
+    if job.victim:
+        from ..measure.victim import VictimObserver
+        collector.add_observer(VictimObserver(job.cpu))
     summary = collector.run()
     print(render_summary(summary, out))
     print(f"\nnext: tlbprobe report {out}   (add a run from the other kernel to compare; "

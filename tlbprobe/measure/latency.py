@@ -280,7 +280,7 @@ class CyclictestObserver:
             except InputError as e:
                 raise PreflightError(f"--latency: the cyclictest probe wrote no usable results ({e})") from None
 
-    def start(self, rundir: "RunDir", facts: "HostFacts", console: "Console") -> None:
+    def start(self, rundir: "RunDir", facts: "HostFacts", console: "Console", state: Any = None) -> None:
         self.dir = rundir.subdir("latency")
         self.cpus = list(facts.online_cpus)
         self.log = console.log

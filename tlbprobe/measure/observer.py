@@ -4,7 +4,8 @@ The collector measures; an observer adds a measurement of its own to every phase
 (cyclictest today; the cost and victim observers next) without the collector knowing
 what it does. The hooks, in call order: ``preflight(facts)`` before the run directory
 exists (refuse early: a missing tool must not cost a half-measured run), ``start(rundir,
-facts, console)`` once, ``phase_begin(phase)`` before a phase's "before" snapshot and
+facts, console, state)`` once (``state``: the run's SystemState, through which an
+observer journals what it changes, e.g. a tracefs instance), ``phase_begin(phase)`` before a phase's "before" snapshot and
 ``phase_end(phase)`` after its "after" snapshot, ``contribute(summary)`` whenever
 summary.json is written (so a killed run keeps the observer's section too), and
 ``stop()`` on every exit path, errors and Ctrl-C included. doc/architecture.md says how
@@ -25,6 +26,7 @@ except ImportError:  # pragma: no cover
 if TYPE_CHECKING:
     from .host import HostFacts
     from ..rundir import RunDir
+    from ..sysstate import SystemState
     from ..ui import Console
 
 
@@ -50,7 +52,7 @@ class Phase:
 class Observer(Protocol):
     def preflight(self, facts: "HostFacts") -> None: ...
 
-    def start(self, rundir: "RunDir", facts: "HostFacts", console: "Console") -> None: ...
+    def start(self, rundir: "RunDir", facts: "HostFacts", console: "Console", state: "SystemState") -> None: ...
 
     def phase_begin(self, phase: Phase) -> None: ...
 

@@ -25,6 +25,9 @@ FIGURES: Tuple[Tuple[str, str, str, int], ...] = (
     ("tlb_other_cpus", "TLB, other CPUs", "", 0),
     ("background_rate", "background/s", "", 1),
     ("ms_per_op", "ms per operation", "ms", 3),
+    ("handler_us_per_sync_ipi", "handler us per sync IPI", "us", 2),
+    ("initiator_us_p50", "initiator wait us, p50", "us", 1),
+    ("victim_extra_irq_per_s", "victim interruptions/s", "", 0),
 )
 
 

@@ -18,6 +18,7 @@ from .render_text import verdict_text
 from .rows import (
     PER_CPU_HEADERS,
     comparison_rows,
+    cost_lines,
     host_line,
     kernel_line,
     latency_comparison_rows,
@@ -112,6 +113,7 @@ def run_html(a: RunAnalysis, report: Report) -> str:
         *([("", workload_figures_line(a))] if workload_figures_line(a) else []),
         ("operations", ops_line(a)),
         *measured_lines(a),
+        *[("cost" if i == 0 else "", line) for i, line in enumerate(cost_lines(a))],
         ("model", f"{fmt_num(a.prediction.sync_ipis.value)}: {a.prediction.sync_ipis.why}"),
     ]
     facts += [("warning", w) for w in v.warnings]

@@ -68,6 +68,7 @@ def run_dict(a: RunAnalysis) -> Dict[str, Any]:
         "threads": int(run.job.get("threads") or 0),
         "ops": run.ops,
         "ops_expected": run.ops_expected,
+        **({k: run.summary[k] for k in ("cost", "victim") if isinstance(run.summary.get(k), dict)}),
         **({"workload_figures": [r.workload.workload_figures for r in run.repeats if r.workload]}
            if any(r.workload and r.workload.workload_figures for r in run.repeats) else {}),
         "sync_ipis_measured": v.estimate if v.estimate is not None else v.measured,

@@ -17,6 +17,7 @@ from . import Report
 from .analyze import RunAnalysis
 from .compare import FIGURES, Comparison
 from .rows import (
+    cost_lines,
     expected_per_repeat,
     fmt_mean_ci,
     host_line,
@@ -43,6 +44,9 @@ def render(report: Report) -> str:
         lines += _field("Status:", [f"{a.label} INCOMPLETE ({a.run.status}, {len(a.run.repeats)} of "
                                     f"{a.run.summary.get('repeats_planned', '?')} repeats)" for a in incomplete])
     lines += _field("Workload:", _unique([workload_line(a) for a in runs]))
+    cost = [f"{a.label}: {line}" if len(runs) > 1 else line for a in runs for line in cost_lines(a)[:-1]]
+    if cost:  # collect --cost / --victim; the last line (what is not seen) is said once
+        lines += _field("Cost:", cost + [cost_lines(next(a for a in runs if cost_lines(a)))[-1]])
     lines += _reproduce(report)
     for c in report.comparisons:
         lines.append("")
@@ -71,10 +75,10 @@ def render(report: Report) -> str:
 def _field(key: str, values: Sequence[str]) -> List[str]:
     out: List[str] = []
     for i, v in enumerate(values):
-        wrapped = textwrap.wrap(v, WIDTH - KEY) or [""]
+        wrapped = textwrap.wrap(v, WIDTH - KEY, subsequent_indent="  ") or [""]
         for j, w in enumerate(wrapped):
             prefix = key.ljust(KEY) if i == 0 and j == 0 else " " * KEY
-            out.append(prefix + (w if j == 0 else "  " + w))
+            out.append(prefix + w)
     return out
 
 

@@ -11,6 +11,7 @@ from .analyze import FLUSH_FUNCTION, SYNC_FUNCTION, RunAnalysis
 from .compare import Comparison
 from .rows import (
     comparison_rows,
+    cost_lines,
     host_line,
     kernel_line,
     measured_lines,
@@ -79,6 +80,8 @@ def run_lines(a: RunAnalysis) -> List[str]:
     attributed = _attributed(a)
     if attributed:
         field("attributed", attributed)
+    for i, line in enumerate(cost_lines(a)):
+        field("cost" if i == 0 else "", line)
     out.extend("   " + line for line in per_cpu_lines(a))
     lat = latency_lines(a)
     if lat:

@@ -258,3 +258,57 @@ def workload_figures_line(a: RunAnalysis) -> Optional[str]:
                 f"{fmt_num(max(f.get('max_attached', 0.0) for f in figs))} clients attached at once")
     keys = sorted({k for f in figs for k in f})
     return ", ".join(f"{k} {fmt_num(med(k), 2)}" for k in keys)
+
+
+def _us(ns: float) -> str:
+    """A duration in microseconds, three significant digits, thousands separated."""
+    us = ns / 1e3
+    return f"{us:,.0f} us" if us >= 1000 else f"{us:.3g} us"
+
+
+def cost_lines(a: RunAnalysis) -> List[str]:
+    """The cost block (collect --cost, --victim): what the broadcast took in time, and
+    plainly what these figures include and cannot see. Empty for runs without them."""
+    cost = a.run.summary.get("cost") if isinstance(a.run.summary.get("cost"), dict) else None
+    victim = a.run.summary.get("victim") if isinstance(a.run.summary.get("victim"), dict) else None
+    out: List[str] = []
+    if cost:
+        w = (cost.get("phases") or {}).get("workload") or {}
+        vs, ini = w.get("vector_sync") or {}, w.get("initiator") or {}
+        if cost.get("cpu_time_taken_ms") is not None:
+            per_gib = (f" ({cost['ms_per_gib']:.3g} ms per GiB collapsed)" if cost.get("ms_per_gib") is not None
+                       else "")
+            out.append(f"CPU time taken from the other CPUs by the sync broadcast: {cost['cpu_time_taken_ms']:.3g} ms"
+                       f"{per_gib}, {cost['us_per_broadcast_per_cpu']:.3g} us per broadcast per CPU")
+            out.append(f"handler per sync IPI p50 {_us(vs.get('p50_ns', 0))}, p99 {_us(vs.get('p99_ns', 0))}, max "
+                       f"{_us(vs.get('max_ns', 0))} (tracepoints: {cost.get('tracepoint_ns') or 0:.0f} ns each, "
+                       f"2 subtracted)")
+        else:
+            out.append("no sync IPI handled in the workload phases (none sent, or none traced)")
+        if ini.get("count"):
+            out.append(f"initiator waited p50 {_us(ini['p50_ns'])}, p99 {_us(ini['p99_ns'])}, max {_us(ini['max_ns'])}"
+                       f" per broadcast ({ini['count']} broadcasts)")
+        else:
+            out.append("initiator: no broadcast to wait for")
+        if cost.get("lost_events"):
+            out.append(f"warning: the cost trace lost {cost['lost_events']} events: its figures are short")
+    if victim:
+        bits = []
+        if victim.get("extra_interruptions_per_s_mean") is not None:
+            ci = [v.get("extra_interruptions_ci95") for v in (victim.get("per_cpu") or {}).values()
+                  if isinstance(v, dict) and v.get("extra_interruptions_ci95") is not None]
+            bits.append(f"{victim['extra_interruptions_per_s_mean']:+,.0f} interruptions/s"
+                        + (f" (±{max(ci):,.0f})" if ci else ""))
+        if victim.get("loss_pct_mean") is not None:
+            ci = [v.get("loss_ci95_pct") for v in (victim.get("per_cpu") or {}).values()
+                  if isinstance(v, dict) and v.get("loss_ci95_pct") is not None]
+            bits.append(f"throughput {-victim['loss_pct_mean']:+.2f}%" + (f" (±{max(ci):.2f})" if ci else ""))
+        if victim.get("worst_gap_us") is not None:
+            bits.append(f"worst gap {victim['worst_gap_us']:,.0f} us (idle windows: "
+                        f"{victim.get('worst_gap_idle_us') or 0:,.0f} us)")
+        if bits:
+            out.append("victim loop on the other CPUs, workload vs idle: " + ", ".join(bits))
+    if out:
+        out.append("not seen: the IPI's delivery before its handler (a guest's VM exit), leaving idle, "
+                   "cache and TLB refill after it")
+    return out

@@ -17,7 +17,7 @@ import pandas as pd
 
 from ..errors import InputError
 from .cyclictest import read_cyclictest_json
-from .schema import FORMAT, TIMESERIES_COLUMNS, RepeatFigures
+from .schema import COST_COLUMNS, FORMAT, TIMESERIES_COLUMNS, RepeatFigures
 
 PHASE_COLUMNS = ("repeat", "phase", "start", "end", "duration_s", "ops", "ops_expected", "result")
 
@@ -50,6 +50,8 @@ class Run:
     phases: pd.DataFrame
     #: timeseries.csv (CAL and TLB per CPU during the phases); empty for older runs
     timeseries: pd.DataFrame = field(default_factory=pd.DataFrame)
+    #: cost.csv (collect --cost); empty without it
+    cost: pd.DataFrame = field(default_factory=pd.DataFrame)
     latency: Dict[str, Dict[int, LatencyStats]] = field(default_factory=dict)
     latency_driver_cpu: Optional[int] = None
     histograms: List[Histogram] = field(default_factory=list)
@@ -145,7 +147,8 @@ def load_run(path: Path) -> Run:
     repeats = _repeats(path / "summary.json", summary)
     phases = _load_phases(path / "phases.csv")
     run = Run(path=path, run_yaml=run_yaml, summary=summary, repeats=repeats, phases=phases,
-              timeseries=_load_timeseries(path / "timeseries.csv"))
+              timeseries=_load_timeseries(path / "timeseries.csv"),
+              cost=_load_csv(path / "cost.csv", COST_COLUMNS, ("count", "total_ns", "p50_ns", "p99_ns", "max_ns")))
     _load_latency(run)
     return run
 

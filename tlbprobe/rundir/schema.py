@@ -26,6 +26,10 @@ INTERRUPTS_COLUMNS = ["repeat", "phase", "label", "canonical", "description", "c
 VMSTAT_COLUMNS = ["repeat", "phase", "counter", "before", "after", "delta"]
 ATTRIBUTION_COLUMNS = ["repeat", "phase", "event", "function", "callsite", "cpu", "count"]
 TIMESERIES_COLUMNS = ["repeat", "phase", "t_s", "cpu", "cal", "tlb"]
+#: cost.csv (collect --cost, measure/cost.py): durations per phase, CPU ("all": every CPU) and kind
+COST_COLUMNS = ["repeat", "phase", "cpu", "kind", "count", "total_ns", "p50_ns", "p99_ns", "max_ns"]
+#: victim.csv (collect --victim, measure/victim.py): every slice of every victim
+VICTIM_COLUMNS = ["cpu", "start_s", "end_s", "units", "max_gap_ns", "gaps", "excess_ns"]
 
 
 def sync_count(figures: Mapping[str, Any]) -> int:
