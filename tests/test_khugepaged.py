@@ -48,8 +48,9 @@ def test_region_huge_bytes_sums_the_vmas_inside_the_region_only():
 def test_the_knobs_bound_the_rate_as_khugepaged_do_scan_does():
     # kernel defaults: 4096 pages = 8 ranges per wake-up, every 10 s
     assert max_rate(4096, 10000) == pytest.approx(0.8)
-    assert seconds_to_collapse(128, 4096, 10000) == 160.0  # 256 MiB at the defaults
-    assert seconds_to_collapse(128, 32768, 100) == pytest.approx(0.2)
+    assert seconds_to_collapse(128, 4096, 10000) == 150.0  # 256 MiB at the defaults: 16 wake-ups
+    assert seconds_to_collapse(128, 32768, 100) == pytest.approx(0.1)
+    assert seconds_to_collapse(8, 4096, 10000) == 0.0       # one wake-up does it
     assert max_rate(4096, 0) is None
 
 
