@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import asdict
 import json
 from pathlib import Path
 from typing import List
 
 from ..errors import InputError
+from ..ui.numbers import fmt_num
 from ..model import (
+    project_cost,
     FLUSH_MODES,
     db_exclusive_exits,
     HUGETLB_ERAS,
@@ -47,7 +50,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--workload", required=True, choices=WORKLOADS + ("hugetlb",), help="operation to model")
+    p.add_argument("--workload", choices=WORKLOADS + ("hugetlb",),
+                   help="operation to model (required, but with --cost-from: the run's)")
+    p.add_argument("--cost-from", type=Path, metavar="RUN",
+                   help="a run directory collected with --cost: project the time the broadcasts take on the "
+                        "machine and size given (--cpus, --size) from its measured handler time and initiator wait")
     p.add_argument("--size", help="bytes: collapse range (2M per collapse) or hugetlb mapping (1G per PMD table)")
     p.add_argument("--ops", type=int, help="operation count (collapses, or unshare calls; default from --size, 1 for hugetlb)")
     p.add_argument("--cpus", type=int, required=True, help="online CPUs")
@@ -116,8 +123,18 @@ def scenario_from_args(args: argparse.Namespace) -> Scenario:
 
 def main(args: argparse.Namespace) -> int:
     params = load_params(args.params)
+    run = None
+    if args.cost_from is not None:
+        from ..rundir.reader import load_run
+
+        run = load_run(args.cost_from)
+        args.workload = args.workload or run.workload
+    if not args.workload:
+        raise InputError("--workload is required (or --cost-from RUN, whose workload is used)")
     scenario = scenario_from_args(args)
     pred = predict(scenario, params)
+    if run is not None:
+        return _cost(args, run, pred)
     if args.format == "json":
         out = pred.to_dict()
         if args.size:
@@ -189,3 +206,30 @@ def render_text(pred: Prediction, params: ModelParams, size_text: "str | None" =
 
 def _fmt(v: float) -> str:
     return f"{int(v):,}" if float(v).is_integer() else f"{v:,.1f}"
+
+
+def _cost(args: argparse.Namespace, run, pred: Prediction) -> int:
+    """--cost-from: the projection, which measured figure each line rests on, and where
+    the figures do not transfer."""
+    host = run.host
+    emulated = bool((run.run_yaml.get("qemu") or {}).get("accel") == "tcg") or host.get("hypervisor") == "tcg"
+    proj = project_cost(pred, run.summary.get("cost") or {}, run.online_cpus, str(run.summary.get("flush_mode")),
+                        emulated)
+    if args.format == "json":
+        print(json.dumps({"projection": asdict(proj), "scenario": asdict(pred.scenario),
+                          "from": str(run.path)}, indent=2, sort_keys=True))
+        return 0
+    s = pred.scenario
+    print(f"Cost of {fmt_num(proj.broadcasts)} sync broadcasts on {s.online_cpus} CPUs ({s.variant or 'either'} "
+          f"kernel, {s.flush_mode} flush), from {run.path}:")
+    print(f"  other CPUs lose  {proj.receivers_ms:,.1f} ms of CPU time = {fmt_num(proj.broadcasts)} x "
+          f"{proj.other_cpus} CPUs x {proj.per_ipi_ns / 1e3:.3g} us")
+    print(f"                   rests on: the handler time per sync IPI measured there (vector-level, "
+          f"tracepoints subtracted), {run.online_cpus} CPUs")
+    print(f"  initiator waits  at least {proj.initiator_ms_low:,.1f} ms ({proj.wait_p50_ns / 1e3:.3g} us per "
+          f"broadcast, the median there), likely {proj.initiator_ms_likely:,.1f} ms ({proj.wait_p99_ns / 1e3:.3g} us, "
+          f"its p99: the slowest of more targets)")
+    print("  not included: interrupt delivery before the handler, idle exit, cache and TLB refill")
+    for w in proj.warnings:
+        print(f"  warning: {w}")
+    return 0
