@@ -127,7 +127,7 @@ def main(args: argparse.Namespace) -> int:
         collector.add_observer(CyclictestObserver(job))
     if job.cost:
         from ..measure.cost import CostObserver
-        collector.add_observer(CostObserver(ops_per_phase=(job.size or 0) // (2 << 20)))
+        collector.add_observer(CostObserver(ops_per_phase=(job.size or 0) // (2 << 20), driver_cpu=job.cpu))
     if job.victim:
         from ..measure.victim import VictimObserver
         collector.add_observer(VictimObserver(job.cpu))

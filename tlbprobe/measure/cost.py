@@ -70,6 +70,17 @@ _FUNC = re.compile(r"func=([\w.]+)")
 _CPU = re.compile(r"\bcpu=(\d+)")
 
 
+def histogram(durations_ns: List[float]) -> Dict[str, int]:
+    """Durations in buckets whose upper edges double from 250 ns ("250", "500", ... ns)."""
+    out: Dict[str, int] = {}
+    for d in durations_ns:
+        edge = 250
+        while d > edge and edge < 1 << 40:
+            edge *= 2
+        out[str(edge)] = out.get(str(edge), 0) + 1
+    return dict(sorted(out.items(), key=lambda kv: int(kv[0])))
+
+
 def figures(durations_ns: List[float]) -> Dict[str, float]:
     """count, total, p50, p99, max of a list of durations (ns)."""
     if not durations_ns:
@@ -203,16 +214,18 @@ class CostObserver:
     """The receivers' handler time and the initiator's wait, per phase (see the module doc).
     Writes cost.csv and summary.json ``cost``."""
 
-    def __init__(self, ops_per_phase: int = 0, tracefs: Path = REAL.tracefs):
+    def __init__(self, ops_per_phase: int = 0, driver_cpu: Optional[int] = None, tracefs: Path = REAL.tracefs):
         self.tracefs = tracefs
         self.ops_per_phase = ops_per_phase
         self.instance: Optional[Path] = None
         self.parser: Optional[CostParser] = None
         self.rundir: Optional["RunDir"] = None
         self.cpus: List[int] = []
-        self.driver_cpu: Optional[int] = None
+        self.driver_cpu = driver_cpu
         self.rows: Dict[str, Dict[str, Dict[int, Dict[str, float]]]] = {}  # tag -> kind -> cpu -> figures
         self.lost: Dict[str, int] = {}
+        #: phase name -> kind -> bucket edge (ns) -> count, over the other CPUs
+        self.hist: Dict[str, Dict[str, Dict[str, int]]] = {}
         self._pending = b""
         self.enabled: List[str] = []
 
@@ -270,6 +283,13 @@ class CostObserver:
             rows[kind] = {cpu: figures(per_cpu[cpu]) for cpu in sorted(per_cpu)}
             rows[kind][-1] = figures([d for cpu in per_cpu for d in per_cpu[cpu]])  # -1: all CPUs
         self.rows[phase.tag] = rows
+        for kind in ("vector_sync", "vector_all"):  # the other CPUs' handler times, for the report's plot
+            per_cpu = pc.durations.get(kind, {})
+            hist = self.hist.setdefault(phase.name, {}).setdefault(kind, {})
+            for cpu, values in per_cpu.items():
+                if cpu != self.driver_cpu:
+                    for edge, n in histogram(values).items():
+                        hist[edge] = hist.get(edge, 0) + n
         if self.rundir is not None:
             self.rundir.append_csv("cost.csv", COST_COLUMNS, [
                 [phase.repeat, phase.name, "all" if cpu < 0 else cpu, kind, f["count"], f["total_ns"], f["p50_ns"],
@@ -368,6 +388,8 @@ class CostObserver:
                 k["total_ns"] = round(k["total_ns"], 1)
         tracepoint_ns = round(sorted(tp)[len(tp) // 2], 1) if tp else None
         out: Dict[str, Any] = {"tracepoint_ns": tracepoint_ns, "phases": agg,
+                               "histograms": {k: {kk: dict(sorted(vv.items(), key=lambda kv: int(kv[0])))
+                                                  for kk, vv in v.items()} for k, v in self.hist.items()},
                                "lost_events": sum(self.lost.values())}
         w = agg.get("workload", {}).get("vector_sync")
         if w and w["count"]:

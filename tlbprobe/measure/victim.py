@@ -220,6 +220,8 @@ class VictimObserver:
         extras = [v["extra_interruptions_per_s"] for v in per_cpu.values() if v["extra_interruptions_per_s"] is not None]
         lost = [v["extra_lost_us_per_s"] for v in per_cpu.values() if v["extra_lost_us_per_s"] is not None]
         return {"slice_ms": self.slice_ms, "gap_ns": GAP_NS, "per_cpu": per_cpu, "phases": phases,
+                # CLOCK_MONOTONIC seconds, as victim.csv's start_s/end_s
+                "windows": {tag: [round(a, 6), round(b, 6)] for tag, (a, b) in self.windows.items()},
                 "loss_pct_mean": round(sum(losses) / len(losses), 3) if losses else None,
                 "extra_interruptions_per_s_mean": round(sum(extras) / len(extras), 2) if extras else None,
                 "extra_lost_us_per_s_mean": round(sum(lost) / len(lost), 2) if lost else None,

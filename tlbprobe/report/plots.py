@@ -1,12 +1,14 @@
 """PNG figures with matplotlib's Agg backend (no display needed, safe on a headless test host).
 
-Four kinds, each written only when the runs have the data for it:
+Six kinds, each written only when the runs have the data for it:
 * ``percpu``   per-CPU CAL and TLB received in the workload phases, one figure per run;
 * ``model``    measured sync IPIs per repeat (median, with the min..max range) beside the
                model's prediction, all runs in one figure;
 * ``latency``  cyclictest histograms per CPU, log scale, one figure per run with latency/;
 * ``timeline`` CAL-minus-TLB rate on the other CPUs per phase over the run's time, one
-               figure per run (phases.csv gives the times, summary.json the counts).
+               figure per run (phases.csv gives the times, summary.json the counts);
+* ``handler``  the sync IPI's handler time on the other CPUs (collect --cost);
+* ``victim``   the victim loop's throughput over time, workload phases shaded (--victim).
 """
 
 from __future__ import annotations
@@ -51,9 +53,10 @@ def write_plots(report: "Report", outdir: Path) -> List[PlotFile]:
         files.append(_percpu_plot(a, outdir / f"{stem}-percpu.png"))
         if a.run.histograms:
             files.append(_latency_plot(a, outdir / f"{stem}-latency.png"))
-        tl = _timeline_plot(a, outdir / f"{stem}-timeline.png")
-        if tl:
-            files.append(tl)
+        for make, suffix in ((_timeline_plot, "timeline"), (_handler_plot, "handler"), (_victim_plot, "victim")):
+            made = make(a, outdir / f"{stem}-{suffix}.png")
+            if made:
+                files.append(made)
     return files
 
 
@@ -234,3 +237,63 @@ def _timeline_plot(a: RunAnalysis, path: Path) -> Optional[PlotFile]:
     ax.legend(fontsize=7)
     _save(fig, path)
     return PlotFile(path, "timeline", a.run.name, title)
+
+
+def _handler_plot(a: RunAnalysis, path: Path) -> Optional[PlotFile]:
+    """The sync IPI's handler time on the other CPUs (collect --cost), workload phases,
+    against every function-call IPI's in the idle windows."""
+    import matplotlib.pyplot as plt
+
+    hist = ((a.run.summary.get("cost") or {}).get("histograms") or {})
+    series = [(f"sync IPIs, workload", (hist.get("workload") or {}).get("vector_sync") or {}),
+              ("all function-call IPIs, idle", (hist.get("idle") or {}).get("vector_all") or {})]
+    if not any(h for _, h in series):
+        return None
+    fig, ax = plt.subplots(figsize=(6.0, 3.4))
+    for label, h in series:
+        if h:
+            edges = sorted(int(k) for k in h)
+            ax.step([e / 1e3 for e in edges], [h[str(e)] for e in edges], where="pre", label=label)
+    ax.set_xscale("log")
+    ax.set_xlabel("handler time, us (upper bucket edge; tracepoints included)")
+    ax.set_ylabel("IPIs")
+    title = f"{a.label} {a.run.name}: function-call handler time"
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    _save(fig, path)
+    return PlotFile(path, "handler", a.run.name, title)
+
+
+def _victim_plot(a: RunAnalysis, path: Path) -> Optional[PlotFile]:
+    """The victim loop's throughput over the run (mean over the other CPUs per slice
+    time), the workload phases shaded (collect --victim)."""
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    victim = a.run.summary.get("victim") or {}
+    csv = a.run.path / "victim.csv"
+    windows = victim.get("windows") or {}
+    if not csv.exists() or not windows:
+        return None
+    try:
+        df = pd.read_csv(csv)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
+        return None
+    if df.empty or not {"start_s", "end_s", "units"} <= set(df.columns):
+        return None
+    t0 = float(df["start_s"].min())
+    df = df.assign(t=df["start_s"] - t0, rate=df["units"] / (df["end_s"] - df["start_s"]) / 1e6)
+    fig, ax = plt.subplots(figsize=(8.0, 3.4))
+    for cpu, d in df.groupby("cpu"):
+        ax.plot(d["t"], d["rate"], lw=0.6, label=f"CPU {cpu}")
+    for tag, (start, end) in windows.items():
+        if tag.endswith("-workload"):
+            ax.axvspan(start - t0, end - t0, color="orange", alpha=0.2)
+    ax.set_xlabel("s (workload phases shaded)")
+    ax.set_ylabel("work units per us")
+    title = f"{a.label} {a.run.name}: victim throughput"
+    ax.set_title(title, fontsize=10)
+    if df["cpu"].nunique() <= 8:
+        ax.legend(fontsize=7)
+    _save(fig, path)
+    return PlotFile(path, "victim", a.run.name, title)
