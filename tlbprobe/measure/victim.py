@@ -21,17 +21,15 @@ The victim is compiled from victim.c with the system's C compiler at the start o
 from __future__ import annotations
 
 import math
-import os
-import shutil
 import signal
 import struct
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
+from ..cbuild import Program
 from ..errors import PreflightError
 from ..rundir.schema import VICTIM_COLUMNS
 from .observer import Phase
@@ -124,6 +122,7 @@ class VictimObserver:
         self.driver_cpu = driver_cpu
         self.slice_ms = slice_ms
         self.binary: Optional[Path] = None
+        self.program: Optional[Program] = None
         self._tmp: Optional[str] = None
         self.procs: Dict[int, subprocess.Popen] = {}
         self.files: Dict[int, Path] = {}
@@ -135,17 +134,11 @@ class VictimObserver:
         self.unit_ns: Dict[int, int] = {}
 
     def preflight(self, facts: "HostFacts") -> None:
-        cc = shutil.which("cc") or shutil.which("gcc")
-        if cc is None:
-            raise PreflightError("--victim compiles its loop (measure/victim.c) and needs a C compiler: "
-                                 "apt-get install gcc")
         if len(facts.online_cpus) < 2:
             raise PreflightError("--victim needs a CPU besides the driver's")
-        self._tmp = tempfile.mkdtemp(prefix="tlbprobe-victim-")
-        self.binary = Path(self._tmp) / "victim"
-        res = subprocess.run([cc, "-O2", "-o", str(self.binary), str(SOURCE)], capture_output=True, text=True)
-        if res.returncode != 0:
-            raise PreflightError(f"--victim: compiling {SOURCE} failed: {res.stderr.strip()[-300:]}")
+        self.program = Program(SOURCE, what="--victim")
+        self.binary = self.program.path
+        self._tmp = self.program.dir
         self.cpus = [c for c in facts.online_cpus if c != self.driver_cpu]
 
     def start(self, rundir: "RunDir", facts: "HostFacts", console: "Console", state: Any = None) -> None:
@@ -245,6 +238,7 @@ class VictimObserver:
                 if f:
                     f.close()
         self.procs = {}
-        if self._tmp:
-            shutil.rmtree(self._tmp, ignore_errors=True)
+        if self.program is not None:
+            self.program.close()
+            self.program = None
             self._tmp = None
