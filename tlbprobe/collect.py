@@ -137,6 +137,7 @@ class Collector:
             with ExitStack() as stack:
                 stack.enter_context(stop_signals_raise())
                 state = stack.enter_context(SystemState(state_dir, self.console.log))
+                stack.callback(workload.close)
                 stack.callback(workload.cleanup)
                 workload.configure(state)
                 old_affinity = os.sched_getaffinity(0)

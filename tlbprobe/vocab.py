@@ -13,7 +13,7 @@ from typing import Dict, Tuple
 # -- what a run measures ------------------------------------------------------------------
 
 #: Workloads a job can name (tlbprobe/workloads/ has one driver per name).
-WORKLOADS: Tuple[str, ...] = ("collapse", "hugetlb-unshare", "idle", "khugepaged", "hugetlb-db")
+WORKLOADS: Tuple[str, ...] = ("collapse", "hugetlb-unshare", "idle", "khugepaged", "hugetlb-db", "gup-fast")
 #: Spellings older job files and summaries used for a workload.
 WORKLOAD_ALIASES: Dict[str, str] = {
     "hugetlb": "hugetlb-unshare", "unshare": "hugetlb-unshare", "hugetlb_unshare": "hugetlb-unshare"}

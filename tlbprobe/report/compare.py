@@ -28,6 +28,8 @@ FIGURES: Tuple[Tuple[str, str, str, int], ...] = (
     ("handler_us_per_sync_ipi", "handler us per sync IPI", "us", 2),
     ("initiator_us_p50", "initiator wait us, p50", "us", 1),
     ("victim_extra_irq_per_s", "victim interruptions/s", "", 0),
+    ("gup_ns_per_page", "GUP-fast ns per page", "ns", 2),
+    ("gup_calls_per_s", "GUP-fast calls/s", "", 0),
 )
 
 

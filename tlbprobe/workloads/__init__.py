@@ -18,7 +18,7 @@ from .base import Option, PhaseOutcome, Workload
 
 #: workload name -> module of this package that defines its driver
 MODULES: Dict[str, str] = {"collapse": "collapse", "hugetlb-unshare": "hugetlb", "idle": "idle",
-                           "khugepaged": "khugepaged", "hugetlb-db": "hugetlb_db"}
+                           "khugepaged": "khugepaged", "hugetlb-db": "hugetlb_db", "gup-fast": "gup_fast"}
 
 #: the drivers imported so far (tests may put their own in)
 DRIVERS: Dict[str, Type[Workload]] = {}

@@ -125,6 +125,10 @@ class Workload:
     def cleanup(self) -> None:
         """Per repeat: free everything prepare made. Must be safe to call twice."""
 
+    def close(self) -> None:
+        """Once, at the end of the run (every exit path): free what configure made beyond
+        the journaled knobs (a compiled helper, a scratch file)."""
+
     def planned_ops(self) -> int:
         """Operations one workload phase asks for, before it runs (sizes the trace buffers)."""
         return 0

@@ -41,7 +41,6 @@ from __future__ import annotations
 import errno
 import time
 from dataclasses import replace
-from pathlib import Path
 from typing import Dict, Optional
 
 from ..errors import PreflightError, WorkloadError
