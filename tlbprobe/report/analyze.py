@@ -246,7 +246,13 @@ def cost_per_repeat(run: Run) -> Dict[str, List[float]]:
     """The cost figures one value per repeat (collect --cost, --victim): the receivers'
     handler time per sync IPI, the initiator's median wait, the victim's interruptions
     per second in the workload phase beyond its idle window."""
-    out: Dict[str, List[float]] = {"handler_us_per_sync_ipi": [], "initiator_us_p50": [], "victim_extra_irq_per_s": []}
+    out: Dict[str, List[float]] = {"handler_us_per_sync_ipi": [], "initiator_us_p50": [], "victim_extra_irq_per_s": [],
+                                   "gup_ns_per_page": [], "gup_calls_per_s": []}
+    for r in run.repeats:  # the gup-fast workload's throughput (workload_figures)
+        f = r.workload.workload_figures if r.workload else {}
+        if "ns_per_page" in f:
+            out["gup_ns_per_page"].append(f["ns_per_page"])
+            out["gup_calls_per_s"].append(f["calls_per_s"])
     c = run.cost
     if not c.empty:
         rows = c[(c["phase"] == "workload") & (c["cpu"].astype(str) == "all")]
@@ -316,6 +322,19 @@ def slack(expected: float, params: ModelParams) -> float:
     return params.verdict.relative * abs(expected) + params.verdict.absolute
 
 
+def race_failure(run: Run) -> Optional[str]:
+    """Why a --race run failed its safety check (corrupted bytes, kernel reports), or None."""
+    bad = reports = 0.0
+    for r in run.repeats:
+        f = r.workload.workload_figures if r.workload else {}
+        bad += f.get("corrupted_bytes", 0.0)
+        reports += f.get("kernel_reports", 0.0)
+    if not bad and not reports:
+        return None
+    return (f"the race check failed: {bad:.0f} corrupted byte(s), {reports:.0f} kernel report(s) "
+            f"(BUG/WARNING/KASAN/Bad page; the lines are in phases.csv's note)")
+
+
 def judge(run: Run, scen: Scenario, pred: Prediction, params: ModelParams, bg_rate: Optional[Spread]) -> Verdict:
     warnings: List[str] = []
     if not run.repeats:
@@ -324,6 +343,9 @@ def judge(run: Run, scen: Scenario, pred: Prediction, params: ModelParams, bg_ra
         # The model is fed the counted operations: 0 done would "match" 0 expected.
         return Verdict("no data", None, pred.sync_ipis.value, None, None,
                        f"no operation happened (0 of {run.ops_expected}: {_partial_note(run) or 'see phases.csv'})", ())
+    race = race_failure(run)
+    if race:  # corruption or a kernel splat under --race fails the run, whatever the counts say
+        return Verdict("differs", None, pred.sync_ipis.value, None, None, race, ())
     if run.ops < run.ops_expected:
         warnings.append(
             f"partial: {run.ops} of {run.ops_expected} operations done "

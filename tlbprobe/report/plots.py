@@ -245,7 +245,7 @@ def _handler_plot(a: RunAnalysis, path: Path) -> Optional[PlotFile]:
     import matplotlib.pyplot as plt
 
     hist = ((a.run.summary.get("cost") or {}).get("histograms") or {})
-    series = [(f"sync IPIs, workload", (hist.get("workload") or {}).get("vector_sync") or {}),
+    series = [("sync IPIs, workload", (hist.get("workload") or {}).get("vector_sync") or {}),
               ("all function-call IPIs, idle", (hist.get("idle") or {}).get("vector_all") or {})]
     if not any(h for _, h in series):
         return None

@@ -102,6 +102,8 @@ def workload_line(a: RunAnalysis) -> str:
                 f"{', MAP_PRIVATE control' if s.control else ''})")
     elif s.workload == "khugepaged":
         what = f"khugepaged collapsing {size_txt}"
+    elif s.workload == "gup-fast":
+        what = "GUP-fast throughput"
     elif s.workload == "hugetlb-db":
         what = (f"hugetlb-db: client sessions on a {size_txt} segment ({s.tables_per_op} PMD "
                 f"table{'s' if s.tables_per_op != 1 else ''}) kept by {s.sharers} server{'s' if s.sharers != 1 else ''}")
@@ -250,6 +252,25 @@ def workload_figures_line(a: RunAnalysis) -> Optional[str]:
         if scans is not None:
             parts.append(f"{fmt_num(scans)} full scans")
         return "; ".join(parts) + f" (median of {len(figs)} repeat{'s' if len(figs) != 1 else ''})"
+    race = ""
+    if any("races_attempted" in f for f in figs):
+        total = lambda key: sum(f.get(key, 0.0) for f in figs)  # noqa: E731
+        race = (f"race: {fmt_num(total('races_attempted'))} walker calls overlapped the operation, "
+                f"{fmt_num(total('collapses_refused'))} collapses refused, {fmt_num(total('corrupted_bytes'))} "
+                f"corrupted bytes, {fmt_num(total('kernel_reports'))} kernel reports")
+        if a.scenario.workload == "collapse":
+            return race
+    if a.scenario.workload == "gup-fast":
+        path = {1.0: "gup_test (pin_user_pages_fast in the kernel's loop)", 2.0: "vmsplice (get_user_pages_fast, "
+                "pipe work included)", 3.0: "O_DIRECT reads (the read included)"}.get(med("gup_path") or 0.0, "?")
+        huge = med("huge_fraction") or 0.0
+        text = (f"via {path}, {fmt_num(med('pages_per_call'))} page(s) per call, {fmt_num(med('threads'))} thread(s), "
+                f"{'2 MiB' if huge >= 0.5 else '4 KiB'} pages: {fmt_num(med('calls_per_s'))} calls/s, "
+                f"{med('ns_per_page'):.1f} ns per pinned page (median of {len(figs)} repeat"
+                f"{'s' if len(figs) != 1 else ''})")
+        if (a.run.run_yaml.get("qemu") or {}).get("accel") == "tcg":
+            text += "; under TCG these times are the emulator's: compare within an A/B, quote a host's"
+        return text
     if a.scenario.workload == "hugetlb-db":
         total = lambda key: sum(f.get(key, 0.0) for f in figs)  # noqa: E731
         return (f"{fmt_num(total('sessions'))} sessions at {fmt_num(med('sessions_per_s'), 1)}/s, "

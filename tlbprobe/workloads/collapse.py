@@ -40,7 +40,8 @@ from ..sysstate import SystemState
 from ..units import MiB, format_size
 from . import libc
 from ..vocab import PMD_SIZE
-from .base import PhaseOutcome, Progress, Workload
+from .base import Option, PhaseOutcome, Progress, Workload
+from .race import KernelLog, Walkers, corrupted_bytes, write_pattern
 
 CHUNK = 128 * MiB
 #: Memory we leave free beside the range: page tables, the copies a collapse makes, the rest
@@ -57,6 +58,11 @@ def default_size(mem_available: int) -> int:
 class CollapseWorkload(Workload):
     name = "collapse"
     ops_unit = "collapses"
+    options = (
+        Option("race", "GUP-fast walker threads on the other CPUs pin pages of the range while it collapses; "
+               "the range's pattern is checked after every repeat and the kernel log scanned "
+               "(workloads/race.py)", flag=True, default=False),
+    )
 
     @classmethod
     def resolve(cls, job, facts):
@@ -70,6 +76,8 @@ class CollapseWorkload(Workload):
         self.addr = 0
         self._threads: List[threading.Thread] = []
         self._stop = threading.Event()
+        self.walkers: Optional[Walkers] = None
+        self.kmsg: Optional[KernelLog] = None
 
     def planned_ops(self) -> int:
         return self.size // PMD_SIZE
@@ -95,10 +103,14 @@ class CollapseWorkload(Workload):
                 f"--size {format_size(self.size)} needs about {need >> 20} MiB free but MemAvailable is "
                 f"{self.facts.mem_available >> 20} MiB; pick a smaller --size")
         others = [c for c in self.facts.online_cpus if c != self.job.cpu]
-        if self.job.threads and not others:
-            raise PreflightError("--threads needs a second online CPU")
+        if (self.job.threads or self.opt("race")) and not others:
+            raise PreflightError("--threads and --race need a second online CPU")
 
     def configure(self, state: SystemState) -> None:
+        if self.opt("race"):
+            self.kmsg = KernelLog()
+            if not self.kmsg.readable:
+                self.log("warning: --race: /dev/kmsg cannot be read: kernel reports are not checked")
         state.set_knob(str(THP_DIR / "enabled"), "never")
         # Linux 6.8+ has per-size knobs; khugepaged keeps running while the PMD size is
         # enabled there ("always"/"madvise"; "inherit" follows the top-level knob).
@@ -124,8 +136,21 @@ class CollapseWorkload(Workload):
             libc.touch(self.addr, self.size)
         libc.madvise(self.addr, self.size, libc.MADV_HUGEPAGE)
         self._start_threads()
+        if self.opt("race"):
+            write_pattern(self.addr, self.size)
+            self.walkers = Walkers(self.addr, self.size, [c for c in self.facts.online_cpus if c != self.job.cpu])
+            self.walkers.start()
 
     def run(self, progress: Progress, vmstat_before: Dict[str, int]) -> PhaseOutcome:
+        if self.walkers:
+            self.walkers.window(True)
+        try:
+            return self._collapse(progress)
+        finally:
+            if self.walkers:
+                self.walkers.window(False)
+
+    def _collapse(self, progress: Progress) -> PhaseOutcome:
         errors: Counter = Counter()
         done = 0
         total = self.size
@@ -156,14 +181,44 @@ class CollapseWorkload(Workload):
             notes.append(f"{failed} huge page allocation(s) failed (thp_collapse_alloc_failed)")
         if outcome.ops > outcome.ops_expected:
             notes.append(f"{outcome.ops - outcome.ops_expected} collapse(s) beyond ours: khugepaged or another process")
+        if self.walkers is not None:
+            self._race_figures(outcome, notes)
         outcome.note = "; ".join(notes)
         return outcome
 
+    def _race_figures(self, outcome: PhaseOutcome, notes: List[str]) -> None:
+        """After the operation: the walkers stop, the pattern is checked, the log scanned."""
+        assert self.walkers is not None
+        self.walkers.stop()
+        bad = corrupted_bytes(self.addr, self.size)
+        reports = self.kmsg.scan() if self.kmsg else []
+        outcome.figures.update({
+            "race_walker_calls": float(self.walkers.calls),
+            "races_attempted": float(self.walkers.during),
+            "race_walker_errors": float(sum(self.walkers.errors.values())),
+            "collapses_refused": float(max(outcome.ops_expected - outcome.ops, 0)),
+            "corrupted_bytes": float(bad),
+            "kernel_reports": float(len(reports)),
+        })
+        if bad:
+            notes.append(f"RACE CHECK FAILED: {bad} byte(s) of the range lost their pattern")
+        for line in reports:
+            notes.append(f"RACE CHECK FAILED: kernel log: {line}")
+        self.walkers = None
+
     def cleanup(self) -> None:
+        if self.walkers is not None:
+            self.walkers.stop()
+            self.walkers = None
         self._stop_threads()
         if self.base is not None:
             libc.munmap(self.base, self.size + PMD_SIZE)
             self.base = None
+
+    def close(self) -> None:
+        if self.kmsg is not None:
+            self.kmsg.close()
+            self.kmsg = None
 
     # -- touching threads -----------------------------------------------------------------
     def _start_threads(self) -> None:

@@ -1,0 +1,105 @@
+"""gup-fast and --race: the parsers and checks on synthetic input, and real runs on this host."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import JOURNAL, system_state
+from tlbprobe.errors import WorkloadError
+from tlbprobe.workloads.gup_fast import parse_output
+from tlbprobe.workloads.race import SPLAT, KernelLog, corrupted_bytes, write_pattern
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_gupbench_output_is_parsed_or_refused():
+    out = parse_output("thread 0 cpu 0 calls 100 pages 800 ns 4000\nthread 1 cpu 1 calls 100 pages 800 ns 8000\n"
+                       "huge 4096\n")
+    assert out == {"threads": [{"cpu": 0, "calls": 100, "pages": 800, "ns": 4000},
+                               {"cpu": 1, "calls": 100, "pages": 800, "ns": 8000}], "huge_kb": 4096}
+    with pytest.raises(WorkloadError, match="no thread figures"):
+        parse_output("huge 0\n")
+    with pytest.raises(WorkloadError, match="unexpected"):
+        parse_output("thread 0 cpu x calls 1 pages 1 ns 1\n")
+
+
+def test_the_pattern_finds_every_changed_byte():
+    buf = ctypes.create_string_buffer(1 << 16)
+    addr = ctypes.addressof(buf)
+    write_pattern(addr, len(buf))
+    assert corrupted_bytes(addr, len(buf)) == 0
+    buf[100] = bytes([buf[100][0] ^ 0xFF])
+    buf[4000:4003] = b"\0\0\0" if buf[4000:4003] != b"\0\0\0" else b"\1\1\1"
+    assert corrupted_bytes(addr, len(buf)) == 4
+
+
+def test_kernel_splats_are_recognised(tmp_path):
+    for line in ("BUG: KASAN: use-after-free in gup_fast_pte_range+0x1", "BUG: Bad page state in process x",
+                 "WARNING: CPU: 1 PID: 2 at mm/gup.c:100 try_grab_folio+0x1", "general protection fault, probably"):
+        assert SPLAT.search(line), line
+    assert not SPLAT.search("virtio_net virtio0 eth0: renamed")
+    log = KernelLog(str(tmp_path / "absent"))
+    assert not log.readable and log.scan() == []
+
+
+@pytest.mark.root
+def test_gup_fast_through_vmsplice_and_odirect_on_this_host(tmp_path):
+    for path, extra in (("vmsplice", ["--calls", "20000"]), ("odirect", ["--calls", "500", "--odirect-dir", "/var/tmp"])):
+        out = tmp_path / path
+        res = subprocess.run([sys.executable, "-m", "tlbprobe", "collect", "--workload", "gup-fast", "--gup-path", path,
+                              "--threads", "2", "--repeat", "2", "--idle-seconds", "0.5", "--out", str(out), *extra],
+                             cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stderr
+        s = json.loads((out / "summary.json").read_text())
+        for rep in s["repeats"]:
+            f = rep["phases"]["workload"]["workload_figures"]
+            assert f["threads"] == 2 and f["calls_per_s"] > 0 and f["ns_per_page"] > 0
+        if path == "odirect":  # the log names the file and its (real) filesystem
+            m = re.search(r"O_DIRECT reads of /var/tmp/\S+ \((\w+)\)", res.stdout + res.stderr)
+            assert m and m.group(1) not in ("tmpfs", "ramfs", "unknown"), res.stdout
+        assert not list(Path("/var/tmp").glob("tlbprobe-gup-*")), "the O_DIRECT file is removed at the end"
+        report = subprocess.run([sys.executable, "-m", "tlbprobe", "report", str(out)], cwd=REPO, capture_output=True,
+                                text=True).stdout
+        assert "ns per pinned page" in report and "MATCHES" in report   # no broadcast expected, none sent
+
+
+@pytest.mark.root
+def test_race_run_reports_zero_corruption_and_zero_kernel_reports(tmp_path):
+    if JOURNAL.exists():
+        pytest.fail(f"{JOURNAL} exists before the test")
+    before = system_state()
+    out = tmp_path / "race"
+    res = subprocess.run([sys.executable, "-m", "tlbprobe", "collect", "--size", "256M", "--race", "--repeat", "2",
+                          "--idle-seconds", "1", "--out", str(out), "-q"], cwd=REPO, capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert system_state() == before
+    s = json.loads((out / "summary.json").read_text())
+    for rep in s["repeats"]:
+        f = rep["phases"]["workload"]["workload_figures"]
+        assert f["races_attempted"] > 0, "walkers ran while the range collapsed"
+        assert f["corrupted_bytes"] == 0 and f["kernel_reports"] == 0
+        assert f["collapses_refused"] == rep["ops_expected"] - rep["ops"]
+    report = subprocess.run([sys.executable, "-m", "tlbprobe", "report", str(out)], cwd=REPO, capture_output=True,
+                            text=True).stdout
+    assert "0 corrupted bytes, 0 kernel reports" in report
+
+
+def test_the_ab_sets_ipis_saved_beside_gup_fast_cost():
+    from tlbprobe.workflows.repro import tradeoff
+
+    collapse = {"runs": [{"workload": "collapse", "ops": 512, "sync_ipis_traced": 1536},
+                         {"workload": "collapse", "ops": 512, "sync_ipis_traced": 0}], "comparisons": []}
+    gup = {"runs": [], "comparisons": [{"figures": [{"key": "gup_ns_per_page", "change_pct": 3.1,
+                                                     "significant": True}]}]}
+    assert tradeoff({"collapse-1G": collapse, "gup-fast": gup}) == (
+        "trade-off: the patch saves 3.00 sync IPIs per collapse (collapse-1G); GUP-fast ns per page changes "
+        "+3.1% (gup-fast, significant)")
+    assert tradeoff({"collapse-1G": collapse}) is None
