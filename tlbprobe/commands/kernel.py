@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..kernel import asuser
-from ..kernel.build import DEFAULT_FRAGMENT, KernelSpec, as_dict, variant_patches
+from ..kernel.build import DEBUG_FRAGMENT, DEFAULT_FRAGMENT, KernelSpec, as_dict, variant_patches
 from ..ui import terminal_status
 
 EPILOG = """\
@@ -29,6 +29,7 @@ examples:
   tlbprobe kernel build --source ~/linux --format json
   tlbprobe kernel build --source ~/linux --commits v6.12..my-series --variant patched
   tlbprobe kernel build --source /usr/src/linux-source-6.1.tar.xz   # Debian 12's own kernel version
+  tlbprobe kernel build --debug --variant patched   # KASAN, DEBUG_VM: for repro --race
 """
 
 
@@ -46,6 +47,9 @@ def add_kernel_options(p: argparse.ArgumentParser) -> None:
                         "TIP (exported and formatted into the cache; your tree and checkout are not touched)")
     p.add_argument("--config", type=Path, action="append", default=[], metavar="FRAGMENT",
                    help="extra config fragment (repeatable)")
+    p.add_argument("--debug", action="store_true",
+                   help="the debug flavour: adds kernels/config/tlbprobe-debug.config (KASAN, DEBUG_VM, "
+                        "PAGE_TABLE_CHECK), cached separately; a KASAN build takes much longer")
     p.add_argument("--jobs", type=int, default=None, metavar="N", help="make -jN (default: number of CPUs)")
 
 
@@ -78,8 +82,13 @@ def resolve_commits(args: argparse.Namespace) -> None:
     args.source, args.patch = asuser.commits(args.source, args.commits)
 
 
+def fragments_from_args(args: argparse.Namespace) -> list:
+    """The guest fragment, the debug one with --debug, then the user's --config ones."""
+    return [DEFAULT_FRAGMENT] + ([DEBUG_FRAGMENT] if getattr(args, "debug", False) else []) + list(args.config)
+
+
 def spec_from_args(args: argparse.Namespace, variant: str) -> KernelSpec:
-    spec = KernelSpec(source=args.source, fragments=[DEFAULT_FRAGMENT] + list(args.config),
+    spec = KernelSpec(source=args.source, fragments=fragments_from_args(args),
                       patches=variant_patches(variant, args.patch))
     if args.jobs:
         spec.jobs = args.jobs

@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Dict
 
 from ..errors import InputError
-from ..kernel.build import DEFAULT_FRAGMENT, KernelSpec
+from ..kernel.build import KernelSpec
 from ..ui import terminal_status
-from ..workflows.repro import DEFAULT_JOBS, default_out, resolve_jobs, run_repro, run_sweep, sweep_job
+from ..workflows.repro import DEFAULT_JOBS, default_out, resolve_jobs, run_repro, run_sweep, sweep_job, tradeoff
 from ..workflows.results import Case, write_results
 from ..units import format_size, parse_size
-from .kernel import add_kernel_options, resolve_commits
+from .kernel import add_kernel_options, fragments_from_args, resolve_commits
 from .qemu import add_guest_options, check_host_memory, guest_memory_for, guest_spec_from_args
 
 EPILOG = """\
@@ -44,6 +44,7 @@ examples:
   tlbprobe repro --smp 4,16,64            # the broadcast's growth with the CPU count
   tlbprobe repro --job khugepaged-fast --job hugetlb-db-churn   # real triggers
   tlbprobe repro --job default --job my-job.yaml
+  tlbprobe repro --race                   # KASAN builds of both kernels, walkers racing the collapse
   tlbprobe repro --smp 64 --size 12G      # the seed's shape, as large as 24 GiB allows
   tlbprobe repro --patch 0001-a.patch --patch 0002-b.patch --source ~/linux
   tlbprobe repro --patch series.mbx       # b4 am / git format-patch --stdout output
@@ -64,6 +65,10 @@ def register(sub) -> None:
                    help="run this job in both guests instead of the default set (repeatable): a shipped job "
                         "(workloads/NAME.yaml, e.g. khugepaged-fast, hugetlb-db-churn) or your own job file; "
                         "'default' stands for the default set (" + ", ".join(DEFAULT_JOBS) + ")")
+    p.add_argument("--race", action="store_true",
+                   help="the safety check: build the debug flavour of both kernels (--debug: KASAN, DEBUG_VM, "
+                        "PAGE_TABLE_CHECK) and run the race job (collapse-race, or the --job ones) in both; fails "
+                        "when either reports corrupted bytes or a kernel splat")
     p.add_argument("--out", type=Path, metavar="DIR",
                    help="results (default: runs/<time>-repro)")
     p.add_argument("--junit", type=Path, metavar="FILE",
@@ -89,7 +94,10 @@ def main(args: argparse.Namespace) -> int:
     if out.exists() and any(out.iterdir()):
         raise InputError(f"{out} already exists and is not empty; choose another --out")
     resolve_commits(args)
-    kspec = KernelSpec(source=args.source, fragments=[DEFAULT_FRAGMENT] + list(args.config))
+    if args.race:
+        args.debug = True
+        args.job_names = args.job_names or ["collapse-race"]
+    kspec = KernelSpec(source=args.source, fragments=fragments_from_args(args))
     if args.jobs:
         kspec.jobs = args.jobs
     size = format_size(args.size) if args.size else None
@@ -124,6 +132,9 @@ def main(args: argparse.Namespace) -> int:
     for job, text in res.reports.items():
         print(f"===== {job} =====")
         print(text)
+    trade = tradeoff(res.report_data)
+    if trade:
+        print(trade)
     print("===== verdict =====")
     for job, d in res.verdicts.items():
         for variant, v in d.items():

@@ -35,6 +35,8 @@ from . import series
 
 KERNELS_DIR = locate("kernels")
 DEFAULT_FRAGMENT = KERNELS_DIR / "config" / "tlbprobe-guest.config"
+#: the debug flavour's second fragment (KASAN, DEBUG_VM, PAGE_TABLE_CHECK): kernel build --debug
+DEBUG_FRAGMENT = KERNELS_DIR / "config" / "tlbprobe-debug.config"
 OUR_PATCHES = sorted((KERNELS_DIR / "patches").glob("*.patch"))
 DEBIAN_TARBALLS = "/usr/src/linux-source-*.tar.xz"
 #: Options the guest cannot do without; a build whose .config lacks one is refused.

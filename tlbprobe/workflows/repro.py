@@ -141,6 +141,31 @@ def run_repro(kernel_spec: KernelSpec, guest: GuestSpec, out: Path, patches: Seq
     return result
 
 
+def tradeoff(report_data: Dict[str, dict]) -> Optional[str]:
+    """The trade-off a maintainer weighs, when the A/B ran both: the sync IPIs the patch
+    saved per operation (a collapse job) beside what GUP-fast lost or gained (the gup-fast
+    job: our patch must show no change; a step-2 patch shows its cost here)."""
+    def figure(job: dict, key: str) -> Optional[dict]:
+        comps = job.get("comparisons") or []
+        return next((f for f in (comps[0].get("figures") or []) if f.get("key") == key), None) if comps else None
+
+    saved = gup = None
+    for name, data in report_data.items():
+        runs = data.get("runs") or []
+        if len(runs) == 2 and runs[0].get("workload") == "collapse" and saved is None and runs[0].get("ops"):
+            b, p = runs[0].get("sync_ipis_traced"), runs[1].get("sync_ipis_traced")
+            if b is not None and p is not None:
+                saved = (name, (b - p) / runs[0]["ops"])
+        f = figure(data, "gup_ns_per_page")
+        if f and gup is None:
+            gup = (name, f.get("change_pct"), f.get("significant"))
+    if saved is None or gup is None:
+        return None
+    change = "n/a" if gup[1] is None else f"{gup[1]:+.1f}%"
+    return (f"trade-off: the patch saves {saved[1]:.2f} sync IPIs per collapse ({saved[0]}); GUP-fast ns per "
+            f"page changes {change} ({gup[0]}, {'significant' if gup[2] else 'within the noise'})")
+
+
 def default_out() -> Path:
     return Path("runs") / f"{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}-repro"
 
