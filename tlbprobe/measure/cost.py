@@ -341,22 +341,10 @@ class CostObserver:
             self.lost[tag] = self.lost.get(tag, 0) + 1
 
     def _drain(self) -> None:
+        from .trace import read_pipe
+
         assert self.instance is not None and self.parser is not None
-        fd = os.open(self.instance / "trace_pipe", os.O_RDONLY | os.O_NONBLOCK)
-        try:
-            while True:
-                try:
-                    chunk = os.read(fd, 1 << 16)
-                except BlockingIOError:
-                    break
-                if not chunk:
-                    break
-                self._pending += chunk
-                *lines, self._pending = self._pending.split(b"\n")
-                for raw in lines:
-                    self.parser.line(raw.decode("utf-8", "replace"))
-        finally:
-            os.close(fd)
+        self._pending = read_pipe(self.instance, self._pending, self.parser.line)
 
     def summary(self, run: Dict[str, Any]) -> Dict[str, Any]:
         """summary.json ``cost``: per phase kind and CPU, the tracepoint's own cost, and the

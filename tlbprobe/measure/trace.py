@@ -181,6 +181,29 @@ class PhaseCounts:
         return sum(self._per_function("wake_idle_without_ipi", cpus).values())
 
 
+def read_pipe(instance: Path, pending: bytes, handle) -> bytes:
+    """Everything in an instance's trace_pipe now, without blocking (a reader blocked on
+    it is woken through irq_work, which would add interrupts of its own): each whole line
+    to ``handle(str)``; returns the unfinished tail for the next call. OSError when the
+    pipe cannot be opened or read."""
+    fd = os.open(instance / "trace_pipe", os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        while True:
+            try:
+                chunk = os.read(fd, 1 << 16)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for raw in lines:
+                handle(raw.decode("utf-8", "replace"))
+    finally:
+        os.close(fd)
+    return pending
+
+
 class TraceSession:
     """A private tracefs instance whose IPI events are aggregated per phase, and the
     in-kernel counter of the sync calls queued.
@@ -212,27 +235,9 @@ class TraceSession:
     def drain(self) -> None:
         """Consume everything in the buffer now (non-blocking reads of trace_pipe)."""
         try:
-            fd = os.open(self.instance / "trace_pipe", os.O_RDONLY | os.O_NONBLOCK)
+            self._pending = read_pipe(self.instance, self._pending, self._handle)
         except OSError as e:
-            self._fail(f"trace_pipe cannot be opened ({e.strerror})")
-            return
-        try:
-            while True:
-                try:
-                    chunk = os.read(fd, 1 << 16)
-                except BlockingIOError:
-                    break
-                except OSError as e:
-                    self._fail(f"reading trace_pipe failed ({e.strerror})")
-                    break
-                if not chunk:
-                    break
-                self._pending += chunk
-                *lines, self._pending = self._pending.split(b"\n")
-                for raw in lines:
-                    self._handle(raw.decode("utf-8", "replace"))
-        finally:
-            os.close(fd)
+            self._fail(f"trace_pipe cannot be read ({e.strerror})")
 
     def _fail(self, why: str, tag: Optional[str] = None) -> None:
         tag = tag or self._current

@@ -120,20 +120,10 @@ class CollapseWorkload(Workload):
 
     # -- per repeat -----------------------------------------------------------------------
     def prepare(self) -> None:
-        length = self.size + PMD_SIZE
-        flags = libc.MAP_PRIVATE | libc.MAP_ANONYMOUS | libc.MAP_NORESERVE
         try:
-            self.base = libc.mmap(length, libc.PROT_READ | libc.PROT_WRITE, flags)
+            self.base, self.addr = libc.map_small_pages(self.size, PMD_SIZE)
         except OSError as e:
-            raise WorkloadError(f"cannot map {format_size(self.size)}: {e.strerror}") from None
-        self.addr = libc.align_up(self.base, PMD_SIZE)
-        libc.madvise(self.addr, self.size, libc.MADV_NOHUGEPAGE)
-        try:
-            libc.madvise(self.addr, self.size, libc.MADV_POPULATE_WRITE)
-        except OSError as e:
-            if e.errno != errno.EINVAL:  # EINVAL: kernel before 5.14, touch by hand
-                raise WorkloadError(f"cannot fault in {format_size(self.size)}: {e.strerror}") from None
-            libc.touch(self.addr, self.size)
+            raise WorkloadError(f"cannot map and fault in {format_size(self.size)}: {e.strerror}") from None
         libc.madvise(self.addr, self.size, libc.MADV_HUGEPAGE)
         self._start_threads()
         if self.opt("race"):

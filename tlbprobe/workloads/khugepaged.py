@@ -188,17 +188,10 @@ class KhugepagedWorkload(Workload):
 
     # -- per repeat -----------------------------------------------------------------------
     def prepare(self) -> None:
-        flags = libc.MAP_PRIVATE | libc.MAP_ANONYMOUS | libc.MAP_NORESERVE
         try:
-            self.base = libc.mmap(self.size + PMD_SIZE, libc.PROT_READ | libc.PROT_WRITE, flags)
+            self.base, self.addr = libc.map_small_pages(self.size, PMD_SIZE)
         except OSError as e:
-            raise WorkloadError(f"cannot map {format_size(self.size)}: {e.strerror}") from None
-        self.addr = libc.align_up(self.base, PMD_SIZE)
-        libc.madvise(self.addr, self.size, libc.MADV_NOHUGEPAGE)
-        try:
-            libc.madvise(self.addr, self.size, libc.MADV_POPULATE_WRITE)
-        except OSError as e:
-            raise WorkloadError(f"cannot fault in {format_size(self.size)}: {e.strerror}") from None
+            raise WorkloadError(f"cannot map and fault in {format_size(self.size)}: {e.strerror}") from None
         huge = self._huge()
         if huge:
             raise WorkloadError(f"{huge >> 20} MiB of the region faulted in as huge pages despite MADV_NOHUGEPAGE")

@@ -71,6 +71,26 @@ def align_up(value: int, align: int) -> int:
     return (value + align - 1) // align * align
 
 
+def map_small_pages(size: int, align: int) -> "tuple[int, int]":
+    """A private anonymous range of ``size`` bytes at an ``align``-aligned address, faulted
+    in as small pages (MADV_NOHUGEPAGE, then MADV_POPULATE_WRITE, or a touch per page on
+    kernels before 5.14): what a collapse, by madvise or by khugepaged, starts from.
+    Returns (the mapping's base, for munmap of size + align; the aligned address)."""
+    import errno
+
+    base = mmap(size + align, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE)
+    addr = align_up(base, align)
+    madvise(addr, size, MADV_NOHUGEPAGE)
+    try:
+        madvise(addr, size, MADV_POPULATE_WRITE)
+    except OSError as e:
+        if e.errno != errno.EINVAL:
+            munmap(base, size + align)
+            raise
+        touch(addr, size)
+    return base, addr
+
+
 def touch(addr: int, length: int, step: int = 4096) -> None:
     """Write one byte per page (the fallback when MADV_POPULATE_WRITE is missing)."""
     for off in range(0, length, step):
