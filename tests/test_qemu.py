@@ -556,3 +556,26 @@ def test_commits_of_a_linux_source_git_tree_with_our_patch(tmp_path, capsys):
                  "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out)["key"] != plan["key"]
     assert git("status", "--short").stdout == ""  # the user's tree untouched
+
+
+@pytest.mark.slow
+def test_gup_fast_through_gup_test_in_a_guest_with_the_guest_config(baseline_kernel, tmp_path):
+    """The guest config has CONFIG_GUP_TEST: gup-fast's auto path finds
+    /sys/kernel/debug/gup_test (debugfs mounted for the run) and pins through the kernel's
+    own PIN_FAST_BENCHMARK loop, in 4 KiB and 2 MiB pages."""
+    from tlbprobe.vm.collect import run_jobs
+
+    spec = g.GuestSpec(kernel=baseline_kernel.bzimage, smp=2, memory="2G", accel="tcg", timeout=900)
+    common = ["--workload", "gup-fast", "--threads", "2", "--calls", "20000", "--repeat", "1", "--idle-seconds", "1"]
+    outs = [tmp_path / "small", tmp_path / "huge"]
+    statuses, _ = run_jobs(spec, [("small", common), ("huge", common + ["--backing", "2m"])], outs)
+    assert statuses == [0, 0]
+    for out, huge in zip(outs, (0.0, 1.0)):
+        s = json.loads((out / "summary.json").read_text())
+        f = s["repeats"][0]["phases"]["workload"]["workload_figures"]
+        assert f["gup_path"] == 1.0, "pinned through gup_test"              # PATH_CODES["gup_test"]
+        assert f["threads"] == 2 and f["calls_per_s"] > 0 and f["ns_per_page"] > 0
+        assert f["huge_fraction"] == huge
+        assert s["ops"] == s["ops_expected"] == 40000
+    log = (outs[0] / "log.txt").read_text()
+    assert "the kernel has gup_test" in log

@@ -94,7 +94,7 @@ static void *run(void *arg)
 
 			memset(&g, 0, sizeof(g));
 			g.addr = (uint64_t)(uintptr_t)w->window;
-			g.size = slots * per_call * PAGE;
+			g.size = (calls_wanted - w->calls < slots ? calls_wanted - w->calls : slots) * per_call * PAGE;
 			g.nr_pages_per_call = per_call;
 			g.gup_flags = GUP_FOLL_WRITE;
 			if (ioctl(gup_fd, PIN_FAST_BENCHMARK, &g)) {
