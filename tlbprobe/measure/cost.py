@@ -231,15 +231,26 @@ class CostObserver:
 
     # -- Observer protocol ----------------------------------------------------------------
     def preflight(self, facts: "HostFacts") -> None:
-        missing = [e for e in VECTOR_EVENTS + CSD_EVENTS if not (self.tracefs / "events" / e).is_dir()]
-        if not self.tracefs.is_dir() or missing:
-            raise PreflightError(f"--cost needs the trace events {', '.join(missing) or 'of tracefs'} (x86 "
-                                 f"irq_vectors, csd since Linux 6.4); this kernel lacks them: leave out --cost")
+        """Refuse early where tracefs is mounted already; start() checks again after
+        mounting it (a fresh guest has no tracefs mount)."""
+        if (self.tracefs / "events").is_dir():
+            self._check_events()
+        elif not self.tracefs.is_dir():
+            raise PreflightError(f"--cost needs tracefs ({self.tracefs} is missing: kernel without CONFIG_TRACING)")
         self.cpus = list(facts.online_cpus)
+
+    def _check_events(self) -> None:
+        missing = [e for e in VECTOR_EVENTS + CSD_EVENTS if not (self.tracefs / "events" / e).is_dir()]
+        if missing:
+            raise PreflightError(f"--cost needs the trace events {', '.join(missing)} (x86 irq_vectors, csd "
+                                 f"since Linux 6.4); this kernel lacks them: leave out --cost")
 
     def start(self, rundir: "RunDir", facts: "HostFacts", console: "Console", state: "SystemState") -> None:
         from .perfcount import kernel_addresses
+        from .trace import tracefs_root
 
+        self.tracefs = tracefs_root(state, self.tracefs)  # mounted (journaled) where it is not
+        self._check_events()
         self.rundir = rundir
         self.instance = self.tracefs / "instances" / f"tlbprobe-cost-{os.getpid()}"
         state.mkdir(str(self.instance))
