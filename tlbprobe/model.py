@@ -545,3 +545,25 @@ def project_cost(pred: "Prediction", cost: Mapping[str, Any], measured_cpus: int
                           receivers_ms=broadcasts * others * per_ipi / 1e6,
                           initiator_ms_low=broadcasts * p50 / 1e6, initiator_ms_likely=broadcasts * p99 / 1e6,
                           warnings=tuple(warnings))
+
+
+#: HPAGE_PMD_NR with 4 KiB pages: khugepaged_scan_mm_slot() counts this much progress per
+#: 2 MiB range it scans, collapsed or not (mm/khugepaged.c).
+KHUGEPAGED_PAGES_PER_RANGE = PMD_SIZE // 4096
+
+
+def khugepaged_max_rate(pages_to_scan: int, scan_sleep_ms: int) -> Optional[float]:
+    """The most collapses (= sync broadcasts) per second khugepaged can make (model.yaml
+    khugepaged-rate): pages_to_scan / 512 ranges per wake-up, one wake-up per scan_sleep
+    interval; the scan's own time only lowers it. None when scan_sleep is 0 (it then never
+    sleeps while it has work)."""
+    if scan_sleep_ms <= 0:
+        return None
+    return (pages_to_scan // KHUGEPAGED_PAGES_PER_RANGE) / (scan_sleep_ms / 1000.0)
+
+
+def khugepaged_seconds_to_collapse(ranges: int, pages_to_scan: int, scan_sleep_ms: int) -> float:
+    """The least time khugepaged needs to collapse ``ranges`` 2 MiB ranges: the first
+    wake-up comes at once (MADV_HUGEPAGE wakes it), each further one after a sleep."""
+    per_wake = max(1, pages_to_scan // KHUGEPAGED_PAGES_PER_RANGE)
+    return (-(-ranges // per_wake) - 1) * scan_sleep_ms / 1000.0

@@ -11,6 +11,8 @@ from typing import List
 from ..errors import InputError
 from ..ui.numbers import fmt_num
 from ..model import (
+    khugepaged_max_rate,
+    khugepaged_seconds_to_collapse,
     project_cost,
     FLUSH_MODES,
     db_exclusive_exits,
@@ -66,6 +68,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="hugetlb-unshare: processes mapping the range, one holder plus unsharers taking turns (default 2); "
                         "hugetlb-db: the servers that keep the segment mapped while clients come and go")
     p.add_argument("--control", action="store_true", help="hugetlb: MAP_PRIVATE mapping that cannot share")
+    p.add_argument("--pages-to-scan", type=int, default=4096, metavar="N",
+                   help="khugepaged: pages scanned per wake-up (kernel default 4096)")
+    p.add_argument("--scan-sleep-millisecs", type=int, default=10000, metavar="MS",
+                   help="khugepaged: sleep between wake-ups (kernel default 10000)")
     p.add_argument("--rate", type=float, metavar="R",
                    help="hugetlb-db: client sessions per second (with --client-work-ms: whether sessions overlap)")
     p.add_argument("--client-work-ms", type=float, metavar="MS",
@@ -143,7 +149,22 @@ def main(args: argparse.Namespace) -> int:
         print(json.dumps(out, indent=2, sort_keys=True))
     else:
         print("\n".join(render_text(pred, params, args.size)))
+        if scenario.workload == "khugepaged":
+            print(khugepaged_lines(args, scenario.ops))
     return 0
+
+
+def khugepaged_lines(args: argparse.Namespace, ranges: int) -> str:
+    """[khugepaged-rate] the broadcast rate the knobs allow, and the time for the size."""
+    if args.pages_to_scan < 1 or args.scan_sleep_millisecs < 0:
+        raise InputError("--pages-to-scan must be at least 1 and --scan-sleep-millisecs not negative")
+    rate = khugepaged_max_rate(args.pages_to_scan, args.scan_sleep_millisecs)
+    least = khugepaged_seconds_to_collapse(ranges, args.pages_to_scan, args.scan_sleep_millisecs)
+    bound = (f"at most {rate:g} collapses (sync broadcasts) a second, {rate * 3600:,.0f} an hour"
+             if rate is not None else "no sleep between scans: as fast as it can scan")
+    return (f"Rate:      [khugepaged-rate] pages_to_scan {args.pages_to_scan}, scan_sleep "
+            f"{args.scan_sleep_millisecs} ms: {bound}, while memory is left to collapse; {ranges} ranges take "
+            f"at least {least:,.1f} s, then none (steady state)")
 
 
 def _rules_used(pred: Prediction) -> List[str]:

@@ -48,6 +48,7 @@ from ..measure import procfs
 from ..measure.host import THP_DIR, kernel_version_tuple
 from ..sysstate import SystemState, read_knob
 from ..units import MiB, format_size
+from ..model import khugepaged_max_rate as max_rate, khugepaged_seconds_to_collapse as seconds_to_collapse
 from ..vocab import PMD_SIZE
 from . import libc
 from .base import Option, PhaseOutcome, Progress, Workload
@@ -55,6 +56,7 @@ from .base import Option, PhaseOutcome, Progress, Workload
 KHUGEPAGED_DIR = THP_DIR / "khugepaged"
 #: HPAGE_PMD_NR with 4 KiB pages: the progress one scanned 2 MiB range costs a wake-up
 PAGES_PER_RANGE = PMD_SIZE // 4096
+__all__ = ["KNOBS", "KhugepagedWorkload", "max_rate", "region_huge_bytes", "seconds_to_collapse"]
 DEFAULT_SIZE = 256 * MiB
 #: How often the driver looks at the region (and samples CAL/TLB for the time series)
 POLL_S = 0.25
@@ -72,22 +74,6 @@ KNOBS: Dict[str, tuple] = {
     "thp_enabled": ("enabled", "madvise"),
     "thp_defrag": ("defrag", "madvise"),
 }
-
-
-def max_rate(pages_to_scan: int, scan_sleep_ms: int) -> Optional[float]:
-    """The most collapses (= broadcasts) per second khugepaged can make: pages_to_scan /
-    512 ranges per wake-up, one wake-up per scan_sleep interval (the scan's own time
-    only lowers it). None when scan_sleep is 0 (it then never sleeps while it has work)."""
-    if scan_sleep_ms <= 0:
-        return None
-    return (pages_to_scan // PAGES_PER_RANGE) / (scan_sleep_ms / 1000.0)
-
-
-def seconds_to_collapse(ranges: int, pages_to_scan: int, scan_sleep_ms: int) -> float:
-    """The least time khugepaged needs to collapse ``ranges`` 2 MiB ranges: the first
-    wake-up comes at once (MADV_HUGEPAGE wakes it), each further one after a sleep."""
-    per_wake = max(1, pages_to_scan // PAGES_PER_RANGE)
-    return (-(-ranges // per_wake) - 1) * scan_sleep_ms / 1000.0
 
 
 def region_huge_bytes(addr: int, length: int, smaps: str) -> int:
