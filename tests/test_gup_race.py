@@ -103,3 +103,19 @@ def test_the_ab_sets_ipis_saved_beside_gup_fast_cost():
         "trade-off: the patch saves 3.00 sync IPIs per collapse (collapse-1G); GUP-fast ns per page changes "
         "+3.1% (gup-fast, significant)")
     assert tradeoff({"collapse-1G": collapse}) is None
+
+
+@pytest.mark.root
+def test_hugetlb_unshare_raced_by_walkers_in_the_unsharing_processes(tmp_path):
+    before = system_state()
+    out = tmp_path / "hrace"
+    res = subprocess.run([sys.executable, "-m", "tlbprobe", "collect", "--workload", "hugetlb-unshare", "--size", "1G",
+                          "--cycles", "50", "--race", "--repeat", "1", "--idle-seconds", "1", "--out", str(out), "-q"],
+                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert system_state() == before
+    f = json.loads((out / "summary.json").read_text())["repeats"][0]["phases"]["workload"]["workload_figures"]
+    assert f["races_attempted"] > 0 and f["corrupted_bytes"] == 0 and f["kernel_reports"] == 0
+    bad = subprocess.run([sys.executable, "-m", "tlbprobe", "collect", "--workload", "hugetlb-unshare", "--operation",
+                          "exit", "--race", "--out", str(tmp_path / "no")], cwd=REPO, capture_output=True, text=True)
+    assert bad.returncode == 2 and "races nothing" in bad.stderr and "Traceback" not in bad.stderr

@@ -255,10 +255,11 @@ def workload_figures_line(a: RunAnalysis) -> Optional[str]:
     race = ""
     if any("races_attempted" in f for f in figs):
         total = lambda key: sum(f.get(key, 0.0) for f in figs)  # noqa: E731
+        refused = "collapses refused" if a.scenario.workload == "collapse" else "operations not counted"
         race = (f"race: {fmt_num(total('races_attempted'))} walker calls overlapped the operation, "
-                f"{fmt_num(total('collapses_refused'))} collapses refused, {fmt_num(total('corrupted_bytes'))} "
+                f"{fmt_num(total('collapses_refused'))} {refused}, {fmt_num(total('corrupted_bytes'))} "
                 f"corrupted bytes, {fmt_num(total('kernel_reports'))} kernel reports")
-        if a.scenario.workload == "collapse":
+        if a.scenario.workload in ("collapse", "hugetlb-unshare"):
             return race
     if a.scenario.workload == "gup-fast":
         path = {1.0: "gup_test (pin_user_pages_fast in the kernel's loop)", 2.0: "vmsplice (get_user_pages_fast, "

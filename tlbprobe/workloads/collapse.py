@@ -41,7 +41,7 @@ from ..units import MiB, format_size
 from . import libc
 from ..vocab import PMD_SIZE
 from .base import Option, PhaseOutcome, Progress, Workload
-from .race import KernelLog, Walkers, corrupted_bytes, write_pattern
+from .race import KernelLog, Walkers, corrupted_bytes, record, write_pattern
 
 CHUNK = 128 * MiB
 #: Memory we leave free beside the range: page tables, the copies a collapse makes, the rest
@@ -180,20 +180,8 @@ class CollapseWorkload(Workload):
         """After the operation: the walkers stop, the pattern is checked, the log scanned."""
         assert self.walkers is not None
         self.walkers.stop()
-        bad = corrupted_bytes(self.addr, self.size)
-        reports = self.kmsg.scan() if self.kmsg else []
-        outcome.figures.update({
-            "race_walker_calls": float(self.walkers.calls),
-            "races_attempted": float(self.walkers.during),
-            "race_walker_errors": float(sum(self.walkers.errors.values())),
-            "collapses_refused": float(max(outcome.ops_expected - outcome.ops, 0)),
-            "corrupted_bytes": float(bad),
-            "kernel_reports": float(len(reports)),
-        })
-        if bad:
-            notes.append(f"RACE CHECK FAILED: {bad} byte(s) of the range lost their pattern")
-        for line in reports:
-            notes.append(f"RACE CHECK FAILED: kernel log: {line}")
+        record(outcome, notes, self.walkers.calls, self.walkers.during, sum(self.walkers.errors.values()),
+               corrupted_bytes(self.addr, self.size), self.kmsg.scan() if self.kmsg else [])
         self.walkers = None
 
     def cleanup(self) -> None:

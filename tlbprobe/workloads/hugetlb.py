@@ -79,6 +79,7 @@ from ..vocab import HUGETLB_OPERATIONS as OPERATIONS
 from ..vocab import PUD_SIZE
 from . import libc
 from .base import Option, PhaseOutcome, Progress, Workload
+from .race import KernelLog, corrupted_bytes, record, write_pattern
 from .sharers import ENTRIES_PER_TABLE, HUGEPAGE, Layout, Sharer, Sharers
 
 DEFAULT_SIZE = GiB
@@ -192,6 +193,9 @@ class HugetlbUnshareWorkload(Workload):
         Option("cycles", f"share/unshare cycles per repeat (default: {DEFAULT_CYCLES}, fewer for exit)", kind=int,
                low=1, high=100000, metavar="M"),
         Option("control", "a layout that cannot share PMD tables (no sync IPIs expected)", flag=True, default=False),
+        Option("race", "hugetlb-unshare: GUP-fast walker threads inside each unsharing process, on the other "
+               "CPUs, walk the range while it unshares; the segment's pattern and the kernel log are checked "
+               "(workloads/race.py; not with --operation exit)", flag=True, default=False),
     )
 
     @classmethod
@@ -214,6 +218,7 @@ class HugetlbUnshareWorkload(Workload):
         self._memfd: Optional[int] = None
         self._mapped = False
         self._sharers: Optional[Sharers] = None
+        self.kmsg: Optional[KernelLog] = None
 
     def planned_ops(self) -> int:
         return self.cycles * self.unsharers
@@ -227,6 +232,9 @@ class HugetlbUnshareWorkload(Workload):
     # -- per run --------------------------------------------------------------------------
     def preflight(self) -> None:
         operation = self.opt("operation")
+        if self.opt("race") and operation == "exit":
+            raise InputError("--race with --operation exit races nothing: an exiting process's threads are gone "
+                             "before exit_mmap() unshares; choose another --operation")
         if self.size % PUD_SIZE or self.size < PUD_SIZE:
             raise InputError(f"--size {format_size(self.size)} is not a multiple of 1G: hugetlb shares one PMD "
                              f"table per whole 1 GiB-aligned 1 GiB range (try "
@@ -237,7 +245,14 @@ class HugetlbUnshareWorkload(Workload):
         preflight_segment(self.size, self.facts)
 
     def configure(self, state: SystemState) -> None:
+        if self.opt("race"):
+            self.kmsg = KernelLog()
         reserve_huge_pages(state, self.size, self.log)
+
+    def close(self) -> None:
+        if self.kmsg is not None:
+            self.kmsg.close()
+            self.kmsg = None
 
     # -- per repeat -----------------------------------------------------------------------
     def prepare(self) -> None:
@@ -257,10 +272,16 @@ class HugetlbUnshareWorkload(Workload):
         self._mapped = True
         own = self.layout.populate()
         count = self.cycles * self.unsharers if self.opt("operation") == "exit" else self.unsharers
-        self._sharers = Sharers(self.layout, self.job.cpu, self.log, self.opt("operation"))
+        if self.opt("race") and self.layout.shared:
+            write_pattern(self.layout.addr, self.size)  # in the file's pages, through our mapping
+        walker_cpus = [c for c in self.facts.online_cpus if c != self.job.cpu] if self.opt("race") else []
+        self._sharers = Sharers(self.layout, self.job.cpu, self.log, self.opt("operation"), walker_cpus=walker_cpus)
         helpers = self._sharers.start(count)  # they inherit the mapping, not its tables
         faults = [self._sharers.share(h) for h in helpers[:self.unsharers]]
         self._check_first_share(own, faults)
+        if self.opt("race"):
+            for h in helpers[:self.unsharers]:
+                self._sharers.race(h, True)
 
     def _check_first_share(self, own: int, faults: List[int]) -> None:
         lay = self.layout
@@ -305,7 +326,19 @@ class HugetlbUnshareWorkload(Workload):
             notes.append(f"{self.opt('operation')} failed: " + ", ".join(f"{k} x{v}" for k, v in failed.items()))
         if not_shared:
             notes.append(f"{not_shared} re-share(s) did not share the tables (not counted)")
-        return PhaseOutcome(ops=ops, ops_expected=self.cycles * self.unsharers, note="; ".join(notes))
+        outcome = PhaseOutcome(ops=ops, ops_expected=self.cycles * self.unsharers)
+        if self.opt("race"):
+            self._race_figures(outcome, notes)
+        outcome.note = "; ".join(notes)
+        return outcome
+
+    def _race_figures(self, outcome: PhaseOutcome, notes: List[str]) -> None:
+        """The unsharers' walkers stop (their calls are all in the window, which they
+        bracket), the segment's pattern is checked through our mapping, the log scanned."""
+        assert self._sharers is not None and self.layout is not None
+        calls = sum(self._sharers.race(h, False) for h in self._sharers.members[:self.unsharers])
+        bad = corrupted_bytes(self.layout.addr, self.size) if self.layout.shared else 0
+        record(outcome, notes, calls, calls, 0, bad, self.kmsg.scan() if self.kmsg else [])
 
     def _unshare(self, h: Sharer, failed: Counter) -> bool:
         assert self._sharers is not None

@@ -165,3 +165,21 @@ class Walkers:
         for t in self._threads:
             t.join(timeout=10)
         self._threads = []
+
+
+def record(outcome, notes: List[str], walker_calls: int, during: int, errors: int, bad: int,
+           reports: List[str]) -> None:
+    """A race check's figures into the phase outcome (summary.json workload_figures), and
+    a failed check's reasons into its note."""
+    outcome.figures.update({
+        "race_walker_calls": float(walker_calls),
+        "races_attempted": float(during),
+        "race_walker_errors": float(errors),
+        "collapses_refused": float(max(outcome.ops_expected - outcome.ops, 0)),
+        "corrupted_bytes": float(bad),
+        "kernel_reports": float(len(reports)),
+    })
+    if bad:
+        notes.append(f"RACE CHECK FAILED: {bad} byte(s) of the range lost their pattern")
+    for line in reports:
+        notes.append(f"RACE CHECK FAILED: kernel log: {line}")

@@ -49,7 +49,7 @@ import select
 import signal
 import time
 from dataclasses import dataclass
-from typing import Callable, List, Optional
+from typing import Sequence, Callable, List, Optional
 
 from ..errors import WorkloadError
 from ..sysstate import signals_blocked
@@ -71,6 +71,9 @@ SHARE, UNSHARE, MAP, FAULT, UNMAP, EXIT = b"s", b"u", b"m", b"f", b"d", b"x"
 #: Fault only the first PART_PAGES huge pages (128 MiB) of each 1 GiB range (a client touching a
 #: part of the segment): one fault per range when its table is shared, PART_PAGES when not.
 TOUCH_PART = b"t"
+#: --race: start GUP-fast walker threads in the sharer (on the group's walker CPUs) over
+#: the range, or stop them (value: the walker calls they made). workloads/race.py.
+RACE_ON, RACE_OFF = b"r", b"q"
 PART_PAGES = 64
 
 
@@ -192,7 +195,7 @@ class SharerOps:
 
 
 def sharer_main(idx: int, layout: Layout, operation: Optional[str], cmd_fd: int, reply_fd: int,
-                cpu: int, parent: int, mapped: bool = True) -> int:
+                cpu: int, parent: int, mapped: bool = True, walker_cpus: Sequence[int] = ()) -> int:
     """A sharer process's life: obey one-byte commands from the driver until EOF or EXIT."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)       # Ctrl-C: the driver cleans up
     for sig in (signal.SIGTERM, signal.SIGHUP):
@@ -203,6 +206,7 @@ def sharer_main(idx: int, layout: Layout, operation: Optional[str], cmd_fd: int,
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
     os.sched_setaffinity(0, {cpu})
     ops = SharerOps(layout, operation, mapped)
+    walkers = None
 
     def reply(status: str, value: int) -> None:
         os.write(reply_fd, f"{idx} {status} {value}\n".encode())
@@ -227,6 +231,19 @@ def sharer_main(idx: int, layout: Layout, operation: Optional[str], cmd_fd: int,
             elif cmd == UNMAP:
                 ops.unmap()
                 reply("ok", 0)
+            elif cmd == RACE_ON:
+                from .race import Walkers
+
+                walkers = Walkers(layout.addr, layout.size, list(walker_cpus))
+                walkers.window(True)
+                walkers.start()
+                reply("ok", 0)
+            elif cmd == RACE_OFF:
+                calls = 0
+                if walkers is not None:
+                    walkers.stop()
+                    calls, walkers = walkers.during, None
+                reply("ok", calls)
             elif cmd == EXIT:
                 return 0
             else:
@@ -269,13 +286,15 @@ class Sharers:
     workload only maps, faults and unmaps). The sharers run pinned to ``cpu``.
     """
 
-    def __init__(self, layout: Layout, cpu: int, log: Callable[[str], None], operation: Optional[str] = None):
+    def __init__(self, layout: Layout, cpu: int, log: Callable[[str], None], operation: Optional[str] = None,
+                 walker_cpus: Sequence[int] = ()):
         if operation is not None and operation not in HUGETLB_OPERATIONS:
             raise ValueError(f"no hugetlb operation {operation!r}")
         self.layout = layout
         self.cpu = cpu
         self.log = log
         self.operation = operation
+        self.walker_cpus = list(walker_cpus)
         self.members: List[Sharer] = []
         self._reply_fd: Optional[int] = None
         self._reply_buf = b""
@@ -322,7 +341,8 @@ class Sharers:
                     for s in self.members:
                         if s.cmd_fd is not None:
                             os.close(s.cmd_fd)
-                    code = sharer_main(idx, self.layout, self.operation, r, reply_w, self.cpu, parent, mapped)
+                    code = sharer_main(idx, self.layout, self.operation, r, reply_w, self.cpu, parent, mapped,
+                                       self.walker_cpus)
                 except BaseException:
                     code = 1
                 finally:
@@ -357,6 +377,10 @@ class Sharers:
 
     def unmap(self, s: Sharer) -> None:
         self._must(s, UNMAP, "unmap the range")
+
+    def race(self, s: Sharer, on: bool) -> int:
+        """Start (``on``) or stop the sharer's GUP-fast walkers; stopping returns their calls."""
+        return self._must(s, RACE_ON if on else RACE_OFF, "start or stop its walkers")
 
     def exit(self, s: Sharer) -> bool:
         """The sharer exits; reaping it means exit_mmap() is done. True for a clean exit."""
