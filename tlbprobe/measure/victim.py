@@ -121,9 +121,7 @@ class VictimObserver:
     def __init__(self, driver_cpu: int, slice_ms: int = SLICE_MS):
         self.driver_cpu = driver_cpu
         self.slice_ms = slice_ms
-        self.binary: Optional[Path] = None
         self.program: Optional[Program] = None
-        self._tmp: Optional[str] = None
         self.procs: Dict[int, subprocess.Popen] = {}
         self.files: Dict[int, Path] = {}
         self.offsets: Dict[int, int] = {}
@@ -137,16 +135,14 @@ class VictimObserver:
         if len(facts.online_cpus) < 2:
             raise PreflightError("--victim needs a CPU besides the driver's")
         self.program = Program(SOURCE, what="--victim")
-        self.binary = self.program.path
-        self._tmp = self.program.dir
         self.cpus = [c for c in facts.online_cpus if c != self.driver_cpu]
 
     def start(self, rundir: "RunDir", facts: "HostFacts", console: "Console", state: Any = None) -> None:
-        assert self.binary is not None and self._tmp is not None
+        assert self.program is not None
         self.rundir = rundir
         for cpu in self.cpus:
-            path = Path(self._tmp) / f"cpu{cpu}.bin"
-            p = subprocess.Popen([str(self.binary), str(cpu), str(self.slice_ms * 1_000_000), str(GAP_NS), str(path)],
+            path = Path(self.program.dir) / f"cpu{cpu}.bin"  # removed with the program
+            p = subprocess.Popen([str(self.program.path), str(cpu), str(self.slice_ms * 1_000_000), str(GAP_NS), str(path)],
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             self.procs[cpu], self.files[cpu], self.offsets[cpu], self.slices[cpu] = p, path, 0, []
         for cpu, p in self.procs.items():
@@ -241,4 +237,3 @@ class VictimObserver:
         if self.program is not None:
             self.program.close()
             self.program = None
-            self._tmp = None
