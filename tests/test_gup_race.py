@@ -40,6 +40,67 @@ def test_the_pattern_finds_every_changed_byte():
     assert corrupted_bytes(addr, len(buf)) == 4
 
 
+def test_writer_slots_are_left_to_the_walkers_own_check():
+    from tlbprobe.workloads.race import CHUNK_WORDS, SLOT_WORDS
+
+    size = 4 << 20
+    buf = ctypes.create_string_buffer(size)
+    addr = ctypes.addressof(buf)
+    write_pattern(addr, size)
+    words = (ctypes.c_uint64 * (size // 8)).from_address(addr)
+    words[CHUNK_WORDS + 5 * SLOT_WORDS] += 1    # slot 5 of chunk 1: a walker's word
+    assert corrupted_bytes(addr, size) == 0
+    words[CHUNK_WORDS + 5 * SLOT_WORDS + 1] += 1  # the word after it is pattern
+    assert corrupted_bytes(addr, size) > 0
+
+
+def test_walkers_pin_write_and_catch_a_write_that_went_elsewhere():
+    """The real walkers (race_walkers.c, compiled here) on this process's memory: they pin
+    with vmsplice, store in their slots, and count a slot that does not hold what its
+    walker stored last: here because the test puts an older value there, in a broken
+    kernel because a stale TLB entry sent the walker's store to a freed page."""
+    import mmap
+    import time
+
+    from tlbprobe.workloads.race import CHUNK_WORDS, WalkerLib, Walkers
+
+    size = 8 << 20
+    m = mmap.mmap(-1, size)
+    buf = (ctypes.c_char * size).from_buffer(m)
+    addr = ctypes.addressof(buf)
+    write_pattern(addr, size)
+    words = (ctypes.c_uint64 * (size // 8)).from_address(addr)
+    lib = WalkerLib()
+    try:
+        w = Walkers(lib, addr, size, [0, 0])
+        w.start()
+        w.window(True)
+        time.sleep(0.2)
+        w.window(False)
+        time.sleep(0.05)
+        w.stop()
+        f = w.figures
+        assert f.calls > f.during > 0 and f.errors == 0 and f.writers == 2 and f.writes > 0
+        assert f.lost_writes == 0 and corrupted_bytes(addr, size) == 0
+        w = Walkers(lib, addr, size, [0, 0])
+        w.start()
+        time.sleep(0.05)
+        words[2 * CHUNK_WORDS + 1 * 8] = 1   # walker 1's word: older than anything it stored
+        time.sleep(0.05)
+        w.stop()
+        assert w.figures.lost_writes >= 1 and w.figures.writers == 2
+        before = bytes(buf)
+        w = Walkers(lib, addr, size, [0], write=False)   # pinning only: the memory is left alone
+        w.start()
+        time.sleep(0.05)
+        w.stop()
+        assert w.figures.calls > 0 and w.figures.writers == 0 and w.figures.writes == 0 and bytes(buf) == before
+    finally:
+        del words, buf
+        m.close()
+        lib.close()
+
+
 def test_kernel_splats_are_recognised(tmp_path):
     for line in ("BUG: KASAN: use-after-free in gup_fast_pte_range+0x1", "BUG: Bad page state in process x",
                  "WARNING: CPU: 1 PID: 2 at mm/gup.c:100 try_grab_folio+0x1", "general protection fault, probably"):
@@ -85,7 +146,8 @@ def test_race_run_reports_zero_corruption_and_zero_kernel_reports(tmp_path):
     for rep in s["repeats"]:
         f = rep["phases"]["workload"]["workload_figures"]
         assert f["races_attempted"] > 0, "walkers ran while the range collapsed"
-        assert f["corrupted_bytes"] == 0 and f["kernel_reports"] == 0
+        assert f["race_writers"] >= 1 and f["race_writes"] > 0, "walkers stored through the TLB too"
+        assert f["corrupted_bytes"] == 0 and f["lost_writes"] == 0 and f["kernel_reports"] == 0
         assert f["collapses_refused"] == rep["ops_expected"] - rep["ops"]
     report = subprocess.run([sys.executable, "-m", "tlbprobe", "report", str(out)], cwd=REPO, capture_output=True,
                             text=True).stdout

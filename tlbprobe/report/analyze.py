@@ -323,16 +323,18 @@ def slack(expected: float, params: ModelParams) -> float:
 
 
 def race_failure(run: Run) -> Optional[str]:
-    """Why a --race run failed its safety check (corrupted bytes, kernel reports), or None."""
-    bad = reports = 0.0
+    """Why a --race run failed its safety check (corrupted bytes, lost writes, kernel
+    reports), or None."""
+    bad = lost = reports = 0.0
     for r in run.repeats:
         f = r.workload.workload_figures if r.workload else {}
         bad += f.get("corrupted_bytes", 0.0)
+        lost += f.get("lost_writes", 0.0)
         reports += f.get("kernel_reports", 0.0)
-    if not bad and not reports:
+    if not bad and not lost and not reports:
         return None
-    return (f"the race check failed: {bad:.0f} corrupted byte(s), {reports:.0f} kernel report(s) "
-            f"(BUG/WARNING/KASAN/Bad page; the lines are in phases.csv's note)")
+    return (f"the race check failed: {bad:.0f} corrupted byte(s), {lost:.0f} lost write(s), {reports:.0f} "
+            f"kernel report(s) (BUG/WARNING/KASAN/Bad page; the lines are in phases.csv's note)")
 
 
 def judge(run: Run, scen: Scenario, pred: Prediction, params: ModelParams, bg_rate: Optional[Spread]) -> Verdict:

@@ -259,6 +259,9 @@ def workload_figures_line(a: RunAnalysis) -> Optional[str]:
         race = (f"race: {fmt_num(total('races_attempted'))} walker calls overlapped the operation, "
                 f"{fmt_num(total('collapses_refused'))} {refused}, {fmt_num(total('corrupted_bytes'))} "
                 f"corrupted bytes, {fmt_num(total('kernel_reports'))} kernel reports")
+        if any("lost_writes" in f for f in figs):  # runs before the writer walkers have no such figure
+            race += (f", {fmt_num(total('lost_writes'))} lost writes (of {fmt_num(total('race_writes'))} by "
+                     f"{fmt_num(max(f.get('race_writers', 0.0) for f in figs))} writer threads)")
         if a.scenario.workload in ("collapse", "hugetlb-unshare"):
             return race
     if a.scenario.workload == "gup-fast":

@@ -41,7 +41,7 @@ from ..units import MiB, format_size
 from . import libc
 from ..vocab import PMD_SIZE
 from .base import Option, PhaseOutcome, Progress, Workload
-from .race import KernelLog, Walkers, corrupted_bytes, record, write_pattern
+from .race import KernelLog, WalkerLib, Walkers, corrupted_bytes, record, write_pattern
 
 CHUNK = 128 * MiB
 #: Memory we leave free beside the range: page tables, the copies a collapse makes, the rest
@@ -77,6 +77,7 @@ class CollapseWorkload(Workload):
         self._threads: List[threading.Thread] = []
         self._stop = threading.Event()
         self.walkers: Optional[Walkers] = None
+        self.walker_lib: Optional[WalkerLib] = None
         self.kmsg: Optional[KernelLog] = None
 
     def planned_ops(self) -> int:
@@ -111,6 +112,7 @@ class CollapseWorkload(Workload):
             self.kmsg = KernelLog()
             if not self.kmsg.readable:
                 self.log("warning: --race: /dev/kmsg cannot be read: kernel reports are not checked")
+            self.walker_lib = WalkerLib()
         state.set_knob(str(THP_DIR / "enabled"), "never")
         # Linux 6.8+ has per-size knobs; khugepaged keeps running while the PMD size is
         # enabled there ("always"/"madvise"; "inherit" follows the top-level knob).
@@ -128,7 +130,9 @@ class CollapseWorkload(Workload):
         self._start_threads()
         if self.opt("race"):
             write_pattern(self.addr, self.size)
-            self.walkers = Walkers(self.addr, self.size, [c for c in self.facts.online_cpus if c != self.job.cpu])
+            assert self.walker_lib is not None
+            self.walkers = Walkers(self.walker_lib, self.addr, self.size,
+                                   [c for c in self.facts.online_cpus if c != self.job.cpu])
             self.walkers.start()
 
     def run(self, progress: Progress, vmstat_before: Dict[str, int]) -> PhaseOutcome:
@@ -180,8 +184,8 @@ class CollapseWorkload(Workload):
         """After the operation: the walkers stop, the pattern is checked, the log scanned."""
         assert self.walkers is not None
         self.walkers.stop()
-        record(outcome, notes, self.walkers.calls, self.walkers.during, sum(self.walkers.errors.values()),
-               corrupted_bytes(self.addr, self.size), self.kmsg.scan() if self.kmsg else [])
+        record(outcome, notes, self.walkers.figures, corrupted_bytes(self.addr, self.size),
+               self.kmsg.scan() if self.kmsg else [])
         self.walkers = None
 
     def cleanup(self) -> None:
@@ -197,6 +201,9 @@ class CollapseWorkload(Workload):
         if self.kmsg is not None:
             self.kmsg.close()
             self.kmsg = None
+        if self.walker_lib is not None:
+            self.walker_lib.close()
+            self.walker_lib = None
 
     # -- touching threads -----------------------------------------------------------------
     def _start_threads(self) -> None:

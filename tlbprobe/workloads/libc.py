@@ -114,34 +114,3 @@ def set_parent_death_signal(sig: int) -> None:
     """prctl(PR_SET_PDEATHSIG): the kernel sends ``sig`` to us when the thread that forked us
     exits, so a helper process cannot outlive a driver killed with SIGKILL."""
     _check(_libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0), "prctl(PR_SET_PDEATHSIG)")
-
-
-# -- additions for the race check (workloads/race.py) ----------------------------------------
-class _IOVec(ctypes.Structure):
-    _fields_ = [("iov_base", ctypes.c_void_p), ("iov_len", ctypes.c_size_t)]
-
-
-_libc.vmsplice.argtypes = [ctypes.c_int, ctypes.POINTER(_IOVec), ctypes.c_ulong, ctypes.c_uint]
-_libc.vmsplice.restype = ctypes.c_ssize_t
-_libc.splice.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t,
-                         ctypes.c_uint]
-_libc.splice.restype = ctypes.c_ssize_t
-
-
-def vmsplice_pin(pipe_w: int, pipe_r: int, devnull: int, addr: int, length: int) -> int:
-    """Pin ``length`` bytes at ``addr`` with GUP-fast (vmsplice() into a pipe:
-    iov_iter_get_pages2() -> get_user_pages_fast()) and drop them again (splice() of the
-    pipe to /dev/null): one lock-less walk of the range. Returns the bytes pinned."""
-    iov = _IOVec(addr, length)
-    n = _libc.vmsplice(pipe_w, ctypes.byref(iov), 1, 0)
-    if n < 0:
-        err = ctypes.get_errno()
-        raise SyscallError(err, f"vmsplice: {os.strerror(err)}")
-    left = n
-    while left > 0:
-        m = _libc.splice(pipe_r, None, devnull, None, left, 0)
-        if m <= 0:
-            err = ctypes.get_errno()
-            raise SyscallError(err, f"splice: {os.strerror(err)}")
-        left -= m
-    return n

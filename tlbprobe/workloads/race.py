@@ -1,17 +1,22 @@
 """--race: lock-less walkers racing the operation, and what they would have broken.
 
 Skipping a sync is correct only if the flush before it already waited for every
-GUP-fast walker that could still hold the old page table. A patch that gets that wrong
+lock-less walker that could still use the old page table. A patch that gets that wrong
 corrupts memory rarely and silently. This module gives a workload three things:
 
-* walkers: threads of the driver's own process (so they walk its page tables), one per
-  other CPU and pinned there, pinning four pages at a time of the range being operated on
-  with GUP-fast (vmsplice() into a pipe, splice() to /dev/null: pinned and dropped at
-  once; not O_DIRECT reads, which would overwrite the range, and guests have no block
-  device) as fast as they can, counting the calls made while the operation runs: the
-  races attempted;
-* a pattern: every 8-byte word of the range holds its index xor a seed, written before
-  the operation and checked after it: the corrupted bytes;
+* walkers (race_walkers.c, compiled at run time and loaded into the process whose page
+  tables change, so they walk that mm): a thread on every other CPU, pinned there, that
+  - pins four pages at a time of the range with GUP-fast (vmsplice() into a pipe,
+    splice() to /dev/null: pinned and dropped at once; not O_DIRECT reads, which would
+    overwrite the range, and guests have no block device), counting the calls made while
+    the operation runs: the races attempted. This is the software walker the sync is for;
+  - stores to its own word (a writer slot) in every 2 MiB chunk of the range and checks
+    that the word still holds its last store: the lost writes. This is the hardware
+    walker, the CPU's TLB: a flush that missed the CPU leaves the thread storing into
+    a small page the collapse has already copied and freed. Walkers in hugetlb sharers
+    only pin: their process's operation (munmap...) takes the mapping away under them;
+* a pattern: every other 8-byte word of the range holds its index xor a seed, written
+  before the operation and checked after it: the corrupted bytes;
 * the kernel log: /dev/kmsg read from the run's start, every BUG, WARNING, KASAN,
   "Bad page" and general protection line counted and kept.
 
@@ -19,7 +24,8 @@ A walker of the same process runs on a CPU in the mm's cpumask, so under native 
 the collapse's TLB flush already interrupts it: in a TCG guest a correct skip and a
 redundant one look alike, and the unsafe cases (PV flush skipping a preempted vCPU,
 INVLPGB) cannot occur there. The check is proven by fault injection instead
-(kernels/README.md): a deliberately broken patch must make it fail.
+(kernels/fault-injection/, benchmarks/race_fault_injection.py): a deliberately broken
+patch, whose flush misses the other CPUs, must make it fail.
 """
 
 from __future__ import annotations
@@ -27,10 +33,12 @@ from __future__ import annotations
 import ctypes
 import os
 import re
-import threading
-from typing import Dict, List, Optional
+from dataclasses import astuple, dataclass
+from pathlib import Path
+from typing import List, Optional
 
-from . import libc
+from ..cbuild import Program
+from ..errors import PreflightError, WorkloadError
 
 #: What a kernel splat looks like in the log (printk's message text).
 SPLAT = re.compile(r"\bBUG\b|WARNING:|KASAN|Bad page|general protection|Oops")
@@ -95,11 +103,15 @@ def write_pattern(addr: int, size: int, seed: int = SEED) -> None:
 
 
 def corrupted_bytes(addr: int, size: int, seed: int = SEED) -> int:
-    """Bytes of the range that no longer hold the pattern."""
+    """Bytes of the range that no longer hold the pattern, the walkers' writer slots
+    (which they check themselves: ``Walkers.lost_writes``) left out."""
     import numpy as np
 
     w = _words(addr, size)
-    bad = np.nonzero(w != (np.arange(len(w), dtype=np.uint64) ^ np.uint64(seed)))[0]
+    idx = np.arange(len(w), dtype=np.uint64)
+    off = idx % np.uint64(CHUNK_WORDS)
+    slot = (off < np.uint64(MAX_SLOTS * SLOT_WORDS)) & (off % np.uint64(SLOT_WORDS) == 0)
+    bad = np.nonzero((w != (idx ^ np.uint64(seed))) & ~slot)[0]
     if not len(bad):
         return 0
     expect = (bad.astype(np.uint64) ^ np.uint64(seed)).view(np.uint8).reshape(-1, 8)
@@ -107,79 +119,100 @@ def corrupted_bytes(addr: int, size: int, seed: int = SEED) -> int:
     return int(np.count_nonzero(expect != got))
 
 
-class Walkers:
-    """GUP-fast walker threads over [addr, addr+size) on ``cpus`` (see the module doc).
-    ``window(True)`` before the operation, ``window(False)`` after: ``during`` counts the
-    calls made in between; ``calls`` all of them; ``errors`` the failed ones by errno."""
+SOURCE = Path(__file__).with_name("race_walkers.c")
+#: race_walkers.c's writer slots: word s * 8 of the first page of every 2 MiB chunk.
+CHUNK_WORDS = (2 << 20) // 8
+MAX_SLOTS, SLOT_WORDS = 64, 8
 
-    def __init__(self, addr: int, size: int, cpus: List[int]):
-        self.addr, self.size, self.cpus = addr, size, cpus
-        self.calls = 0
-        self.during = 0
-        self.errors: Dict[str, int] = {}
-        self._in_window = False
-        self._stop = threading.Event()
-        self._threads: List[threading.Thread] = []
-        self._lock = threading.Lock()
+
+class _Totals(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_uint64) for name in ("calls", "during", "errors", "lost", "writes", "writers")]
+
+
+class WalkerLib:
+    """race_walkers.c, compiled and loaded into this process (``close()`` removes the
+    file; the loaded code stays mapped, so processes forked later can use it too)."""
+
+    def __init__(self) -> None:
+        self.program = Program(SOURCE, flags=("-shared", "-fPIC", "-pthread"), what="--race's walkers")
+        try:
+            self.dll = ctypes.CDLL(str(self.program.path))
+        except OSError as e:
+            self.program.close()
+            raise PreflightError(f"--race: cannot load the compiled walkers: {e}") from None
+        self.dll.walkers_start.restype = ctypes.c_void_p
+        self.dll.walkers_start.argtypes = [ctypes.c_size_t, ctypes.c_size_t, ctypes.POINTER(ctypes.c_int),
+                                           ctypes.c_int, ctypes.c_int]
+        self.dll.walkers_window.argtypes = [ctypes.c_void_p, ctypes.c_int]
+        self.dll.walkers_stop.argtypes = [ctypes.c_void_p, ctypes.POINTER(_Totals)]
+
+    def close(self) -> None:
+        self.program.close()
+
+
+@dataclass
+class WalkerFigures:
+    """What walkers did, summed over one or several sets (see ``Walkers``)."""
+    calls: int = 0
+    during: int = 0
+    errors: int = 0
+    lost_writes: int = 0
+    writes: int = 0
+    writers: int = 0
+
+    def __add__(self, other: "WalkerFigures") -> "WalkerFigures":
+        return WalkerFigures(*(a + b for a, b in zip(astuple(self), astuple(other))))
+
+
+class Walkers:
+    """Walker threads (race_walkers.c) over [addr, addr+size) on ``cpus``, see the module
+    doc. ``window(True)`` before the operation, ``window(False)`` after; ``stop()`` fills
+    ``figures``: GUP-fast calls in all, those in the window, failed ones, stores a TLB
+    flush missed, stores, threads that stored. With ``write`` walker i stores in slot i
+    (walkers beyond slot 63 only pin); without, they only pin."""
+
+    def __init__(self, lib: WalkerLib, addr: int, size: int, cpus: List[int], write: bool = True):
+        self.lib, self.addr, self.size, self.cpus, self.write = lib, addr, size, cpus, write
+        self.figures = WalkerFigures()
+        self._set: Optional[int] = None
 
     def start(self) -> None:
-        self._stop.clear()
-        for i, cpu in enumerate(self.cpus):
-            t = threading.Thread(target=self._walk, args=(i, cpu), name=f"walker-{cpu}", daemon=True)
-            t.start()
-            self._threads.append(t)
+        cpus = (ctypes.c_int * len(self.cpus))(*self.cpus)
+        self._set = self.lib.dll.walkers_start(self.addr, self.size, cpus, len(self.cpus), int(self.write))
+        if not self._set:
+            raise WorkloadError("--race: the walker threads could not be started (out of memory?)")
 
     def window(self, on: bool) -> None:
-        self._in_window = on
-
-    def _walk(self, index: int, cpu: int) -> None:
-        os.sched_setaffinity(0, {cpu})
-        r, w = os.pipe()
-        devnull = os.open("/dev/null", os.O_WRONLY)
-        pages = self.size // WALK_BYTES
-        k = (index * 7919) % max(pages, 1)
-        calls = during = 0
-        errors: Dict[str, int] = {}
-        try:
-            while not self._stop.is_set():
-                try:
-                    libc.vmsplice_pin(w, r, devnull, self.addr + k * WALK_BYTES, WALK_BYTES)
-                except OSError as e:
-                    name = os.strerror(e.errno or 0)
-                    errors[name] = errors.get(name, 0) + 1
-                calls += 1
-                if self._in_window:
-                    during += 1
-                k = (k + 1) % pages
-        finally:
-            for fd in (r, w, devnull):
-                os.close(fd)
-            with self._lock:
-                self.calls += calls
-                self.during += during
-                for k2, v in errors.items():
-                    self.errors[k2] = self.errors.get(k2, 0) + v
+        if self._set:
+            self.lib.dll.walkers_window(self._set, int(on))
 
     def stop(self) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(timeout=10)
-        self._threads = []
+        if not self._set:
+            return
+        t = _Totals()
+        self.lib.dll.walkers_stop(self._set, ctypes.byref(t))
+        self._set = None
+        self.figures = WalkerFigures(t.calls, t.during, t.errors, t.lost, t.writes, t.writers)
 
 
-def record(outcome, notes: List[str], walker_calls: int, during: int, errors: int, bad: int,
-           reports: List[str]) -> None:
+def record(outcome, notes: List[str], walkers: "WalkerFigures", bad: int, reports: List[str]) -> None:
     """A race check's figures into the phase outcome (summary.json workload_figures), and
     a failed check's reasons into its note."""
     outcome.figures.update({
-        "race_walker_calls": float(walker_calls),
-        "races_attempted": float(during),
-        "race_walker_errors": float(errors),
+        "race_walker_calls": float(walkers.calls),
+        "races_attempted": float(walkers.during),
+        "race_walker_errors": float(walkers.errors),
+        "race_writers": float(walkers.writers),
+        "race_writes": float(walkers.writes),
         "collapses_refused": float(max(outcome.ops_expected - outcome.ops, 0)),
         "corrupted_bytes": float(bad),
+        "lost_writes": float(walkers.lost_writes),
         "kernel_reports": float(len(reports)),
     })
     if bad:
         notes.append(f"RACE CHECK FAILED: {bad} byte(s) of the range lost their pattern")
+    if walkers.lost_writes:
+        notes.append(f"RACE CHECK FAILED: {walkers.lost_writes} write(s) by walker threads were lost "
+                     "(a TLB flush missed their CPU)")
     for line in reports:
         notes.append(f"RACE CHECK FAILED: kernel log: {line}")

@@ -34,7 +34,8 @@ with one line on a reply pipe all sharers share (writes under PIPE_BUF are atomi
 ``<idx> ok <value>`` or ``<idx> err <errno>``. Commands: ``s`` share (back to one whole
 mapping, then fault it in; value: the faults taken), ``u`` unshare (the operation),
 ``m`` map the whole range, ``f`` fault it in (value: the faults taken), ``d`` unmap it,
-``x`` exit (no reply: the driver reaps the process). A sharer is forked with signals
+``x`` exit (no reply: the driver reaps the process), ``r``/``q`` start/stop the --race
+walkers (value: their GUP-fast calls; workloads/race.py). A sharer is forked with signals
 blocked, ignores SIGINT (the driver cleans up) and runs pinned to the driver's CPU.
 
 Sharing is told by fault counts (:meth:`Layout.populate`, :meth:`Layout.looks_shared`).
@@ -49,12 +50,15 @@ import select
 import signal
 import time
 from dataclasses import dataclass
-from typing import Sequence, Callable, List, Optional
+from typing import TYPE_CHECKING, Sequence, Callable, List, Optional
 
 from ..errors import WorkloadError
 from ..sysstate import signals_blocked
 from ..vocab import HUGETLB_OPERATIONS, PMD_SIZE, PUD_SIZE
 from . import libc
+
+if TYPE_CHECKING:
+    from .race import WalkerLib
 
 HUGEPAGE = PMD_SIZE
 #: PMD entries per table: a process that faults a 1 GiB range with its own table takes 512
@@ -195,7 +199,8 @@ class SharerOps:
 
 
 def sharer_main(idx: int, layout: Layout, operation: Optional[str], cmd_fd: int, reply_fd: int,
-                cpu: int, parent: int, mapped: bool = True, walker_cpus: Sequence[int] = ()) -> int:
+                cpu: int, parent: int, mapped: bool = True, walker_cpus: Sequence[int] = (),
+                walker_lib: Optional["WalkerLib"] = None) -> int:
     """A sharer process's life: obey one-byte commands from the driver until EOF or EXIT."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)       # Ctrl-C: the driver cleans up
     for sig in (signal.SIGTERM, signal.SIGHUP):
@@ -234,15 +239,20 @@ def sharer_main(idx: int, layout: Layout, operation: Optional[str], cmd_fd: int,
             elif cmd == RACE_ON:
                 from .race import Walkers
 
-                walkers = Walkers(layout.addr, layout.size, list(walker_cpus))
-                walkers.window(True)
+                if walker_lib is None:
+                    reply("err", errno.ENOEXEC)
+                    continue
+                # pinning only: the operation (munmap, ...) takes the mapping away under
+                # them, where a store would be a SIGSEGV
+                walkers = Walkers(walker_lib, layout.addr, layout.size, list(walker_cpus), write=False)
                 walkers.start()
+                walkers.window(True)
                 reply("ok", 0)
             elif cmd == RACE_OFF:
                 calls = 0
                 if walkers is not None:
                     walkers.stop()
-                    calls, walkers = walkers.during, None
+                    calls, walkers = walkers.figures.during, None
                 reply("ok", calls)
             elif cmd == EXIT:
                 return 0
@@ -287,7 +297,7 @@ class Sharers:
     """
 
     def __init__(self, layout: Layout, cpu: int, log: Callable[[str], None], operation: Optional[str] = None,
-                 walker_cpus: Sequence[int] = ()):
+                 walker_cpus: Sequence[int] = (), walker_lib: Optional["WalkerLib"] = None):
         if operation is not None and operation not in HUGETLB_OPERATIONS:
             raise ValueError(f"no hugetlb operation {operation!r}")
         self.layout = layout
@@ -295,6 +305,7 @@ class Sharers:
         self.log = log
         self.operation = operation
         self.walker_cpus = list(walker_cpus)
+        self.walker_lib = walker_lib  # loaded here, so the forked sharers have it too
         self.members: List[Sharer] = []
         self._reply_fd: Optional[int] = None
         self._reply_buf = b""
@@ -342,7 +353,7 @@ class Sharers:
                         if s.cmd_fd is not None:
                             os.close(s.cmd_fd)
                     code = sharer_main(idx, self.layout, self.operation, r, reply_w, self.cpu, parent, mapped,
-                                       self.walker_cpus)
+                                       self.walker_cpus, self.walker_lib)
                 except BaseException:
                     code = 1
                 finally:
@@ -379,7 +390,7 @@ class Sharers:
         self._must(s, UNMAP, "unmap the range")
 
     def race(self, s: Sharer, on: bool) -> int:
-        """Start (``on``) or stop the sharer's GUP-fast walkers; stopping returns their calls."""
+        """Start (``on``) or stop the sharer's walkers; stopping returns their GUP-fast calls."""
         return self._must(s, RACE_ON if on else RACE_OFF, "start or stop its walkers")
 
     def exit(self, s: Sharer) -> bool:
