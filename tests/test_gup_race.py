@@ -48,10 +48,13 @@ def test_writer_slots_are_left_to_the_walkers_own_check():
     addr = ctypes.addressof(buf)
     write_pattern(addr, size)
     words = (ctypes.c_uint64 * (size // 8)).from_address(addr)
-    words[CHUNK_WORDS + 5 * SLOT_WORDS] += 1    # slot 5 of chunk 1: a walker's word
+    words[CHUNK_WORDS + 5 * SLOT_WORDS] += 1    # slot 5 of chunk 1, page 0: a walker's word
+    words[CHUNK_WORDS + 15 * 512 + 63 * SLOT_WORDS] += 1    # slot 63 of page 15: one too
     assert corrupted_bytes(addr, size) == 0
     words[CHUNK_WORDS + 5 * SLOT_WORDS + 1] += 1  # the word after it is pattern
-    assert corrupted_bytes(addr, size) > 0
+    assert corrupted_bytes(addr, size) == 1
+    words[CHUNK_WORDS + 16 * 512] += 1            # so is page 16
+    assert corrupted_bytes(addr, size) == 2
 
 
 def test_walkers_pin_write_and_catch_a_write_that_went_elsewhere():
@@ -85,7 +88,7 @@ def test_walkers_pin_write_and_catch_a_write_that_went_elsewhere():
         w = Walkers(lib, addr, size, [0, 0])
         w.start()
         time.sleep(0.05)
-        words[2 * CHUNK_WORDS + 1 * 8] = 1   # walker 1's word: older than anything it stored
+        words[2 * CHUNK_WORDS + 512 + 1 * 8] = 1   # walker 1's word in page 1 of chunk 2: older than its stores
         time.sleep(0.05)
         w.stop()
         assert w.figures.lost_writes >= 1 and w.figures.writers == 2

@@ -83,3 +83,16 @@ def test_the_model_knows_when_even_sessions_overlap():
     assert db_exclusive_exits(100, rate=20, work_ms=10) == 100     # 10 ms of every 50: never overlap
     assert db_exclusive_exits(100, rate=20, work_ms=120) == 1      # always overlap: only the last exit
     assert db_exclusive_exits(0, rate=20, work_ms=10) == 0
+
+
+@pytest.mark.root
+@needs_csd_events
+def test_race_walkers_in_the_server_while_clients_come_and_go(tmp_path):
+    s = collect(tmp_path, "race", "--sharers", "1", "--rate", "20", "--duration", "1", "--race")
+    figs = s["repeats"][0]["phases"]["workload"]["workload_figures"]
+    assert figs["races_attempted"] > 0, "the server's walkers ran while clients attached and exited"
+    assert figs["corrupted_bytes"] == 0 and figs["kernel_reports"] == 0
+    # the driver's view of the segment (for the pattern) shares no table: every exit still
+    # leaves the table to the one server, as without --race
+    assert s["ops"] == 20 == figs["exclusive_exits"]
+    assert s["queued"]["tlb_remove_table_smp_sync"] == 20 * (s["online_cpus"] - 1)

@@ -119,6 +119,8 @@ def scenario_for(run: Run, variant: Optional[str], flush: str, hugetlb_unshare: 
     if workload not in WORKLOADS:
         raise InputError(f"{run.path / 'summary.json'}: workload {run.workload!r} is not one the model knows")
     threads = int(run.job.get("threads") or 0)
+    if workload == "collapse" and run.job.get("race") is True:
+        threads = run.online_cpus - 1  # a walker thread of the mm on every other CPU
     size = run.job.get("size")
     kind = next((run.job[k] for k in UNSHARE_KIND_KEYS if isinstance(run.job.get(k), str)), None)
     sharers = run.job.get("sharers")

@@ -59,9 +59,9 @@ class CollapseWorkload(Workload):
     name = "collapse"
     ops_unit = "collapses"
     options = (
-        Option("race", "GUP-fast walker threads on the other CPUs pin pages of the range while it collapses; "
-               "the range's pattern is checked after every repeat and the kernel log scanned "
-               "(workloads/race.py)", flag=True, default=False),
+        Option("race", "walker threads on the other CPUs pin pages of the range with GUP-fast while it "
+               "collapses and store to it, checking their stores; the range's pattern is checked after every "
+               "repeat and the kernel log scanned (workloads/race.py)", flag=True, default=False),
     )
 
     @classmethod

@@ -193,7 +193,7 @@ class HugetlbUnshareWorkload(Workload):
         Option("cycles", f"share/unshare cycles per repeat (default: {DEFAULT_CYCLES}, fewer for exit)", kind=int,
                low=1, high=100000, metavar="M"),
         Option("control", "a layout that cannot share PMD tables (no sync IPIs expected)", flag=True, default=False),
-        Option("race", "hugetlb-unshare: GUP-fast walker threads inside each unsharing process, on the other "
+        Option("race", "GUP-fast walker threads inside each unsharing process, on the other "
                "CPUs, walk the range while it unshares; the segment's pattern and the kernel log are checked "
                "(workloads/race.py; not with --operation exit)", flag=True, default=False),
     )

@@ -45,9 +45,11 @@ from typing import Dict, List, Optional, Tuple
 from ..errors import InputError, WorkloadError
 from ..sysstate import SystemState, signals_blocked
 from ..units import GiB, format_size
-from ..vocab import PUD_SIZE
+from ..vocab import PMD_SIZE, PUD_SIZE
+from . import libc
 from .base import Option, PhaseOutcome, Progress, Workload
 from .hugetlb import aligned_address, preflight_segment, reserve_huge_pages, segment_memfd
+from .race import KernelLog, WalkerFigures, WalkerLib, corrupted_bytes, record, write_pattern
 from .sharers import Layout, Sharers
 
 CLIENT_TOUCH = ("all", "part")
@@ -69,6 +71,9 @@ class HugetlbDbWorkload(Workload):
                "sessions overlap)", kind=int, default=10, low=0, high=600000, metavar="MS"),
         Option("client_touch", "what a client faults: all (the whole segment) or part (a few huge pages of each "
                "GiB)", choices=CLIENT_TOUCH, default="all"),
+        Option("race", "GUP-fast walker threads inside each server, on the other CPUs, walk the segment while "
+               "clients attach and exit; the segment's pattern and the kernel log are checked", flag=True,
+               default=False),
     )
 
     @classmethod
@@ -83,6 +88,9 @@ class HugetlbDbWorkload(Workload):
         self._memfd: Optional[int] = None
         self._servers: Optional[Sharers] = None
         self._clients: Optional[Sharers] = None
+        self.kmsg: Optional[KernelLog] = None
+        self.walker_lib: Optional[WalkerLib] = None
+        self._view: Optional[int] = None   # the driver's own mapping, for the race pattern
 
     def planned_ops(self) -> int:
         return self.sessions
@@ -105,14 +113,27 @@ class HugetlbDbWorkload(Workload):
         preflight_segment(self.size, self.facts)
 
     def configure(self, state: SystemState) -> None:
+        if self.opt("race"):
+            self.kmsg = KernelLog()
+            self.walker_lib = WalkerLib()
         reserve_huge_pages(state, self.size, self.log)
+
+    def close(self) -> None:
+        if self.kmsg is not None:
+            self.kmsg.close()
+            self.kmsg = None
+        if self.walker_lib is not None:
+            self.walker_lib.close()
+            self.walker_lib = None
 
     # -- per repeat -----------------------------------------------------------------------
     def prepare(self) -> None:
         try:
             self._memfd = segment_memfd(self.size)
             self.layout = Layout(aligned_address(self.size), self.size, self._memfd, shared=True)
-            self._servers = Sharers(self.layout, self.job.cpu, self.log)
+            walker_cpus = [c for c in self.facts.online_cpus if c != self.job.cpu] if self.opt("race") else []
+            self._servers = Sharers(self.layout, self.job.cpu, self.log, walker_cpus=walker_cpus,
+                                    walker_lib=self.walker_lib)
             servers = self._servers.start(self.opt("sharers"), mapped=False)
             faults = []
             for s in servers:
@@ -125,6 +146,11 @@ class HugetlbDbWorkload(Workload):
                      f" ({self.layout.tables} table(s); 1 per table = shared)")
             self._clients = Sharers(self.layout, self.job.cpu, self.log)
             self._clients.start(self.sessions, mapped=False)
+            if self.opt("race"):
+                self._map_view()
+                write_pattern(self._view, self.size)
+                for s in servers:
+                    self._servers.race(s, True)
         except BaseException:
             self.cleanup()
             raise
@@ -187,7 +213,24 @@ class HugetlbDbWorkload(Workload):
             "sessions_per_s": round(len(clients) / elapsed, 3) if elapsed > 0 else 0.0,
             "max_attached": float(max_attached),
         }
-        return PhaseOutcome(ops=ops, ops_expected=len(clients), note="; ".join(notes), figures=figures)
+        outcome = PhaseOutcome(ops=ops, ops_expected=len(clients), figures=figures)
+        if self.opt("race"):
+            assert self._servers is not None and self._view is not None
+            calls = sum(self._servers.race(s, False) for s in self._servers.members)
+            record(outcome, notes, WalkerFigures(calls=calls, during=calls), corrupted_bytes(self._view, self.size),
+                   self.kmsg.scan() if self.kmsg else [])
+        outcome.note = "; ".join(notes)
+        return outcome
+
+    def _map_view(self) -> None:
+        """The driver's own mapping of the segment, where the race pattern is written and
+        checked. It starts 2 MiB past a 1 GiB boundary, so no whole aligned GiB lies inside
+        it and it shares no table: a driver sharing the tables would keep a client's exit
+        from ever leaving them to the servers alone."""
+        assert self._memfd is not None
+        addr = aligned_address(self.size + PUD_SIZE) + PMD_SIZE
+        self._view = libc.mmap(self.size, libc.PROT_READ | libc.PROT_WRITE, libc.MAP_SHARED | libc.MAP_FIXED_NOREPLACE,
+                               self._memfd, addr)
 
     # -- cleanup --------------------------------------------------------------------------
     def cleanup(self) -> None:
@@ -198,6 +241,9 @@ class HugetlbDbWorkload(Workload):
                 if group is not None:
                     group.close()
             self._clients = self._servers = None
+            if self._view is not None:
+                libc.munmap(self._view, self.size)
+                self._view = None
             if self._memfd is not None:
                 os.close(self._memfd)
                 self._memfd = None

@@ -10,10 +10,11 @@ corrupts memory rarely and silently. This module gives a workload three things:
     splice() to /dev/null: pinned and dropped at once; not O_DIRECT reads, which would
     overwrite the range, and guests have no block device), counting the calls made while
     the operation runs: the races attempted. This is the software walker the sync is for;
-  - stores to its own word (a writer slot) in every 2 MiB chunk of the range and checks
-    that the word still holds its last store: the lost writes. This is the hardware
-    walker, the CPU's TLB: a flush that missed the CPU leaves the thread storing into
-    a small page the collapse has already copied and freed. Walkers in hugetlb sharers
+  - stores to its own word (a writer slot) in 16 pages of one 2 MiB chunk, checking
+    that each word still holds its last store, and moves to the next chunk every 50 ms:
+    the lost writes. This is the hardware walker, the CPU's TLB: a flush that missed
+    the CPU leaves the thread storing into small pages the collapse has already copied
+    and freed (race_walkers.c says why it dwells). Walkers in hugetlb sharers
     only pin: their process's operation (munmap...) takes the mapping away under them;
 * a pattern: every other 8-byte word of the range holds its index xor a seed, written
   before the operation and checked after it: the corrupted bytes;
@@ -110,7 +111,7 @@ def corrupted_bytes(addr: int, size: int, seed: int = SEED) -> int:
     w = _words(addr, size)
     idx = np.arange(len(w), dtype=np.uint64)
     off = idx % np.uint64(CHUNK_WORDS)
-    slot = (off < np.uint64(MAX_SLOTS * SLOT_WORDS)) & (off % np.uint64(SLOT_WORDS) == 0)
+    slot = (off < np.uint64(WINDOW_WORDS)) & (off % np.uint64(SLOT_WORDS) == 0)
     bad = np.nonzero((w != (idx ^ np.uint64(seed))) & ~slot)[0]
     if not len(bad):
         return 0
@@ -120,8 +121,10 @@ def corrupted_bytes(addr: int, size: int, seed: int = SEED) -> int:
 
 
 SOURCE = Path(__file__).with_name("race_walkers.c")
-#: race_walkers.c's writer slots: word s * 8 of the first page of every 2 MiB chunk.
+#: race_walkers.c's writer slots: word s * 8 (s < 64) of the first 16 pages of every
+#: 2 MiB chunk, that is every 8th word of those pages.
 CHUNK_WORDS = (2 << 20) // 8
+WINDOW_WORDS = 16 * 4096 // 8
 MAX_SLOTS, SLOT_WORDS = 64, 8
 
 
