@@ -146,6 +146,7 @@ class CollapseWorkload(Workload):
 
     def _collapse(self, progress: Progress) -> PhaseOutcome:
         errors: Counter = Counter()
+        refused = 0
         done = 0
         total = self.size
         while done < total:
@@ -155,6 +156,7 @@ class CollapseWorkload(Workload):
                     libc.madvise(self.addr + done, n, libc.MADV_COLLAPSE)
                     break
                 except OSError as e:
+                    refused += 1 if e.errno == errno.EAGAIN else 0
                     if e.errno == errno.EAGAIN and attempt == 1:
                         continue  # transient (a page was busy): retry once
                     errors[errno.errorcode.get(e.errno, str(e.errno))] += 1
@@ -165,7 +167,10 @@ class CollapseWorkload(Workload):
         if errors:
             note = "MADV_COLLAPSE failed on " + ", ".join(f"{k} x{v}" for k, v in errors.items()) + \
                    f" of {-(-total // CHUNK)} chunk(s)"
-        return PhaseOutcome(ops=0, ops_expected=total // PMD_SIZE, note=note)
+        # a refused call (EAGAIN: a page's reference count, e.g. a walker's pin) had
+        # allocated its huge page and sent its sync already: vmstat counts it as a collapse
+        return PhaseOutcome(ops=0, ops_expected=total // PMD_SIZE, note=note,
+                            figures={"collapses_refused": float(refused)} if self.walkers else {})
 
     def count_ops(self, outcome: PhaseOutcome, vmstat_delta: Dict[str, int]) -> PhaseOutcome:
         outcome.ops = vmstat_delta.get("thp_collapse_alloc", 0)
@@ -174,7 +179,10 @@ class CollapseWorkload(Workload):
         if failed:
             notes.append(f"{failed} huge page allocation(s) failed (thp_collapse_alloc_failed)")
         if outcome.ops > outcome.ops_expected:
-            notes.append(f"{outcome.ops - outcome.ops_expected} collapse(s) beyond ours: khugepaged or another process")
+            retried = int(outcome.figures.get("collapses_refused", 0))
+            why = (f"{retried} MADV_COLLAPSE call(s) refused with EAGAIN after allocating, and retried"
+                   if retried else "khugepaged or another process")
+            notes.append(f"{outcome.ops - outcome.ops_expected} collapse(s) beyond ours: {why}")
         if self.walkers is not None:
             self._race_figures(outcome, notes)
         outcome.note = "; ".join(notes)
