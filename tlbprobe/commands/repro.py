@@ -44,7 +44,7 @@ examples:
   tlbprobe repro --smp 4,16,64            # the broadcast's growth with the CPU count
   tlbprobe repro --job khugepaged-fast --job hugetlb-db-churn   # real triggers
   tlbprobe repro --job default --job my-job.yaml
-  tlbprobe repro --race                   # KASAN builds of both kernels, walkers racing the collapse
+  tlbprobe repro --race                   # KASAN builds of both kernels, walkers racing collapse and unshare
   tlbprobe repro --smp 64 --size 12G      # the seed's shape, as large as 24 GiB allows
   tlbprobe repro --patch 0001-a.patch --patch 0002-b.patch --source ~/linux
   tlbprobe repro --patch series.mbx       # b4 am / git format-patch --stdout output
@@ -67,8 +67,9 @@ def register(sub) -> None:
                         "'default' stands for the default set (" + ", ".join(DEFAULT_JOBS) + ")")
     p.add_argument("--race", action="store_true",
                    help="the safety check: build the debug flavour of both kernels (--debug: KASAN, DEBUG_VM, "
-                        "PAGE_TABLE_CHECK) and run the race job (collapse-race, or the --job ones) in both; fails "
-                        "when either reports corrupted bytes or a kernel splat")
+                        "PAGE_TABLE_CHECK) and run the race jobs (collapse-race and hugetlb-db-race, or the --job ones) in "
+                        "both; fails when either reports corrupted bytes, lost writes or a kernel splat "
+                        "(kernels/README.md: the fault injection that shows it catches a broken skip)")
     p.add_argument("--out", type=Path, metavar="DIR",
                    help="results (default: runs/<time>-repro)")
     p.add_argument("--junit", type=Path, metavar="FILE",
@@ -96,7 +97,7 @@ def main(args: argparse.Namespace) -> int:
     resolve_commits(args)
     if args.race:
         args.debug = True
-        args.job_names = args.job_names or ["collapse-race"]
+        args.job_names = args.job_names or ["collapse-race", "hugetlb-db-race"]
     kspec = KernelSpec(source=args.source, fragments=fragments_from_args(args))
     if args.jobs:
         kspec.jobs = args.jobs
