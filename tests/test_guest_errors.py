@@ -55,3 +55,11 @@ def test_a_guests_run_directory_comes_back_without_its_symlinks(tmp_path):
     big.mkdir()
     (big / "huge.csv").write_bytes(b"x" * 2048)
     assert "over 0 MiB" in copy_back(big, tmp_path / "runs" / "big", limit=1024)[0]
+
+
+def test_a_guest_collect_killed_by_the_oom_killer_says_so():
+    """Recorded: the first hugetlb-db --race in a 4 GiB debug guest, whose pattern check
+    built gigabyte index arrays; the console's last tlbprobe line was the previous job's."""
+    run = Path(__file__).parent / "data" / "runs" / "tcg-debug-baseline-hugetlb-db-race-oom"
+    text = guest_failure(run, 137)
+    assert "OOM killer" in text and "--memory" in text and "complete" not in text.splitlines()[0]

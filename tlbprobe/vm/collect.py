@@ -125,10 +125,15 @@ def guest_failure(out: Path, status: int) -> str:
     """
     summary = read_summary(out)
     console = out / "guest" / "console.log"
-    said = []
-    if console.exists():
-        said = [line for line in console.read_text(errors="replace").splitlines() if line.startswith("tlbprobe: ")]
-    what = summary.get("error") or (said[-1][len("tlbprobe: "):] if said else f"exit status {status}")
+    said: List[str] = []
+    text = console.read_text(errors="replace") if console.exists() else ""
+    said = [line for line in text.splitlines() if line.startswith("tlbprobe: ")]
+    if status == 137:  # SIGKILL: the console's last tlbprobe line may be another job's
+        what = summary.get("error") or (
+            "killed by the guest kernel's OOM killer: give the guest more memory (--memory)"
+            if "Out of memory: Killed process" in text else "killed (SIGKILL)")
+    else:
+        what = summary.get("error") or (said[-1][len("tlbprobe: "):] if said else f"exit status {status}")
     return (f"collect failed in the guest ({summary.get('status', 'unknown')}, exit status {status}): {what}\n"
             f"run directory {out} (kept, {summary.get('repeats_done', 0)}/{summary.get('repeats_planned', '?')} "
             f"repeats, marked incomplete); guest console log {console}")
