@@ -36,7 +36,7 @@ import os
 import re
 from dataclasses import astuple, dataclass
 from pathlib import Path
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 from ..cbuild import Program
 from ..errors import PreflightError, WorkloadError
@@ -89,18 +89,28 @@ class KernelLog:
             self.fd = None
 
 
-def _words(addr: int, size: int):
+#: Words per block of the pattern's write and check: 8 MiB at a time, so that a 1 GiB
+#: range needs tens of MiB of index arrays, not gigabytes (a 4 GiB guest ran out).
+BLOCK_WORDS = 1 << 20
+
+
+def _blocks(addr: int, size: int):
+    """(first word index, the words as a numpy array over the memory) per block."""
     import numpy as np
 
-    return np.frombuffer((ctypes.c_char * size).from_address(addr), dtype=np.uint64)
+    n = size // 8
+    for first in range(0, n, BLOCK_WORDS):
+        count = min(BLOCK_WORDS, n - first)
+        buf = (ctypes.c_char * (count * 8)).from_address(addr + first * 8)
+        yield first, np.frombuffer(buf, dtype=np.uint64)
 
 
 def write_pattern(addr: int, size: int, seed: int = SEED) -> None:
     """Every 8-byte word: its index xor ``seed``."""
     import numpy as np
 
-    w = _words(addr, size)
-    w[:] = np.arange(len(w), dtype=np.uint64) ^ np.uint64(seed)
+    for first, w in _blocks(addr, size):
+        w[:] = np.arange(first, first + len(w), dtype=np.uint64) ^ np.uint64(seed)
 
 
 def corrupted_bytes(addr: int, size: int, seed: int = SEED) -> int:
@@ -108,16 +118,17 @@ def corrupted_bytes(addr: int, size: int, seed: int = SEED) -> int:
     (which they check themselves: ``Walkers.lost_writes``) left out."""
     import numpy as np
 
-    w = _words(addr, size)
-    idx = np.arange(len(w), dtype=np.uint64)
-    off = idx % np.uint64(CHUNK_WORDS)
-    slot = (off < np.uint64(WINDOW_WORDS)) & (off % np.uint64(SLOT_WORDS) == 0)
-    bad = np.nonzero((w != (idx ^ np.uint64(seed))) & ~slot)[0]
-    if not len(bad):
-        return 0
-    expect = (bad.astype(np.uint64) ^ np.uint64(seed)).view(np.uint8).reshape(-1, 8)
-    got = w[bad].view(np.uint8).reshape(-1, 8)
-    return int(np.count_nonzero(expect != got))
+    total = 0
+    for first, w in _blocks(addr, size):
+        idx = np.arange(first, first + len(w), dtype=np.uint64)
+        off = idx % np.uint64(CHUNK_WORDS)
+        slot = (off < np.uint64(WINDOW_WORDS)) & (off % np.uint64(SLOT_WORDS) == 0)
+        bad = np.nonzero((w != (idx ^ np.uint64(seed))) & ~slot)[0]
+        if len(bad):
+            expect = (idx[bad] ^ np.uint64(seed)).view(np.uint8).reshape(-1, 8)
+            got = w[bad].view(np.uint8).reshape(-1, 8)
+            total += int(np.count_nonzero(expect != got))
+    return total
 
 
 SOURCE = Path(__file__).with_name("race_walkers.c")
@@ -147,6 +158,8 @@ class WalkerLib:
         self.dll.walkers_start.argtypes = [ctypes.c_size_t, ctypes.c_size_t, ctypes.POINTER(ctypes.c_int),
                                            ctypes.c_int, ctypes.c_int]
         self.dll.walkers_window.argtypes = [ctypes.c_void_p, ctypes.c_int]
+        self.dll.walkers_calls.argtypes = [ctypes.c_void_p]
+        self.dll.walkers_calls.restype = ctypes.c_uint64
         self.dll.walkers_stop.argtypes = [ctypes.c_void_p, ctypes.POINTER(_Totals)]
 
     def close(self) -> None:
@@ -189,6 +202,10 @@ class Walkers:
         if self._set:
             self.lib.dll.walkers_window(self._set, int(on))
 
+    def calls_so_far(self) -> int:
+        """The walkers' GUP-fast calls up to now (while they run)."""
+        return int(self.lib.dll.walkers_calls(self._set)) if self._set else 0
+
     def stop(self) -> None:
         if not self._set:
             return
@@ -196,6 +213,26 @@ class Walkers:
         self.lib.dll.walkers_stop(self._set, ctypes.byref(t))
         self._set = None
         self.figures = WalkerFigures(t.calls, t.during, t.errors, t.lost, t.writes, t.writers)
+
+
+class RaceTools:
+    """What a --race workload holds from configure() to close(): the kernel log from the
+    run's start and the compiled walkers (one load serves every repeat and every process
+    forked after it)."""
+
+    def __init__(self, log: Callable[[str], None]) -> None:
+        self.kmsg = KernelLog()
+        if not self.kmsg.readable:
+            log("warning: --race: /dev/kmsg cannot be read: kernel reports are not checked")
+        self.lib = WalkerLib()
+
+    def reports(self) -> List[str]:
+        """The kernel's splat lines since the last call."""
+        return self.kmsg.scan()
+
+    def close(self) -> None:
+        self.kmsg.close()
+        self.lib.close()
 
 
 def record(outcome, notes: List[str], walkers: "WalkerFigures", bad: int, reports: List[str]) -> None:
