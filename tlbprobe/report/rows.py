@@ -256,7 +256,10 @@ def workload_figures_line(a: RunAnalysis) -> Optional[str]:
     if any("races_attempted" in f for f in figs):
         total = lambda key: sum(f.get(key, 0.0) for f in figs)  # noqa: E731
         refused = "collapses refused" if a.scenario.workload == "collapse" else "operations not counted"
-        race = (f"race: {fmt_num(total('races_attempted'))} walker calls overlapped the operation, "
+        raced = (f"{fmt_num(total('ops_raced'))} of {fmt_num(a.run.ops_expected)} ranges collapsed while a walker "
+                 f"pinned, "
+                 if any("ops_raced" in f for f in figs) else "")
+        race = (f"race: {fmt_num(total('races_attempted'))} walker calls overlapped the operation, {raced}"
                 f"{fmt_num(total('collapses_refused'))} {refused}, {fmt_num(total('corrupted_bytes'))} "
                 f"corrupted bytes, {fmt_num(total('kernel_reports'))} kernel reports")
         if any("lost_writes" in f for f in figs):  # runs before the writer walkers have no such figure
@@ -280,7 +283,8 @@ def workload_figures_line(a: RunAnalysis) -> Optional[str]:
         return (f"{fmt_num(total('sessions'))} sessions at {fmt_num(med('sessions_per_s'), 1)}/s, "
                 f"{fmt_num(total('sessions_shared'))} of them shared the servers' tables (sharing shown by their "
                 f"faults), {fmt_num(total('exclusive_exits'))} exits left the tables to one server alone, at most "
-                f"{fmt_num(max(f.get('max_attached', 0.0) for f in figs))} clients attached at once")
+                f"{fmt_num(max(f.get('max_attached', 0.0) for f in figs))} clients attached at once"
+                + (f"; {race}" if race else ""))
     keys = sorted({k for f in figs for k in f})
     return ", ".join(f"{k} {fmt_num(med(k), 2)}" for k in keys)
 

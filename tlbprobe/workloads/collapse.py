@@ -41,7 +41,7 @@ from ..units import MiB, format_size
 from . import libc
 from ..vocab import PMD_SIZE
 from .base import Option, PhaseOutcome, Progress, Workload
-from .race import KernelLog, WalkerLib, Walkers, corrupted_bytes, record, write_pattern
+from .race import RaceTools, Walkers, corrupted_bytes, record, write_pattern
 
 CHUNK = 128 * MiB
 #: Memory we leave free beside the range: page tables, the copies a collapse makes, the rest
@@ -77,8 +77,7 @@ class CollapseWorkload(Workload):
         self._threads: List[threading.Thread] = []
         self._stop = threading.Event()
         self.walkers: Optional[Walkers] = None
-        self.walker_lib: Optional[WalkerLib] = None
-        self.kmsg: Optional[KernelLog] = None
+        self.racing: Optional[RaceTools] = None
 
     def planned_ops(self) -> int:
         return self.size // PMD_SIZE
@@ -109,10 +108,7 @@ class CollapseWorkload(Workload):
 
     def configure(self, state: SystemState) -> None:
         if self.opt("race"):
-            self.kmsg = KernelLog()
-            if not self.kmsg.readable:
-                self.log("warning: --race: /dev/kmsg cannot be read: kernel reports are not checked")
-            self.walker_lib = WalkerLib()
+            self.racing = RaceTools(self.log)
         state.set_knob(str(THP_DIR / "enabled"), "never")
         # Linux 6.8+ has per-size knobs; khugepaged keeps running while the PMD size is
         # enabled there ("always"/"madvise"; "inherit" follows the top-level knob).
@@ -130,8 +126,8 @@ class CollapseWorkload(Workload):
         self._start_threads()
         if self.opt("race"):
             write_pattern(self.addr, self.size)
-            assert self.walker_lib is not None
-            self.walkers = Walkers(self.walker_lib, self.addr, self.size,
+            assert self.racing is not None
+            self.walkers = Walkers(self.racing.lib, self.addr, self.size,
                                    [c for c in self.facts.online_cpus if c != self.job.cpu])
             self.walkers.start()
 
@@ -146,11 +142,14 @@ class CollapseWorkload(Workload):
 
     def _collapse(self, progress: Progress) -> PhaseOutcome:
         errors: Counter = Counter()
-        refused = 0
+        refused = raced = 0
         done = 0
         total = self.size
+        # --race: one call per 2 MiB range, so that refusals and races count ranges
+        step = PMD_SIZE if self.walkers else CHUNK
         while done < total:
-            n = min(CHUNK, total - done)
+            n = min(step, total - done)
+            calls = self.walkers.calls_so_far() if self.walkers else 0
             for attempt in (1, 2):
                 try:
                     libc.madvise(self.addr + done, n, libc.MADV_COLLAPSE)
@@ -161,16 +160,19 @@ class CollapseWorkload(Workload):
                         continue  # transient (a page was busy): retry once
                     errors[errno.errorcode.get(e.errno, str(e.errno))] += 1
                     break
+            if self.walkers and self.walkers.calls_so_far() > calls:
+                raced += 1  # a walker pinned pages while this range collapsed
             done += n
             progress(f"collapse {done >> 20}/{total >> 20} MiB ({100 * done // total}%)")
         note = ""
         if errors:
             note = "MADV_COLLAPSE failed on " + ", ".join(f"{k} x{v}" for k, v in errors.items()) + \
-                   f" of {-(-total // CHUNK)} chunk(s)"
-        # a refused call (EAGAIN: a page's reference count, e.g. a walker's pin) had
+                   f" of {-(-total // step)} call(s)"
+        # a refused range (EAGAIN: a page's reference count, e.g. a walker's pin) may have
         # allocated its huge page and sent its sync already: vmstat counts it as a collapse
         return PhaseOutcome(ops=0, ops_expected=total // PMD_SIZE, note=note,
-                            figures={"collapses_refused": float(refused)} if self.walkers else {})
+                            figures={"collapses_refused": float(refused), "ops_raced": float(raced)}
+                            if self.walkers else {})
 
     def count_ops(self, outcome: PhaseOutcome, vmstat_delta: Dict[str, int]) -> PhaseOutcome:
         outcome.ops = vmstat_delta.get("thp_collapse_alloc", 0)
@@ -180,8 +182,8 @@ class CollapseWorkload(Workload):
             notes.append(f"{failed} huge page allocation(s) failed (thp_collapse_alloc_failed)")
         if outcome.ops > outcome.ops_expected:
             retried = int(outcome.figures.get("collapses_refused", 0))
-            why = (f"{retried} MADV_COLLAPSE call(s) refused with EAGAIN after allocating, and retried"
-                   if retried else "khugepaged or another process")
+            why = (f"{retried} range(s) refused with EAGAIN and retried (a refusal after the huge page's "
+                   f"allocation counts as a collapse)" if retried else "khugepaged or another process")
             notes.append(f"{outcome.ops - outcome.ops_expected} collapse(s) beyond ours: {why}")
         if self.walkers is not None:
             self._race_figures(outcome, notes)
@@ -193,7 +195,7 @@ class CollapseWorkload(Workload):
         assert self.walkers is not None
         self.walkers.stop()
         record(outcome, notes, self.walkers.figures, corrupted_bytes(self.addr, self.size),
-               self.kmsg.scan() if self.kmsg else [])
+               self.racing.reports() if self.racing else [])
         self.walkers = None
 
     def cleanup(self) -> None:
@@ -206,12 +208,9 @@ class CollapseWorkload(Workload):
             self.base = None
 
     def close(self) -> None:
-        if self.kmsg is not None:
-            self.kmsg.close()
-            self.kmsg = None
-        if self.walker_lib is not None:
-            self.walker_lib.close()
-            self.walker_lib = None
+        if self.racing is not None:
+            self.racing.close()
+            self.racing = None
 
     # -- touching threads -----------------------------------------------------------------
     def _start_threads(self) -> None:

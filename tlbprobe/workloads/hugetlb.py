@@ -79,7 +79,7 @@ from ..vocab import HUGETLB_OPERATIONS as OPERATIONS
 from ..vocab import PUD_SIZE
 from . import libc
 from .base import Option, PhaseOutcome, Progress, Workload
-from .race import KernelLog, WalkerFigures, WalkerLib, corrupted_bytes, record, write_pattern
+from .race import RaceTools, WalkerFigures, corrupted_bytes, record, write_pattern
 from .sharers import ENTRIES_PER_TABLE, HUGEPAGE, Layout, Sharer, Sharers
 
 DEFAULT_SIZE = GiB
@@ -218,8 +218,7 @@ class HugetlbUnshareWorkload(Workload):
         self._memfd: Optional[int] = None
         self._mapped = False
         self._sharers: Optional[Sharers] = None
-        self.kmsg: Optional[KernelLog] = None
-        self.walker_lib: Optional[WalkerLib] = None
+        self.racing: Optional[RaceTools] = None
 
     def planned_ops(self) -> int:
         return self.cycles * self.unsharers
@@ -247,17 +246,13 @@ class HugetlbUnshareWorkload(Workload):
 
     def configure(self, state: SystemState) -> None:
         if self.opt("race"):
-            self.kmsg = KernelLog()
-            self.walker_lib = WalkerLib()
+            self.racing = RaceTools(self.log)
         reserve_huge_pages(state, self.size, self.log)
 
     def close(self) -> None:
-        if self.kmsg is not None:
-            self.kmsg.close()
-            self.kmsg = None
-        if self.walker_lib is not None:
-            self.walker_lib.close()
-            self.walker_lib = None
+        if self.racing is not None:
+            self.racing.close()
+            self.racing = None
 
     # -- per repeat -----------------------------------------------------------------------
     def prepare(self) -> None:
@@ -281,7 +276,7 @@ class HugetlbUnshareWorkload(Workload):
             write_pattern(self.layout.addr, self.size)  # in the file's pages, through our mapping
         walker_cpus = [c for c in self.facts.online_cpus if c != self.job.cpu] if self.opt("race") else []
         self._sharers = Sharers(self.layout, self.job.cpu, self.log, self.opt("operation"), walker_cpus=walker_cpus,
-                                walker_lib=self.walker_lib)
+                                walker_lib=self.racing.lib if self.racing else None)
         helpers = self._sharers.start(count)  # they inherit the mapping, not its tables
         faults = [self._sharers.share(h) for h in helpers[:self.unsharers]]
         self._check_first_share(own, faults)
@@ -344,7 +339,8 @@ class HugetlbUnshareWorkload(Workload):
         assert self._sharers is not None and self.layout is not None
         calls = sum(self._sharers.race(h, False) for h in self._sharers.members[:self.unsharers])
         bad = corrupted_bytes(self.layout.addr, self.size) if self.layout.shared else 0
-        record(outcome, notes, WalkerFigures(calls=calls, during=calls), bad, self.kmsg.scan() if self.kmsg else [])
+        record(outcome, notes, WalkerFigures(calls=calls, during=calls), bad,
+               self.racing.reports() if self.racing else [])
 
     def _unshare(self, h: Sharer, failed: Counter) -> bool:
         assert self._sharers is not None

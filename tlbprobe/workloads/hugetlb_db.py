@@ -31,6 +31,14 @@ it maps the segment, faults it (``--client-touch all``) or the first few huge pa
 each GiB (``part``), stays attached for ``--client-work-ms`` and exits; the driver reaps
 it, so the exit (exit_mmap(), the unshare) is done when it is counted. One op = one
 session whose client shared the tables and exited cleanly.
+
+``--race``: walker threads inside every server, on the other CPUs, pin pages of the
+segment with GUP-fast (workloads/race.py) while clients attach and exit; the segment
+holds a pattern, written and checked through a mapping of the driver's own that shares
+no table, and the kernel log is scanned. The walkers the sync itself is for belong to
+the exiting client and are gone by exit_mmap(); what this checks is that the servers,
+whose walks go on through the same table while it changes hands, see nothing wrong.
+hugetlb-unshare --race races the unsharing process's own walkers.
 """
 
 from __future__ import annotations
@@ -49,7 +57,7 @@ from ..vocab import PMD_SIZE, PUD_SIZE
 from . import libc
 from .base import Option, PhaseOutcome, Progress, Workload
 from .hugetlb import aligned_address, preflight_segment, reserve_huge_pages, segment_memfd
-from .race import KernelLog, WalkerFigures, WalkerLib, corrupted_bytes, record, write_pattern
+from .race import RaceTools, WalkerFigures, corrupted_bytes, record, write_pattern
 from .sharers import Layout, Sharers
 
 CLIENT_TOUCH = ("all", "part")
@@ -88,8 +96,7 @@ class HugetlbDbWorkload(Workload):
         self._memfd: Optional[int] = None
         self._servers: Optional[Sharers] = None
         self._clients: Optional[Sharers] = None
-        self.kmsg: Optional[KernelLog] = None
-        self.walker_lib: Optional[WalkerLib] = None
+        self.racing: Optional[RaceTools] = None
         self._view: Optional[int] = None   # the driver's own mapping, for the race pattern
 
     def planned_ops(self) -> int:
@@ -114,17 +121,13 @@ class HugetlbDbWorkload(Workload):
 
     def configure(self, state: SystemState) -> None:
         if self.opt("race"):
-            self.kmsg = KernelLog()
-            self.walker_lib = WalkerLib()
+            self.racing = RaceTools(self.log)
         reserve_huge_pages(state, self.size, self.log)
 
     def close(self) -> None:
-        if self.kmsg is not None:
-            self.kmsg.close()
-            self.kmsg = None
-        if self.walker_lib is not None:
-            self.walker_lib.close()
-            self.walker_lib = None
+        if self.racing is not None:
+            self.racing.close()
+            self.racing = None
 
     # -- per repeat -----------------------------------------------------------------------
     def prepare(self) -> None:
@@ -133,7 +136,7 @@ class HugetlbDbWorkload(Workload):
             self.layout = Layout(aligned_address(self.size), self.size, self._memfd, shared=True)
             walker_cpus = [c for c in self.facts.online_cpus if c != self.job.cpu] if self.opt("race") else []
             self._servers = Sharers(self.layout, self.job.cpu, self.log, walker_cpus=walker_cpus,
-                                    walker_lib=self.walker_lib)
+                                    walker_lib=self.racing.lib if self.racing else None)
             servers = self._servers.start(self.opt("sharers"), mapped=False)
             faults = []
             for s in servers:
@@ -218,7 +221,7 @@ class HugetlbDbWorkload(Workload):
             assert self._servers is not None and self._view is not None
             calls = sum(self._servers.race(s, False) for s in self._servers.members)
             record(outcome, notes, WalkerFigures(calls=calls, during=calls), corrupted_bytes(self._view, self.size),
-                   self.kmsg.scan() if self.kmsg else [])
+                   self.racing.reports() if self.racing else [])
         outcome.note = "; ".join(notes)
         return outcome
 

@@ -197,6 +197,16 @@ void walkers_window(struct walkers *set, int on)
 	set->window = on;
 }
 
+/* GUP-fast calls so far, all walkers (read while they run: a moment's figure). */
+uint64_t walkers_calls(struct walkers *set)
+{
+	uint64_t n = 0;
+
+	for (int i = 0; i < set->n; i++)
+		n += *(volatile uint64_t *)&set->w[i].calls;
+	return n;
+}
+
 /* Stop and join the walkers, check every writer's words a last time, free the set. */
 void walkers_stop(struct walkers *set, struct walker_totals *t)
 {
