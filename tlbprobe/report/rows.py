@@ -262,7 +262,7 @@ def workload_figures_line(a: RunAnalysis) -> Optional[str]:
         race = (f"race: {fmt_num(total('races_attempted'))} walker calls overlapped the operation, {raced}"
                 f"{fmt_num(total('collapses_refused'))} {refused}, {fmt_num(total('corrupted_bytes'))} "
                 f"corrupted bytes, {fmt_num(total('kernel_reports'))} kernel reports")
-        if any("lost_writes" in f for f in figs):  # runs before the writer walkers have no such figure
+        if any(f.get("race_writers") or f.get("lost_writes") for f in figs):  # pinning-only walkers store nothing
             race += (f", {fmt_num(total('lost_writes'))} lost writes (of {fmt_num(total('race_writes'))} by "
                      f"{fmt_num(max(f.get('race_writers', 0.0) for f in figs))} writer threads)")
         if a.scenario.workload in ("collapse", "hugetlb-unshare"):
