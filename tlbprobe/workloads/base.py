@@ -10,6 +10,7 @@ if TYPE_CHECKING:  # types only: job.py finds the workloads' options through thi
     from ..measure.host import HostFacts
     from ..job import Job
     from ..sysstate import SystemState
+    from .race import RaceTools
 
 #: Called with a short status line while a phase runs (shown on a terminal, not logged).
 Progress = Callable[[str], None]
@@ -104,6 +105,17 @@ class Workload:
         self.job = job
         self.facts = facts
         self.log = log
+        #: --race's kernel log and compiled walkers, for a workload that races (configure()
+        #: starts them with start_racing(); close() ends them)
+        self.racing: Optional[RaceTools] = None
+
+    def start_racing(self) -> None:
+        """For a workload with a ``race`` option, when it is set: open the kernel log and
+        load the walkers (workloads/race.py) for the whole run."""
+        from .race import RaceTools
+
+        if self.opt("race"):
+            self.racing = RaceTools(self.log)
 
     def preflight(self) -> None:
         """Raise PreflightError when this host cannot run the job."""
@@ -127,7 +139,10 @@ class Workload:
 
     def close(self) -> None:
         """Once, at the end of the run (every exit path): free what configure made beyond
-        the journaled knobs (a compiled helper, a scratch file)."""
+        the journaled knobs (a compiled helper, a scratch file). An override calls this."""
+        if self.racing is not None:
+            self.racing.close()
+            self.racing = None
 
     def planned_ops(self) -> int:
         """Operations one workload phase asks for, before it runs (sizes the trace buffers)."""

@@ -41,7 +41,7 @@ from ..units import MiB, format_size
 from . import libc
 from ..vocab import PMD_SIZE
 from .base import Option, PhaseOutcome, Progress, Workload
-from .race import RaceTools, Walkers, corrupted_bytes, record, write_pattern
+from .race import Walkers, corrupted_bytes, record, write_pattern
 
 CHUNK = 128 * MiB
 #: Memory we leave free beside the range: page tables, the copies a collapse makes, the rest
@@ -77,7 +77,6 @@ class CollapseWorkload(Workload):
         self._threads: List[threading.Thread] = []
         self._stop = threading.Event()
         self.walkers: Optional[Walkers] = None
-        self.racing: Optional[RaceTools] = None
 
     def planned_ops(self) -> int:
         return self.size // PMD_SIZE
@@ -107,8 +106,7 @@ class CollapseWorkload(Workload):
             raise PreflightError("--threads and --race need a second online CPU")
 
     def configure(self, state: SystemState) -> None:
-        if self.opt("race"):
-            self.racing = RaceTools(self.log)
+        self.start_racing()
         state.set_knob(str(THP_DIR / "enabled"), "never")
         # Linux 6.8+ has per-size knobs; khugepaged keeps running while the PMD size is
         # enabled there ("always"/"madvise"; "inherit" follows the top-level knob).
@@ -207,10 +205,6 @@ class CollapseWorkload(Workload):
             libc.munmap(self.base, self.size + PMD_SIZE)
             self.base = None
 
-    def close(self) -> None:
-        if self.racing is not None:
-            self.racing.close()
-            self.racing = None
 
     # -- touching threads -----------------------------------------------------------------
     def _start_threads(self) -> None:

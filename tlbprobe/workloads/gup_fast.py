@@ -186,6 +186,7 @@ class GupFastWorkload(Workload):
 
     def close(self) -> None:
         """Run end: the compiled program and the O_DIRECT file go."""
+        super().close()
         if self.program is not None:
             self.program.close()
             self.program = None

@@ -79,7 +79,7 @@ from ..vocab import HUGETLB_OPERATIONS as OPERATIONS
 from ..vocab import PUD_SIZE
 from . import libc
 from .base import Option, PhaseOutcome, Progress, Workload
-from .race import RaceTools, WalkerFigures, corrupted_bytes, record, write_pattern
+from .race import WalkerFigures, corrupted_bytes, record, write_pattern
 from .sharers import ENTRIES_PER_TABLE, HUGEPAGE, Layout, Sharer, Sharers
 
 DEFAULT_SIZE = GiB
@@ -218,7 +218,6 @@ class HugetlbUnshareWorkload(Workload):
         self._memfd: Optional[int] = None
         self._mapped = False
         self._sharers: Optional[Sharers] = None
-        self.racing: Optional[RaceTools] = None
 
     def planned_ops(self) -> int:
         return self.cycles * self.unsharers
@@ -245,14 +244,8 @@ class HugetlbUnshareWorkload(Workload):
         preflight_segment(self.size, self.facts)
 
     def configure(self, state: SystemState) -> None:
-        if self.opt("race"):
-            self.racing = RaceTools(self.log)
+        self.start_racing()
         reserve_huge_pages(state, self.size, self.log)
-
-    def close(self) -> None:
-        if self.racing is not None:
-            self.racing.close()
-            self.racing = None
 
     # -- per repeat -----------------------------------------------------------------------
     def prepare(self) -> None:

@@ -57,7 +57,7 @@ from ..vocab import PMD_SIZE, PUD_SIZE
 from . import libc
 from .base import Option, PhaseOutcome, Progress, Workload
 from .hugetlb import aligned_address, preflight_segment, reserve_huge_pages, segment_memfd
-from .race import RaceTools, WalkerFigures, corrupted_bytes, record, write_pattern
+from .race import WalkerFigures, corrupted_bytes, record, write_pattern
 from .sharers import Layout, Sharers
 
 CLIENT_TOUCH = ("all", "part")
@@ -96,7 +96,6 @@ class HugetlbDbWorkload(Workload):
         self._memfd: Optional[int] = None
         self._servers: Optional[Sharers] = None
         self._clients: Optional[Sharers] = None
-        self.racing: Optional[RaceTools] = None
         self._view: Optional[int] = None   # the driver's own mapping, for the race pattern
 
     def planned_ops(self) -> int:
@@ -120,14 +119,8 @@ class HugetlbDbWorkload(Workload):
         preflight_segment(self.size, self.facts)
 
     def configure(self, state: SystemState) -> None:
-        if self.opt("race"):
-            self.racing = RaceTools(self.log)
+        self.start_racing()
         reserve_huge_pages(state, self.size, self.log)
-
-    def close(self) -> None:
-        if self.racing is not None:
-            self.racing.close()
-            self.racing = None
 
     # -- per repeat -----------------------------------------------------------------------
     def prepare(self) -> None:
