@@ -185,8 +185,10 @@ struct walkers *walkers_start(uintptr_t base, size_t size, const int *cpus, int 
 				for (int pg = 0; pg < WINDOW_PAGES; pg++)
 					me->expect[c * WINDOW_PAGES + pg] = *slot_word(set, c, pg, me->slot);
 		}
-		if (pthread_create(&me->tid, NULL, walk, me) != 0)
+		if (pthread_create(&me->tid, NULL, walk, me) != 0) {
+			free(me->expect);
 			break;
+		}
 		set->n = i + 1;
 	}
 	return set;
