@@ -83,6 +83,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--smp", default="4")
     ap.add_argument("--accel", default="auto", help="repro --accel (tcg skips the KVM probe where KVM does not work)")
+    ap.add_argument("--tcg-thread", default="multi", choices=("single", "multi"),
+                    help="repro --tcg-thread (default multi, as repro --race; kernels/README.md has both)")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out" / "race_fault_injection")
     a = ap.parse_args()
     if not OURS or not BROKEN:
@@ -92,7 +94,7 @@ def main() -> int:
     failures = 0
     for k in range(1, a.rounds + 1):
         out = a.out / f"round-{k}"
-        cmd = [sys.executable, "-m", "tlbprobe", "repro", "--race", "--smp", a.smp, "--accel", a.accel, "--out", str(out), *patches]
+        cmd = [sys.executable, "-m", "tlbprobe", "repro", "--race", "--smp", a.smp, "--accel", a.accel, "--tcg-thread", a.tcg_thread, "--out", str(out), *patches]
         t = time.monotonic()
         res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
         wall = time.monotonic() - t

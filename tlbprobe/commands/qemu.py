@@ -55,9 +55,10 @@ def add_guest_options(p: argparse.ArgumentParser, sweep: bool = False) -> None:
                    help="auto (default): KVM if it works, else TCG")
     p.add_argument("--pv-tlb-flush", choices=("on", "off"), default=None,
                    help="KVM only: give the guest KVM's paravirtual TLB flush or not (default: KVM's default, on)")
-    p.add_argument("--tcg-thread", choices=("single", "multi"), default="single",
-                   help="TCG only: single (default): the vCPUs take turns in one host thread; multi: one host "
-                        "thread each (QEMU's default), whose boots panic now and then (kernels/README.md)")
+    p.add_argument("--tcg-thread", choices=("single", "multi"), default=None,
+                   help="TCG only: single (the default, but multi for repro --race): the vCPUs take turns in one "
+                        "host thread; multi: one host thread each (QEMU's default), so walkers and the operation "
+                        "really run at once; its boots panicked now and then at 16 vCPUs (kernels/README.md)")
     p.add_argument("--timeout", type=float, default=1800.0, metavar="S",
                    help="kill a guest that has not finished after S seconds (default: 1800)")
 
@@ -110,7 +111,8 @@ class GuestCollectError(GuestError):
 def guest_spec_from_args(args: argparse.Namespace, kernel: Optional[Path] = None) -> GuestSpec:
     """The GuestSpec the guest options describe (shared with repro)."""
     return GuestSpec(kernel=kernel or args.kernel, smp=args.smp, memory=args.memory, accel=args.accel,
-                     pv_tlb_flush=args.pv_tlb_flush, timeout=args.timeout, tcg_thread=args.tcg_thread)
+                     pv_tlb_flush=args.pv_tlb_flush, timeout=args.timeout,
+                     tcg_thread=args.tcg_thread or "single")
 
 
 def main_collect(args: argparse.Namespace) -> int:

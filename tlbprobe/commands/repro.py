@@ -98,6 +98,9 @@ def main(args: argparse.Namespace) -> int:
     if args.race:
         args.debug = True
         args.job_names = args.job_names or ["collapse-race", "hugetlb-db-race"]
+        # a race needs the vCPUs to run at once: single-threaded TCG interleaves them
+        # (6 of 384 ranges raced a walker there, 384 of 384 with multi; kernels/README.md)
+        args.tcg_thread = args.tcg_thread or "multi"
     kspec = KernelSpec(source=args.source, fragments=fragments_from_args(args))
     if args.jobs:
         kspec.jobs = args.jobs
