@@ -205,7 +205,6 @@ class CollapseWorkload(Workload):
             libc.munmap(self.base, self.size + PMD_SIZE)
             self.base = None
 
-
     # -- touching threads -----------------------------------------------------------------
     def _start_threads(self) -> None:
         others = [c for c in self.facts.online_cpus if c != self.job.cpu]

@@ -34,7 +34,7 @@ from __future__ import annotations
 import ctypes
 import os
 import re
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, List, Optional
 
@@ -136,7 +136,7 @@ SOURCE = Path(__file__).with_name("race_walkers.c")
 #: 2 MiB chunk, that is every 8th word of those pages.
 CHUNK_WORDS = (2 << 20) // 8
 WINDOW_WORDS = 16 * 4096 // 8
-MAX_SLOTS, SLOT_WORDS = 64, 8
+SLOT_WORDS = 8
 
 
 class _Totals(ctypes.Structure):
@@ -168,16 +168,13 @@ class WalkerLib:
 
 @dataclass
 class WalkerFigures:
-    """What walkers did, summed over one or several sets (see ``Walkers``)."""
+    """What a set of walkers did (see ``Walkers``)."""
     calls: int = 0
     during: int = 0
     errors: int = 0
     lost_writes: int = 0
     writes: int = 0
     writers: int = 0
-
-    def __add__(self, other: "WalkerFigures") -> "WalkerFigures":
-        return WalkerFigures(*(a + b for a, b in zip(astuple(self), astuple(other))))
 
 
 class Walkers:
