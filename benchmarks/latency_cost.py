@@ -41,10 +41,10 @@ from typing import Dict, List, Optional
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tlbprobe.measure import host, procfs  # noqa: E402
 from tlbprobe.errors import TlbprobeError  # noqa: E402
-from tlbprobe.job import Job  # noqa: E402
+from tlbprobe.run.job import Job  # noqa: E402
 from tlbprobe.measure.latency import Cyclictest  # noqa: E402
 from tlbprobe.rundir.cyclictest import CpuLatency, percentile_us  # noqa: E402
-from tlbprobe.sysstate import DEFAULT_STATE_DIR, SystemState, stop_signals_raise  # noqa: E402
+from tlbprobe.measure.sysstate import DEFAULT_STATE_DIR, SystemState, stop_signals_raise  # noqa: E402
 from tlbprobe.measure.trace import TraceSession, open_session  # noqa: E402
 from tlbprobe.workloads import libc  # noqa: E402
 from tlbprobe.vocab import PMD_SIZE  # noqa: E402

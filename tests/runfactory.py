@@ -51,7 +51,7 @@ class RunSpec:
     status: Optional[str] = None  # default complete/interrupted from `complete`
     repeats_done: Optional[int] = None
     size: Optional[int] = None
-    op: Optional[str] = None  # hugetlb operation kind (job key "operation", as tlbprobe/job.py)
+    op: Optional[str] = None  # hugetlb operation kind (job key "operation", as tlbprobe/run/job.py)
     sharers: int = 2
     control: bool = False
     latency: bool = False

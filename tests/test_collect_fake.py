@@ -19,8 +19,8 @@ from typing import Dict
 
 import pytest
 
-from tlbprobe.collect import Collector
-from tlbprobe.job import build_job
+from tlbprobe.run.collector import Collector
+from tlbprobe.run.job import build_job
 from tlbprobe.measure.paths import REAL, KernelPaths
 from tlbprobe.rundir.reader import load_run
 from tlbprobe.ui import Console

@@ -176,7 +176,7 @@ def test_kernel_without_ipi_trace_events_still_measures(tmp_path, monkeypatch, u
 
 def test_a_run_that_changes_nothing_leaves_no_journal(tmp_path):
     """The journal appears with the first change: entering and leaving writes nothing."""
-    from tlbprobe.sysstate import SystemState
+    from tlbprobe.measure.sysstate import SystemState
 
     with SystemState(tmp_path):
         assert not (tmp_path / "journal.json").exists()

@@ -64,7 +64,7 @@ class FakeState:
 def make_workload(**job_args) -> HugetlbUnshareWorkload:
     from types import SimpleNamespace
 
-    from tlbprobe.job import build_job
+    from tlbprobe.run.job import build_job
     job = build_job({"workload": "hugetlb-unshare", **job_args})
     facts = SimpleNamespace(kernel_release="6.18.0", mem_available=8 * GiB, online_cpus=[0, 1])
     return HugetlbUnshareWorkload(HugetlbUnshareWorkload.resolve(job, facts), facts, log=lambda line: None)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tlbprobe.errors import InputError
-from tlbprobe.job import build_job
+from tlbprobe.run.job import build_job
 
 WORKLOADS = sorted((Path(__file__).resolve().parents[1] / "workloads").glob("*.yaml"))
 
@@ -72,7 +72,7 @@ def test_workload_drivers_are_found_by_name_and_a_broken_module_is_named(monkeyp
     from tlbprobe.workloads import DRIVERS, MODULES, Workload, driver
 
     assert driver("collapse").name == "collapse" and driver("idle").name == "idle"
-    from tlbprobe.job import build_job
+    from tlbprobe.run.job import build_job
     from tlbprobe.workloads import Option
 
     tiny = types.ModuleType("tlbprobe.workloads.tiny")
@@ -132,7 +132,7 @@ def test_repro_jobs_are_job_files_resolved_on_the_host(tmp_path):
 
 
 def test_threads_all_means_one_per_other_cpu():
-    from tlbprobe.job import ALL_OTHERS, resolve_common
+    from tlbprobe.run.job import ALL_OTHERS, resolve_common
 
     job = build_job({}, "collapse-1G-threads")
     assert job.threads == ALL_OTHERS

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import JOURNAL, needs_csd_events, system_state
-from tlbprobe.job import build_job
+from tlbprobe.run.job import build_job
 from tlbprobe.workloads.khugepaged import KNOBS, max_rate, region_huge_bytes, seconds_to_collapse
 
 REPO = Path(__file__).resolve().parents[1]

@@ -32,7 +32,7 @@ from tlbprobe.measure.observer import Phase
 from tlbprobe.rundir.cyclictest import (CpuLatency, CyclictestOutput, ThreadLatency, parse_cyclictest_json,
                                         percentile_us, read_cyclictest_json)
 from tlbprobe.rundir.reader import load_run
-from tlbprobe.summary_text import latency_lines, render_summary
+from tlbprobe.rundir.summary_text import latency_lines, render_summary
 
 DATA = Path(__file__).parent / "data"
 RECORDED = DATA / "cyclictest-x86-kvm-2cpu.json"

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tlbprobe.errors import InputError, TlbprobeError
-from tlbprobe.job import build_job
+from tlbprobe.run.job import build_job
 from tlbprobe.measure.perfcount import kernel_addresses
 from tlbprobe.measure.procfs import diff_interrupts, parse_interrupts, parse_keyvalue
 from tlbprobe.measure.trace import TraceSession

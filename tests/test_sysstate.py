@@ -1,4 +1,4 @@
-"""The state journal's kprobe entries (tlbprobe/sysstate.py), on a stand-in tracefs tree.
+"""The state journal's kprobe entries (tlbprobe/measure/sysstate.py), on a stand-in tracefs tree.
 
 The real path runs in a Linux 6.1 guest (tests/test_qemu.py): this host's kernel has no
 kprobe events. Here: what a run killed with SIGKILL leaves, and what `restore` does with it.
@@ -13,7 +13,7 @@ import os
 import pytest
 
 from tlbprobe.errors import PreflightError, TlbprobeError
-from tlbprobe.sysstate import AllowList, Change, SystemState, restore_from_journal
+from tlbprobe.measure.sysstate import AllowList, Change, SystemState, restore_from_journal
 
 
 def fake_tracefs(tmp_path, name="tlbprobe_77/tlb_remove_table_smp_sync"):

@@ -6,10 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..collect import Collector, default_out
+from ..run.collector import Collector, default_out
 from ..ui import Console
-from ..job import IDLE_MODES, KERNEL_VARIANTS, SYNC_COUNTERS, build_job, parse_threads
-from ..summary_text import render_summary
+from ..run.job import IDLE_MODES, KERNEL_VARIANTS, SYNC_COUNTERS, build_job, parse_threads
+from ..rundir.summary_text import render_summary
 from ..units import parse_size
 from ..workloads import MODULES, all_drivers, all_options
 from ..vocab import FLUSH_MODES

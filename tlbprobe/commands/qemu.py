@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from ..errors import InputError, PreflightError
-from ..job import find_job_file
+from ..run.job import find_job_file
 from ..measure.procfs import read_meminfo
 from ..units import parse_size
 from ..ui import terminal_status

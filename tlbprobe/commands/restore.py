@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from ..errors import PreflightError
-from ..sysstate import DEFAULT_STATE_DIR, restore_from_journal
+from ..measure.sysstate import DEFAULT_STATE_DIR, restore_from_journal
 
 
 def register(sub) -> None:

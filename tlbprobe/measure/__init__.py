@@ -4,4 +4,4 @@ attribution (trace) and the in-kernel sync counter (perfcount), CAL and TLB time
 observer implements (observer).
 
 Nothing here imports the report, the run directory's reader or the QEMU code; the
-collector (tlbprobe/collect.py) and the workloads use these modules."""
+collector (tlbprobe/run/collector.py) and the workloads use these modules."""

@@ -52,7 +52,7 @@ from .paths import REAL
 if TYPE_CHECKING:
     from .host import HostFacts
     from ..rundir import RunDir
-    from ..sysstate import SystemState
+    from .sysstate import SystemState
     from ..ui import Console
 
 VECTOR_EVENTS = ("irq_vectors/call_function_entry", "irq_vectors/call_function_exit",

@@ -26,7 +26,7 @@ except ImportError:  # pragma: no cover
 if TYPE_CHECKING:
     from .host import HostFacts
     from ..rundir import RunDir
-    from ..sysstate import SystemState
+    from .sysstate import SystemState
     from ..ui import Console
 
 

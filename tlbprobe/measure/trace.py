@@ -70,7 +70,7 @@ from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Set, Tuple
 
 from ..errors import PreflightError
-from ..sysstate import SystemState, pid_alive
+from .sysstate import SystemState, pid_alive
 from ..vocab import FLUSH_FUNCTION, NOHZ_FUNCTION, SYNC_FUNCTION, WAKEUP_FUNCTION
 from .paths import REAL
 from .perfcount import CounterUnavailable, TracepointCounter, kernel_addresses

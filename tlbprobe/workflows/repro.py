@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..errors import InputError
-from ..job import build_job, find_job_file
+from ..run.job import build_job, find_job_file
 from ..report import ReportOptions, build_report
 from ..report import render_json, render_lkml
 from ..vocab import KERNEL_VARIANTS as VARIANTS

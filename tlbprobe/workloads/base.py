@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple
 from ..errors import InputError
 if TYPE_CHECKING:  # types only: job.py finds the workloads' options through this package
     from ..measure.host import HostFacts
-    from ..job import Job
-    from ..sysstate import SystemState
+    from ..run.job import Job
+    from ..measure.sysstate import SystemState
     from .race import RaceTools
 
 #: Called with a short status line while a phase runs (shown on a terminal, not logged).

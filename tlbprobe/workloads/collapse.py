@@ -36,7 +36,7 @@ from typing import Dict, List, Optional
 
 from ..errors import PreflightError, WorkloadError
 from ..measure.host import THP_DIR, kernel_version_tuple
-from ..sysstate import SystemState
+from ..measure.sysstate import SystemState
 from ..units import MiB, format_size
 from . import libc
 from ..vocab import PMD_SIZE

@@ -42,7 +42,7 @@ from typing import Dict, List, Optional
 
 from ..cbuild import Program
 from ..errors import PreflightError, WorkloadError
-from ..sysstate import SystemState
+from ..measure.sysstate import SystemState
 from .base import Option, PhaseOutcome, Progress, Workload
 
 SOURCE = Path(__file__).with_name("gupbench.c")

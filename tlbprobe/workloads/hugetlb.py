@@ -73,7 +73,7 @@ from typing import Dict, List, Optional
 from ..errors import InputError, PreflightError, WorkloadError
 from ..measure.host import kernel_version_tuple
 from ..measure.procfs import read_meminfo
-from ..sysstate import SystemState, read_knob, signals_blocked
+from ..measure.sysstate import SystemState, read_knob, signals_blocked
 from ..units import GiB, format_size
 from ..vocab import HUGETLB_OPERATIONS as OPERATIONS
 from ..vocab import PUD_SIZE

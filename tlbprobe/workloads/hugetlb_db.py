@@ -51,7 +51,7 @@ from dataclasses import replace
 from typing import Dict, List, Optional, Tuple
 
 from ..errors import InputError, WorkloadError
-from ..sysstate import SystemState, signals_blocked
+from ..measure.sysstate import SystemState, signals_blocked
 from ..units import GiB, format_size
 from ..vocab import PMD_SIZE, PUD_SIZE
 from . import libc

@@ -46,7 +46,7 @@ from typing import Dict, Optional
 from ..errors import PreflightError, WorkloadError
 from ..measure import procfs
 from ..measure.host import THP_DIR, kernel_version_tuple
-from ..sysstate import SystemState, read_knob
+from ..measure.sysstate import SystemState, read_knob
 from ..units import MiB, format_size
 from ..model import khugepaged_max_rate as max_rate, khugepaged_seconds_to_collapse as seconds_to_collapse
 from ..vocab import PMD_SIZE

@@ -53,7 +53,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence, Callable, List, Optional
 
 from ..errors import WorkloadError
-from ..sysstate import signals_blocked
+from ..measure.sysstate import signals_blocked
 from ..vocab import HUGETLB_OPERATIONS, PMD_SIZE, PUD_SIZE
 from . import libc
 

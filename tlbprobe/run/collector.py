@@ -23,22 +23,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
-from . import __version__
-from .errors import InternalError, PreflightError, TlbprobeError
+from .. import __version__
+from ..errors import InternalError, PreflightError, TlbprobeError
 from .job import Job, resolve_common
-from .measure import host, procfs
-from .measure.paths import REAL, KernelPaths
-from .rundir import (ATTRIBUTION_COLUMNS, FORMAT, INTERRUPTS_COLUMNS, PHASES_COLUMNS, TIMESERIES_COLUMNS,
+from ..measure import host, procfs
+from ..measure.paths import REAL, KernelPaths
+from ..rundir import (ATTRIBUTION_COLUMNS, FORMAT, INTERRUPTS_COLUMNS, PHASES_COLUMNS, TIMESERIES_COLUMNS,
                      VMSTAT_COLUMNS, RunDir)
 from .summary import PhaseRecord, all_repeats, build_summary
-from .rundir.schema import RepeatFigures
-from .sysstate import Interrupted, SystemState, check_journal, signals_blocked, stop_signals_raise
-from .measure.observer import Observer, Phase
-from .measure.timeseries import PhaseSeries
-from .measure.trace import COUNTER_EVENT, PhaseCounts, TracePlan, TraceSession, open_session
-from .ui import Console
-from .vocab import SYNC_FUNCTION
-from .workloads import PhaseOutcome, Workload, driver
+from ..rundir.schema import RepeatFigures
+from ..measure.sysstate import Interrupted, SystemState, check_journal, signals_blocked, stop_signals_raise
+from ..measure.observer import Observer, Phase
+from ..measure.timeseries import PhaseSeries
+from ..measure.trace import COUNTER_EVENT, PhaseCounts, TracePlan, TraceSession, open_session
+from ..ui import Console
+from ..vocab import SYNC_FUNCTION
+from ..workloads import PhaseOutcome, Workload, driver
 
 
 @dataclass

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, List
 
-from .rundir import sync_count
-from .ui.numbers import format_cpulist, format_number, summarize_per_cpu
-from .ui.tables import MAX_CPU_COLUMNS
-from .vocab import SYNC_FUNCTION
+from . import sync_count
+from ..ui.numbers import format_cpulist, format_number, summarize_per_cpu
+from ..ui.tables import MAX_CPU_COLUMNS
+from ..vocab import SYNC_FUNCTION
 
 
 def per_cpu_line(name: str, values: Dict[str, int]) -> str:

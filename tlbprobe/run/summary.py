@@ -13,10 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
-from .measure.procfs import InterruptsDiff
-from .rundir.schema import PhaseFigures, RepeatFigures, run_totals
-from .measure.trace import PhaseCounts
-from .workloads.base import PhaseOutcome
+from ..measure.procfs import InterruptsDiff
+from ..rundir.schema import PhaseFigures, RepeatFigures, run_totals
+from ..measure.trace import PhaseCounts
+from ..workloads.base import PhaseOutcome
 
 
 @dataclass

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, List, Optional, Tuple
 
-from .errors import PreflightError, TlbprobeError
-from .measure.host import sysfs_choice
-from .measure.paths import DEFAULT_STATE_DIR
+from ..errors import PreflightError, TlbprobeError
+from .host import sysfs_choice
+from .paths import DEFAULT_STATE_DIR
 
 #: Signals that end a run cleanly (their handlers raise Interrupted so `finally` runs).
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)

@@ -19,10 +19,10 @@ from typing import Any, Dict, Optional
 
 import yaml
 
-from .datafiles import locate
-from .errors import InputError
-from .units import parse_size
-from .vocab import KERNEL_VARIANTS
+from ..datafiles import locate
+from ..errors import InputError
+from ..units import parse_size
+from ..vocab import KERNEL_VARIANTS
 
 IDLE_MODES = ("spin", "sleep")
 #: ``threads: all`` (job file) or ``--threads all``: one touching thread per other online
@@ -77,7 +77,7 @@ class Job:
         return out
 
     def validate(self) -> None:
-        from .workloads import MODULES  # the registry, not a list kept here
+        from ..workloads import MODULES  # the registry, not a list kept here
 
         if self.workload not in MODULES:
             raise InputError(f"unknown workload {self.workload!r}: choose one of {', '.join(MODULES)}")
@@ -151,7 +151,7 @@ def find_job_file(name: str) -> Path:
 
 def shipped_jobs() -> Dict[str, str]:
     """The shipped job files by name, with their descriptions (for --help and errors)."""
-    from .datafiles import data_dir
+    from ..datafiles import data_dir
 
     out: Dict[str, str] = {}
     for f in sorted(data_dir("workloads").glob("*.yaml")):
@@ -196,7 +196,7 @@ def build_job(cli: Dict[str, Any], job_file: Optional[str] = None) -> Job:
     (workloads/*.py ``options``); they land in ``Job.options``, with the workload's
     defaults for those not given.
     """
-    from .workloads import MODULES, all_options, driver  # the workloads import this module
+    from ..workloads import MODULES, all_options, driver  # the workloads import this module
 
     params: Dict[str, Any] = {}
     sources: Dict[str, str] = {}
