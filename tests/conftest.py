@@ -4,6 +4,7 @@ sysfs knobs) and are skipped unless run as root."""
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 from typing import Dict
 
@@ -43,8 +44,19 @@ def system_state() -> Dict[str, object]:
 
 
 def tracefs_event(name: str) -> bool:
-    """Whether this kernel has a trace event (e.g. 'csd/csd_queue_cpu', Linux 6.5+)."""
-    return (TRACEFS / "events" / name).is_dir() or (Path("/sys/kernel/debug/tracing/events") / name).is_dir()
+    """Whether this kernel has a trace event (e.g. 'csd/csd_queue_cpu', Linux 6.5+).
+
+    tracefs is often not mounted on a fresh machine (tlbprobe mounts it for a run and
+    unmounts it afterwards), and an unmounted tracefs shows no events: a test that looked
+    only there would skip on a kernel that has the event. As root, look in a tracefs
+    mounted in a mount namespace of its own (unshare), which no other process sees."""
+    if (TRACEFS / "events" / name).is_dir() or (Path("/sys/kernel/debug/tracing/events") / name).is_dir():
+        return True
+    if os.geteuid() != 0 or os.path.ismount(TRACEFS) or not TRACEFS.is_dir():
+        return False
+    look = f"mount -t tracefs nodev {TRACEFS} && test -d {TRACEFS}/events/{name}"
+    return subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", look],
+                          capture_output=True).returncode == 0
 
 
 def host_flush_mode() -> str:
@@ -54,10 +66,52 @@ def host_flush_mode() -> str:
     return gather(None).flush_mode
 
 
+#: Skips that must not happen on CI's kind of machine (root, x86, a kernel with the csd and
+#: irq_vectors trace events): under TLBPROBE_STRICT_SKIPS=1 (.ci/run sets it) a test that
+#: skips with one of these reasons fails the session instead of passing unseen.
+STRICT_SKIP_TAG = "[required on CI]"
+
 #: Tests that count sync calls where the kernel queues them need the csd trace events.
 needs_csd_events = pytest.mark.skipif(
-    os.geteuid() == 0 and not tracefs_event("csd/csd_queue_cpu") and os.path.ismount(TRACEFS),
-    reason="this kernel has no csd:csd_queue_cpu trace event (Linux 6.5+): the queued counts are not there")
+    os.geteuid() == 0 and not tracefs_event("csd/csd_queue_cpu"),
+    reason=f"{STRICT_SKIP_TAG} this kernel has no csd:csd_queue_cpu trace event (Linux 6.5+): "
+           "the queued counts are not there")
+#: The cost observer's handler times need the x86 function-call vector events.
+needs_irq_vector_events = pytest.mark.skipif(
+    os.geteuid() == 0 and not tracefs_event("irq_vectors/call_function_entry"),
+    reason=f"{STRICT_SKIP_TAG} this kernel has no irq_vectors:call_function_entry trace event (x86 only)")
+
+
+_STRICT_SKIPS: list = []
+
+
+def pytest_runtest_logreport(report):
+    if report.skipped and STRICT_SKIP_TAG in str(report.longrepr):
+        _STRICT_SKIPS.append(report.nodeid)
+
+
+def _strict_failures() -> list:
+    if os.environ.get("TLBPROBE_STRICT_SKIPS") != "1":
+        return []
+    out = list(_STRICT_SKIPS)
+    if os.geteuid() != 0:
+        out.append("(the suite ran without root: every root test skipped)")
+    return out
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Under TLBPROBE_STRICT_SKIPS=1, a strict skip fails the session."""
+    if _strict_failures() and exitstatus == 0:
+        session.exitstatus = 1
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    failures = _strict_failures()
+    if failures:
+        terminalreporter.write_line(f"TLBPROBE_STRICT_SKIPS: {len(failures)} test(s) skipped that must run on "
+                                    "this kind of machine (root, x86, csd and irq_vectors events):", red=True)
+        for nodeid in failures:
+            terminalreporter.write_line(f"  {nodeid}", red=True)
 
 
 @pytest.fixture

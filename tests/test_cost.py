@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import JOURNAL, needs_csd_events, system_state
+from conftest import JOURNAL, needs_csd_events, needs_irq_vector_events, system_state
 from tlbprobe.measure.cost import MARK, CostParser, figures
 from tlbprobe.measure.victim import RECORD, difference, loss, phase_figures, read_slices
 
@@ -86,9 +86,8 @@ def test_victim_slices_figures_and_differences(tmp_path):
 
 @pytest.mark.root
 @needs_csd_events
+@needs_irq_vector_events
 def test_a_collapse_with_cost_and_victim_on_this_host(tmp_path):
-    if not Path("/sys/kernel/tracing/events/irq_vectors/call_function_entry").is_dir():
-        pytest.skip("this kernel has no irq_vectors:call_function_entry (x86 only)")
     if JOURNAL.exists():
         pytest.fail(f"{JOURNAL} exists before the test")
     before = system_state()

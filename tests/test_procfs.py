@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import STRICT_SKIP_TAG
 from irqgen import arm64_interrupts, count_row, header, single_row, x86_interrupts
 from tlbprobe.errors import InputError
 from tlbprobe.measure.procfs import (
@@ -409,7 +410,7 @@ def test_real_proc_interrupts_two_reads_diff_non_negative():
     assert all(d >= 0 for line in diff.lines.values() for d in line.per_cpu.values())
 
 
-@pytest.mark.skipif(platform.machine() not in ("x86_64", "i686", "i386"), reason="x86 labels")
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "i686", "i386"), reason=f"{STRICT_SKIP_TAG} x86 labels")
 def test_real_x86_has_cal_and_tlb_with_canonical_names():
     snap = read_interrupts()
     assert snap.lines["CAL"].canonical == "function_call"

@@ -9,13 +9,17 @@ from pathlib import Path
 
 import pytest
 
+from conftest import STRICT_SKIP_TAG
+
 from tlbprobe.errors import InputError
 from tlbprobe.vm import guest as g
 from tlbprobe.kernel.build import KernelSpec, OUR_PATCHES, build_kernel, check_patch, variant_patches
 
 KERNEL_SOURCE = sorted(Path("/usr/src").glob("linux-source-*.tar.xz"))
-needs_qemu = pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="qemu-system-x86 not installed")
-needs_source = pytest.mark.skipif(not KERNEL_SOURCE, reason="linux-source not installed (install.sh installs it)")
+needs_qemu = pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None,
+                                reason=f"{STRICT_SKIP_TAG} qemu-system-x86 not installed (install.sh --with-qemu)")
+needs_source = pytest.mark.skipif(not KERNEL_SOURCE,
+                                  reason=f"{STRICT_SKIP_TAG} linux-source not installed (install.sh --with-qemu)")
 
 
 # -- pure functions -----------------------------------------------------------------------
@@ -147,7 +151,7 @@ def baseline_kernel():
 
 DEBIAN12_SOURCE = Path("/usr/src/linux-source-6.1.tar.xz")
 needs_debian12_source = pytest.mark.skipif(not DEBIAN12_SOURCE.exists(),
-                                           reason="linux-source-6.1 not installed (install.sh --with-qemu installs it)")
+                                           reason=f"{STRICT_SKIP_TAG} linux-source-6.1 not installed (install.sh --with-qemu)")
 
 
 @needs_qemu
