@@ -87,31 +87,71 @@ def render_table(rows: Sequence[SweepRow], width: int = 72) -> str:
 
 
 def write_plot(rows: Sequence[SweepRow], path: Path) -> Path:
-    """Total sync IPIs and ms per operation against N, per kernel, with the model's line."""
+    """Total sync IPIs and ms per operation against N, per kernel, with the model's line.
+
+    The counts span orders of magnitude (a patched kernel's 0 beside N-1 per operation on
+    the baseline), so their axis is symlog with 0 at its foot and each point labelled with
+    its value; the time per operation is marked as the emulator's where the runs were TCG
+    guests. Legends sit outside the axes (report/plots.py's rules; tests/test_plots.py)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    for variant, marker in (("baseline", "o"), ("patched", "s")):
+    from .plots import DPI, LABEL_PT, LEGEND_PT, NOTE_PT, TICK_PT, TITLE_PT, _count, _value_scale
+
+    cpus = sorted({r.cpus for r in rows})
+    tcg = any(r.accel == "tcg" for r in rows)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.6), layout="constrained")
+    counts: List[float] = []
+    for variant, marker, color in (("baseline", "o", "tab:blue"), ("patched", "s", "tab:orange")):
         mine = [r for r in rows if r.variant == variant]
         if not mine:
             continue
         xs = [r.cpus for r in mine]
-        left.plot(xs, [r.sync_total for r in mine], marker=marker, linestyle="", label=f"{variant}, measured")
+        ys = [max(r.sync_total, 0.0) for r in mine]
+        # clip_on=False: a 0 sits on the axis' foot, whole
+        left.plot(xs, ys, marker=marker, linestyle="", color=color, markersize=7, clip_on=False,
+                  label=f"{variant}, measured")
+        counts += ys
+        for x, y in zip(xs, ys):
+            left.annotate(fmt_num(y), (x, y), xytext=(7, 3), textcoords="offset points", fontsize=NOTE_PT,
+                          color=color, va="bottom")
         model = [(r.cpus, r.model_total) for r in mine if r.model_total is not None]
         if model:
-            left.plot([x for x, _ in model], [y for _, y in model], linestyle="--", label=f"{variant}, model")
+            left.plot([x for x, _ in model], [y for _, y in model], linestyle="--", color=color, lw=1,
+                      label=f"{variant}, model")
+            counts += [y for _, y in model]
         timed = [(r.cpus, r.ms_per_op) for r in mine if r.ms_per_op is not None]
-        right.plot([x for x, _ in timed], [y for _, y in timed], marker=marker, label=variant)
-    left.set(xlabel="CPUs", ylabel="sync IPIs to the other CPUs", title="sync IPIs per run")
-    right.set(xlabel="CPUs", ylabel="ms per operation", title="initiator's time per operation")
+        right.plot([x for x, _ in timed], [y for _, y in timed], marker=marker, color=color, label=variant)
+    log = _value_scale(left, counts)
+    top = max(counts + [1.0])
+    left.set_ylim(0, top * (8 if log else 1.2))
+    left.set_ylabel("sync IPIs to the other CPUs, per run\n(count" + (", log scale)" if log else ")"))
+    left.set_title("sync IPIs per run, measured and the model's", fontsize=LABEL_PT)
+    emu = " (emulator time under TCG, not an IPI's cost)" if tcg else ""
+    right.set_ylabel("ms per operation, initiator")
+    right.set_title("initiator's time per operation" + emu, fontsize=LABEL_PT)
+    right.set_ylim(bottom=0)
     for ax in (left, right):
         ax.set_xscale("log", base=2)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
+        ax.xaxis.set_major_locator(FixedLocator(cpus))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _count(v)))
+        ax.set_xlim(min(cpus) / 1.5, max(cpus) * 1.6)
+        ax.set_xlabel("CPUs (vCPUs of the guest)" if tcg else "CPUs")
+        ax.tick_params(labelsize=TICK_PT)
+        ax.xaxis.label.set_fontsize(LABEL_PT)
+        ax.yaxis.label.set_fontsize(LABEL_PT)
+        ax.legend(loc="upper left", bbox_to_anchor=(0.0, -0.2), ncols=2, fontsize=LEGEND_PT, frameon=False,
+                  borderaxespad=0.0)
+    kernels = " and ".join(v for v in ("baseline", "patched") if any(r.variant == v for r in rows))
+    accels = sorted({r.accel for r in rows})
+    where = ", ".join("runs on the host" if a == "host" else f"QEMU {a.upper()} guests" for a in accels)
+    fig.suptitle(f"CPU-count sweep, {kernels} kernels at {', '.join(map(str, cpus))} CPUs ({where})",
+                 fontsize=TITLE_PT)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
