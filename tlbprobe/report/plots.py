@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
 from ..errors import InputError
-from ..vocab import SYNC_FUNCTION
+from ..vocab import IDLE_PHASE, SYNC_FUNCTION, WORKLOAD_PHASE
 from .analyze import RunAnalysis
 from .rows import expected_per_repeat, per_cpu_rows
 
@@ -202,7 +202,7 @@ def _timeline_plot(a: RunAnalysis, path: Path) -> Optional[PlotFile]:
     if df.empty:
         return None
     t0 = float(df["start"].min())
-    points = {"idle": [], "workload": []}
+    points = {IDLE_PHASE: [], WORKLOAD_PHASE: []}
     for r in a.run.repeats:
         for name, ph in r.phases.items():
             rows = df[(df["repeat"] == r.repeat) & (df["phase"] == name)]
@@ -245,8 +245,8 @@ def _handler_plot(a: RunAnalysis, path: Path) -> Optional[PlotFile]:
     import matplotlib.pyplot as plt
 
     hist = ((a.run.summary.get("cost") or {}).get("histograms") or {})
-    series = [("sync IPIs, workload", (hist.get("workload") or {}).get("vector_sync") or {}),
-              ("all function-call IPIs, idle", (hist.get("idle") or {}).get("vector_all") or {})]
+    series = [("sync IPIs, workload", (hist.get(WORKLOAD_PHASE) or {}).get("vector_sync") or {}),
+              ("all function-call IPIs, idle", (hist.get(IDLE_PHASE) or {}).get("vector_all") or {})]
     if not any(h for _, h in series):
         return None
     fig, ax = plt.subplots(figsize=(6.0, 3.4))
