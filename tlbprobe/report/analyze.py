@@ -45,7 +45,7 @@ from ..model import (
 from ..rundir.reader import Run
 from ..rundir.schema import RepeatFigures
 from ..vocab import FLUSH_FUNCTION, SYNC_FUNCTION
-from ..workloads import WorkloadSpec
+from ..workloads import WorkloadSpec, broken
 from ..workloads import spec as workload_spec
 from .stats import Spread, describe
 
@@ -116,7 +116,9 @@ def scenario_for(run: Run, variant: Optional[str], flush: str, hugetlb_unshare: 
     try:
         spec = workload_spec(run.workload)
     except InputError:
-        raise InputError(f"{run.path / 'summary.json'}: workload {run.workload!r} is not one the model knows") from None
+        why = broken().get(run.workload)  # a plug-in that did not load says why
+        raise InputError(f"{run.path / 'summary.json'}: workload {run.workload!r} is not one the model knows"
+                         + (f": {why}" if why else "")) from None
     threads = int(run.job.get("threads") or 0)
     size = run.job.get("size")
     return spec.scenario_from_run(run, Scenario(

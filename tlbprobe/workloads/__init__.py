@@ -87,6 +87,12 @@ def spec(name: str) -> WorkloadSpec:
     raise InputError(f"unknown workload {name!r}: choose one of {', '.join(specs)}")
 
 
+def broken() -> Dict[str, str]:
+    """The plug-ins that were skipped, by entry-point name, with why (one line each)."""
+    registry()
+    return dict(_BROKEN)
+
+
 def default_name() -> str:
     """The workload collect runs when none is named (the built-in spec marked default)."""
     for s in registry().values():
@@ -192,4 +198,4 @@ def _why(e: BaseException) -> str:
 
 
 __all__ = ["DRIVERS", "ENTRY_POINT_GROUP", "Option", "PhaseOutcome", "ReportFigure", "Workload", "WorkloadSpec",
-           "all_options", "all_specs", "default_name", "driver", "names", "registry", "spec"]
+           "all_options", "all_specs", "broken", "default_name", "driver", "names", "registry", "spec"]
