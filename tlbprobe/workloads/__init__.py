@@ -31,7 +31,6 @@ import importlib.util
 import pkgutil
 import re
 import sys
-from importlib.metadata import entry_points
 from typing import Dict, List, Optional, Type
 
 from ..errors import InputError, InternalError
@@ -131,6 +130,8 @@ def driver(name: str) -> Type[Workload]:
 # -- discovery -----------------------------------------------------------------------------
 
 def _discover() -> Dict[str, WorkloadSpec]:
+    from importlib.metadata import entry_points  # on first use only: it reads every installed package
+
     found: Dict[str, WorkloadSpec] = {}
     for info in pkgutil.iter_modules(__path__):
         if not info.ispkg:
