@@ -73,6 +73,23 @@ def test_every_built_in_workload_is_a_folder_with_a_pure_spec_and_a_driver():
     assert (PACKAGE / "workloads" / "gup_fast" / "gupbench.c").is_file()
 
 
+def test_the_registry_api():
+    from tlbprobe.errors import InputError
+    from tlbprobe.workloads import all_options, default_name, names, spec
+
+    assert names()[:6] == ["collapse", "hugetlb-unshare", "idle", "khugepaged", "hugetlb-db", "gup-fast"]
+    assert default_name() == "collapse"
+    assert spec("hugetlb") is spec("unshare") is spec("hugetlb-unshare")  # old spellings
+    with pytest.raises(InputError, match=r"unknown workload 'swap': choose one of collapse, hugetlb-unshare, idle"):
+        spec("swap")
+    assert all_options()["sharers"] == ["hugetlb-unshare", "hugetlb-db"]
+    code = ("import sys\nfrom tlbprobe.workloads import driver, names\nnames()\n"
+            "assert 'tlbprobe.workloads.collapse.driver' not in sys.modules\n"
+            "assert driver('collapse').__module__ == 'tlbprobe.workloads.collapse.driver'")
+    res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+
+
 def test_the_report_imports_no_driver_and_no_kernel_reader():
     """In a fresh interpreter: the report of a recorded collapse and a hugetlb run in every
     format, and `tlbprobe model`'s parser, and nothing that runs as root is imported."""
