@@ -48,7 +48,7 @@ from tlbprobe.measure.sysstate import DEFAULT_STATE_DIR, SystemState, stop_signa
 from tlbprobe.measure.trace import TraceSession, open_session  # noqa: E402
 from tlbprobe.workloads import libc  # noqa: E402
 from tlbprobe.vocab import PMD_SIZE  # noqa: E402
-from tlbprobe.workloads.collapse import CollapseWorkload  # noqa: E402
+from tlbprobe.workloads.collapse.driver import CollapseWorkload  # noqa: E402
 
 MAX_RANGES = 1024        # 2 GiB: the most one window collapses (the `max` rate stops there)
 

@@ -24,7 +24,7 @@ from tlbprobe.run.job import build_job
 from tlbprobe.measure.paths import REAL, KernelPaths
 from tlbprobe.rundir.reader import load_run
 from tlbprobe.ui import Console
-from tlbprobe.workloads import DRIVERS, MODULES, PhaseOutcome, Workload
+from tlbprobe.workloads import DRIVERS, PhaseOutcome, Workload, WorkloadSpec, registry
 
 DATA = Path(__file__).parent / "data"
 BEFORE = DATA / "x86-kvm-2cpu.before.interrupts"
@@ -83,7 +83,8 @@ def tiny(tree, monkeypatch):
             shutil.copyfile(AFTER, interrupts)
             return PhaseOutcome(1, 1)
 
-    monkeypatch.setitem(MODULES, "recorded", "recorded")
+    monkeypatch.setitem(registry(), "recorded", WorkloadSpec(name="recorded", description="a recorded VM's 2 s",
+                                                              driver="tests:Recorded", ops_unit="replays"))
     monkeypatch.setitem(DRIVERS, "recorded", Recorded)
     return Recorded
 

@@ -13,7 +13,7 @@ import pytest
 
 from conftest import JOURNAL, system_state
 from tlbprobe.errors import WorkloadError
-from tlbprobe.workloads.gup_fast import parse_output
+from tlbprobe.workloads.gup_fast.driver import parse_output
 from tlbprobe.workloads.race import SPLAT, KernelLog, corrupted_bytes, write_pattern
 
 REPO = Path(__file__).resolve().parents[1]

@@ -21,7 +21,7 @@ import pytest
 
 from tlbprobe import cli
 from tlbprobe.workloads import driver
-from tlbprobe.workloads.hugetlb import HugetlbUnshareWorkload, pages_for
+from tlbprobe.workloads.hugetlb_unshare.driver import HugetlbUnshareWorkload, pages_for
 from tlbprobe.workloads.sharers import ENTRIES_PER_TABLE, Layout
 
 REPO = Path(__file__).resolve().parent.parent
@@ -80,7 +80,7 @@ def test_defaults_are_made_explicit_for_run_yaml():
 
 def test_configure_reserves_only_what_is_missing_and_refuses_a_shortfall(monkeypatch):
     from tlbprobe.errors import PreflightError
-    from tlbprobe.workloads import hugetlb
+    from tlbprobe.workloads import segment as hugetlb
 
     knob = {"value": 100}
     monkeypatch.setattr(hugetlb, "read_knob", lambda path: str(knob["value"]))

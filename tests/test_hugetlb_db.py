@@ -78,7 +78,7 @@ def test_a_part_touch_tells_shared_from_private_tables_despite_the_interpreters_
 
 
 def test_the_model_knows_when_even_sessions_overlap():
-    from tlbprobe.model import db_exclusive_exits
+    from tlbprobe.workloads.hugetlb_db.spec import db_exclusive_exits
 
     assert db_exclusive_exits(100, rate=20, work_ms=10) == 100     # 10 ms of every 50: never overlap
     assert db_exclusive_exits(100, rate=20, work_ms=120) == 1      # always overlap: only the last exit

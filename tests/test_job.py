@@ -61,30 +61,31 @@ def test_odd_job_files_are_refused_in_one_line(tmp_path, content, message):
 
 
 def test_workload_drivers_are_found_by_name_and_a_broken_module_is_named(monkeypatch):
-    """Adding a workload = one module with a Workload subclass named like it; a module that
-    does not import is a clear error naming it (it used to vanish from the registry)."""
+    """Adding a workload = a spec (its options, model and report hooks) naming its driver
+    class; a driver that does not import is a clear error naming it (it used to vanish
+    from the registry)."""
     import sys
     import types
 
     import pytest
 
     from tlbprobe.errors import InternalError
-    from tlbprobe.workloads import DRIVERS, MODULES, Workload, driver
+    from tlbprobe.workloads import DRIVERS, Option, Workload, WorkloadSpec, driver, registry
 
     assert driver("collapse").name == "collapse" and driver("idle").name == "idle"
     from tlbprobe.run.job import build_job
-    from tlbprobe.workloads import Option
 
-    tiny = types.ModuleType("tlbprobe.workloads.tiny")
+    tiny_spec = WorkloadSpec(name="tiny", description="a test's workload", driver="tlbprobe_test_tiny:Tiny",
+                             options=(Option("widgets", "widgets per phase", kind=int, default=3, low=1, high=9),))
+    tiny = types.ModuleType("tlbprobe_test_tiny")
 
     class Tiny(Workload):
-        name = "tiny"
-        options = (Option("widgets", "widgets per phase", kind=int, default=3, low=1, high=9),)
+        spec = tiny_spec
     tiny.Tiny = Tiny
-    monkeypatch.setitem(sys.modules, "tlbprobe.workloads.tiny", tiny)
-    monkeypatch.setitem(MODULES, "tiny", "tiny")
+    monkeypatch.setitem(sys.modules, "tlbprobe_test_tiny", tiny)
+    monkeypatch.setitem(registry(), "tiny", tiny_spec)
     monkeypatch.delitem(DRIVERS, "tiny", raising=False)
-    assert driver("tiny") is Tiny
+    assert driver("tiny") is Tiny and Tiny.name == "tiny" and Tiny.options == tiny_spec.options
     # its options are job keys and flags of their own, checked, with their default, in run.yaml
     assert build_job({"workload": "tiny"}).to_dict()["widgets"] == 3
     assert build_job({"workload": "tiny", "widgets": 5}).options == {"widgets": 5}
@@ -98,8 +99,8 @@ def test_workload_drivers_are_found_by_name_and_a_broken_module_is_named(monkeyp
     add_collect_options(p)
     assert "--widgets" in p.format_help()
     DRIVERS.pop("tiny")
-    monkeypatch.setitem(MODULES, "broken", "no_such_module")
-    with pytest.raises(InternalError, match=r"workload 'broken': its module tlbprobe/workloads/no_such_module.py"):
+    monkeypatch.setitem(registry(), "broken", WorkloadSpec(name="broken", description="", driver="no_such_module:X"))
+    with pytest.raises(InternalError, match=r"workload 'broken': its driver no_such_module:X cannot be imported"):
         driver("broken")
 
 

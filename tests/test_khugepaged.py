@@ -14,7 +14,7 @@ import pytest
 
 from conftest import JOURNAL, needs_csd_events, system_state
 from tlbprobe.run.job import build_job
-from tlbprobe.workloads.khugepaged import KNOBS, max_rate, region_huge_bytes, seconds_to_collapse
+from tlbprobe.workloads.khugepaged.driver import KNOBS, max_rate, region_huge_bytes, seconds_to_collapse
 
 REPO = Path(__file__).resolve().parents[1]
 KHUGEPAGED = Path("/sys/kernel/mm/transparent_hugepage/khugepaged")

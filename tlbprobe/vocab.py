@@ -1,7 +1,8 @@
 """The words tlbprobe and the kernel share, defined once, each with where its meaning comes from.
 
-Every module that needs a flush mode, a workload name, a hugetlb operation, a page-table
-size or the name of a traced kernel function imports it from here; a value that changes
+Every module that needs a flush mode, a phase's name, a hugetlb operation, a page-table
+size or the name of a traced kernel function imports it from here (a workload's name is
+its spec's, tlbprobe/workloads/<name>/spec.py); a value that changes
 with the kernel names the source (Debian's linux-source 6.1.192, 6.12.117 and this
 host's 6.18) that fixes its meaning.
 """
@@ -12,11 +13,11 @@ from typing import Dict, Tuple
 
 # -- what a run measures ------------------------------------------------------------------
 
-#: Workloads a job can name (tlbprobe/workloads/ has one driver per name).
-WORKLOADS: Tuple[str, ...] = ("collapse", "hugetlb-unshare", "idle", "khugepaged", "hugetlb-db", "gup-fast")
-#: Spellings older job files and summaries used for a workload.
-WORKLOAD_ALIASES: Dict[str, str] = {
-    "hugetlb": "hugetlb-unshare", "unshare": "hugetlb-unshare", "hugetlb_unshare": "hugetlb-unshare"}
+#: The phases of a repeat (phases.csv, summary.json, snapshots/r<N>-<phase>-*): the idle
+#: control window, which measures the background, and the measured workload window. The
+#: idle workload (tlbprobe/workloads/idle/) has the first only.
+IDLE_PHASE = "idle"
+WORKLOAD_PHASE = "workload"
 
 #: The two kernels of an A/B: without and with the patch under test.
 KERNEL_VARIANTS: Tuple[str, ...] = ("baseline", "patched")
@@ -42,6 +43,10 @@ HUGETLB_OPERATION_ALIASES: Dict[str, str] = {
 #: 6.1.192 and 6.12.117 and in 6.18), once per table ("per-table": older kernels), or
 #: never ("none").
 HUGETLB_ERAS: Tuple[str, ...] = ("batched", "per-table", "none")
+
+#: The kernel thread that collapses in the background (mm/khugepaged.c), and its sysfs
+#: directory of knobs and counters under /sys/kernel/mm/transparent_hugepage/.
+KHUGEPAGED = "khugepaged"
 
 # -- page-table geometry (x86-64, 4 KiB pages) --------------------------------------------
 

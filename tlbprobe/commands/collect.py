@@ -11,7 +11,7 @@ from ..ui import Console
 from ..run.job import IDLE_MODES, KERNEL_VARIANTS, SYNC_COUNTERS, build_job, parse_threads
 from ..rundir.summary_text import render_summary
 from ..units import parse_size
-from ..workloads import MODULES, all_drivers, all_options
+from ..workloads import all_options, all_specs, default_name, names
 from ..vocab import FLUSH_MODES
 
 EPILOG = """\
@@ -42,7 +42,7 @@ directory format is described in doc/run-format.md; `tlbprobe report DIR` reads 
 
 def add_collect_options(p: argparse.ArgumentParser) -> None:
     """The options of a collect; `tlbprobe qemu collect` passes the same ones to the guest."""
-    p.add_argument("--workload", choices=list(MODULES), help="what to measure (default: collapse)")
+    p.add_argument("--workload", choices=names(), help=f"what to measure (default: {default_name()})")
     p.add_argument("--job", metavar="FILE", help="YAML job file (see workloads/); flags given here override it")
     p.add_argument("--size", type=parse_size, metavar="SIZE",
                    help="bytes to collapse or unshare, e.g. 512M, 20G (default: up to 4G, sized to free memory)")
@@ -79,17 +79,17 @@ def add_collect_options(p: argparse.ArgumentParser) -> None:
                    help="run a pinned work loop on every other CPU and report the throughput it loses in the "
                         "workload phases and its longest gap (needs a C compiler)")
     seen = set()
-    drivers = all_drivers()
-    for cls in drivers:  # each workload declares its own options (workloads/*.py)
-        mine = [o for o in cls.options if o.key not in seen]
+    specs = all_specs()
+    for spec in specs:  # each workload declares its own options (tlbprobe/workloads/<name>/spec.py)
+        mine = [o for o in spec.options if o.key not in seen]
         if not mine:
             continue
-        g = p.add_argument_group(f"{cls.name} workload")
+        g = p.add_argument_group(f"{spec.name} workload")
         for o in mine:
             seen.add(o.key)
             # a key two workloads declare (sharers) is one flag: its help gives each meaning
-            also = [(d.name, x) for d in drivers if d is not cls for x in d.options if x.key == o.key]
-            text = o.help if not also else "; ".join([f"{cls.name}: {o.help}"] + [f"{n}: {x.help}" for n, x in also])
+            also = [(d.name, x) for d in specs if d is not spec for x in d.options if x.key == o.key]
+            text = o.help if not also else "; ".join([f"{spec.name}: {o.help}"] + [f"{n}: {x.help}" for n, x in also])
             if o.flag:
                 g.add_argument(o.flag_name, dest=o.key, action="store_const", const=True, help=text)
             else:

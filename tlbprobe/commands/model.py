@@ -3,31 +3,19 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict
+import dataclasses
 import json
 from pathlib import Path
-from typing import List
+from typing import TYPE_CHECKING, Any, Dict, List, Sequence
 
 from ..errors import InputError
-from ..ui.numbers import fmt_num
-from ..model import (
-    khugepaged_max_rate,
-    khugepaged_seconds_to_collapse,
-    project_cost,
-    FLUSH_MODES,
-    db_exclusive_exits,
-    HUGETLB_ERAS,
-    UNSHARE_KINDS,
-    WORKLOADS,
-    ModelParams,
-    Prediction,
-    Scenario,
-    load_params,
-    ops_from_size,
-    predict,
-    tables_from_size,
-)
 from ..units import format_size, parse_size
+from ..vocab import FLUSH_MODES, HUGETLB_ERAS
+from ..workloads import WorkloadSpec, all_specs, names
+from ..workloads import spec as workload_spec
+
+if TYPE_CHECKING:  # the model's engine is imported by main(), not to build --help
+    from ..model import ModelParams, Prediction, Scenario
 
 EPILOG = """\
 examples:
@@ -52,7 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--workload", choices=WORKLOADS + ("hugetlb",),
+    specs = all_specs()
+    p.add_argument("--workload", choices=names() + [s.aliases[0] for s in specs if s.aliases],
                    help="operation to model (required, but with --cost-from: the run's)")
     p.add_argument("--cost-from", type=Path, metavar="RUN",
                    help="a run directory collected with --cost: project the time the broadcasts take on the "
@@ -63,20 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=0, help="threads of the process besides the driver, each on its own CPU")
     p.add_argument("--kernel", choices=("baseline", "patched", "unknown"), default="baseline", help="kernel variant")
     p.add_argument("--flush", choices=FLUSH_MODES, default="native", help="TLB flush mode of the host")
-    p.add_argument("--op", choices=UNSHARE_KINDS, default="munmap", help="hugetlb unsharing operation (default munmap)")
-    p.add_argument("--sharers", type=int, default=2,
-                   help="hugetlb-unshare: processes mapping the range, one holder plus unsharers taking turns (default 2); "
-                        "hugetlb-db: the servers that keep the segment mapped while clients come and go")
-    p.add_argument("--control", action="store_true", help="hugetlb: MAP_PRIVATE mapping that cannot share")
-    p.add_argument("--pages-to-scan", type=int, default=4096, metavar="N",
-                   help="khugepaged: pages scanned per wake-up (kernel default 4096)")
-    p.add_argument("--scan-sleep-millisecs", type=int, default=10000, metavar="MS",
-                   help="khugepaged: sleep between wake-ups (kernel default 10000)")
-    p.add_argument("--rate", type=float, metavar="R",
-                   help="hugetlb-db: client sessions per second (with --client-work-ms: whether sessions overlap)")
-    p.add_argument("--client-work-ms", type=float, metavar="MS",
-                   help="hugetlb-db: how long each client stays attached; sessions that overlap leave the tables "
-                        "exclusive only at the last exit of a run of overlapping ones")
+    add_workload_flags(p, specs)
     p.add_argument("--tables-per-op", type=int, help="PMD tables one unsharing operation covers (default size/1G)")
     p.add_argument(
         "--hugetlb-unshare",
@@ -89,46 +65,76 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=main)
 
 
-def scenario_from_args(args: argparse.Namespace) -> Scenario:
+def add_workload_flags(p: argparse.ArgumentParser, specs: Sequence[WorkloadSpec]) -> None:
+    """The workloads' own model flags (WorkloadSpec.model_flags), in listing order. A key
+    two workloads declare (sharers) is one flag; its help gives each meaning where they
+    differ. Defaults are applied by :func:`flag_values`, so a flag not given stays None here."""
+    seen = set()
+    for spec in specs:
+        for o in spec.model_flags:
+            if o.key in seen:
+                continue
+            seen.add(o.key)
+            owners = [(s.name, x) for s in specs for x in s.model_flags if x.key == o.key]
+            text = o.help if len({x.help for _, x in owners}) == 1 else "; ".join(f"{n}: {x.help}" for n, x in owners)
+            if o.flag:
+                p.add_argument(o.flag_name, dest=o.key, action="store_const", const=True, help=text)
+            else:
+                p.add_argument(o.flag_name, dest=o.key, type=o.kind, choices=o.choices, metavar=o.metavar, help=text)
+
+
+def flag_values(args: argparse.Namespace, spec: WorkloadSpec) -> Dict[str, Any]:
+    """Every workload's model flag by key, as given, else the default the workload
+    declares (or the first workload that declares it)."""
+    values: Dict[str, Any] = {}
+    for s in [spec] + all_specs():
+        for o in s.model_flags:
+            if o.key not in values:
+                given = getattr(args, o.key, None)
+                values[o.key] = o.default if given is None else given
+    return values
+
+
+def scenario_from_args(args: argparse.Namespace, spec: WorkloadSpec) -> "Scenario":
+    """The Scenario the flags describe: the common ones here, a flag named like a Scenario
+    field (sharers, control) for every workload, then the workload's own
+    (WorkloadSpec.scenario_from_flags)."""
+    from ..model import Scenario, ops_from_size, tables_from_size
+
     size = parse_size(args.size) if args.size else None
-    workload = "hugetlb-unshare" if args.workload == "hugetlb" else args.workload
     if args.ops is not None:
         ops = args.ops
     elif size is not None:
-        ops = ops_from_size(workload, size)
-    elif workload in ("collapse", "khugepaged"):
-        raise InputError(f"{workload} needs --size or --ops")
+        ops = ops_from_size(spec.name, size)
+    elif spec.default_ops is None:
+        raise InputError(f"{spec.name} needs --size or --ops")
     else:
-        ops = 1 if workload == "hugetlb-unshare" else 0
+        ops = spec.default_ops
     if args.tables_per_op is not None:
         tables = args.tables_per_op
     else:
         tables = tables_from_size(size) if size else 1
     if args.threads < 0:
         raise InputError(f"--threads must not be negative, got {args.threads}")
-    exclusive = None
-    if workload == "hugetlb-db" and (args.rate is not None or args.client_work_ms is not None):
-        if args.rate is None or args.client_work_ms is None or args.rate <= 0 or args.client_work_ms < 0:
-            raise InputError("hugetlb-db: give --rate (> 0) and --client-work-ms (>= 0) together")
-        exclusive = db_exclusive_exits(ops, args.rate, args.client_work_ms) if args.sharers == 1 else 0
-    return Scenario(
-        exclusive_ops=exclusive,
-        workload=workload,
+    values = flag_values(args, spec)
+    fields = {f.name for f in dataclasses.fields(Scenario)}
+    scenario = Scenario(
+        workload=spec.name,
         ops=ops,
         online_cpus=args.cpus,
         mm_cpus=min(1 + args.threads, max(args.cpus, 1)),
         variant=None if args.kernel == "unknown" else args.kernel,
         flush_mode=args.flush,
-        unshare_kind=args.op if workload == "hugetlb-unshare" else None,
         tables_per_op=tables,
         hugetlb_unshare=args.hugetlb_unshare,
-        sharers=args.sharers,
-        control=args.control,
+        **{k: v for k, v in values.items() if k in fields},
     )
+    return spec.scenario_from_flags(scenario, values)
 
 
 def main(args: argparse.Namespace) -> int:
-    params = load_params(args.params)
+    from ..model import load_params, predict, with_workload_rules
+
     run = None
     if args.cost_from is not None:
         from ..rundir.reader import load_run
@@ -137,7 +143,9 @@ def main(args: argparse.Namespace) -> int:
         args.workload = args.workload or run.workload
     if not args.workload:
         raise InputError("--workload is required (or --cost-from RUN, whose workload is used)")
-    scenario = scenario_from_args(args)
+    spec = workload_spec(args.workload)
+    params = with_workload_rules(load_params(args.params), [spec])
+    scenario = scenario_from_args(args, spec)
     pred = predict(scenario, params)
     if run is not None:
         return _cost(args, run, pred)
@@ -149,25 +157,12 @@ def main(args: argparse.Namespace) -> int:
         print(json.dumps(out, indent=2, sort_keys=True))
     else:
         print("\n".join(render_text(pred, params, args.size)))
-        if scenario.workload == "khugepaged":
-            print(khugepaged_lines(args, scenario.ops))
+        for line in spec.model_lines(pred.scenario, flag_values(args, spec)):
+            print(line)
     return 0
 
 
-def khugepaged_lines(args: argparse.Namespace, ranges: int) -> str:
-    """[khugepaged-rate] the broadcast rate the knobs allow, and the time for the size."""
-    if args.pages_to_scan < 1 or args.scan_sleep_millisecs < 0:
-        raise InputError("--pages-to-scan must be at least 1 and --scan-sleep-millisecs not negative")
-    rate = khugepaged_max_rate(args.pages_to_scan, args.scan_sleep_millisecs)
-    least = khugepaged_seconds_to_collapse(ranges, args.pages_to_scan, args.scan_sleep_millisecs)
-    bound = (f"at most {rate:g} collapses (sync broadcasts) a second, {rate * 3600:,.0f} an hour"
-             if rate is not None else "no sleep between scans: as fast as it can scan")
-    return (f"Rate:      [khugepaged-rate] pages_to_scan {args.pages_to_scan}, scan_sleep "
-            f"{args.scan_sleep_millisecs} ms: {bound}, while memory is left to collapse; {ranges} ranges take "
-            f"at least {least:,.1f} s, then none (steady state)")
-
-
-def _rules_used(pred: Prediction) -> List[str]:
+def _rules_used(pred: "Prediction") -> List[str]:
     seen: List[str] = []
     for f in (pred.sync_broadcasts, pred.sync_ipis, pred.tlb_ipis):
         for r in f.rules:
@@ -176,23 +171,14 @@ def _rules_used(pred: Prediction) -> List[str]:
     return seen
 
 
-def _rule_dict(params: ModelParams, rid: str) -> dict:
+def _rule_dict(params: "ModelParams", rid: str) -> dict:
     r = params.rule(rid)
     return {"function": r.function, "file": r.file, "since": r.since, "text": r.text}
 
 
-def render_text(pred: Prediction, params: ModelParams, size_text: "str | None" = None) -> List[str]:
+def render_text(pred: "Prediction", params: "ModelParams", size_text: "str | None" = None) -> List[str]:
     s = pred.scenario
-    what = {
-        "collapse": f"MADV_COLLAPSE: {s.ops} collapse{'s' if s.ops != 1 else ''}",
-        "hugetlb-unshare": f"hugetlb unshare ({s.unshare_kind}): {s.ops} operation{'s' if s.ops != 1 else ''}"
-        f" x {s.tables_per_op} PMD table{'s' if s.tables_per_op != 1 else ''}, {s.sharers} sharers"
-        f"{', MAP_PRIVATE control' if s.control else ''}",
-        "idle": "idle window",
-        "khugepaged": f"khugepaged: {s.ops} collapse{'s' if s.ops != 1 else ''} of anonymous 2 MiB ranges",
-        "hugetlb-db": f"hugetlb-db: {s.ops} client session{'s' if s.ops != 1 else ''} on a segment of "
-        f"{s.tables_per_op} PMD table{'s' if s.tables_per_op != 1 else ''}, {s.sharers} server(s)",
-    }[s.workload]
+    what = workload_spec(s.workload).model_what(s)
     if size_text:
         what += f" ({format_size(parse_size(size_text))})"
     lines = [
@@ -229,15 +215,18 @@ def _fmt(v: float) -> str:
     return f"{int(v):,}" if float(v).is_integer() else f"{v:,.1f}"
 
 
-def _cost(args: argparse.Namespace, run, pred: Prediction) -> int:
+def _cost(args: argparse.Namespace, run, pred: "Prediction") -> int:
     """--cost-from: the projection, which measured figure each line rests on, and where
     the figures do not transfer."""
+    from ..model import project_cost
+    from ..ui.numbers import fmt_num
+
     host = run.host
     emulated = bool((run.run_yaml.get("qemu") or {}).get("accel") == "tcg") or host.get("hypervisor") == "tcg"
     proj = project_cost(pred, run.summary.get("cost") or {}, run.online_cpus, str(run.summary.get("flush_mode")),
                         emulated)
     if args.format == "json":
-        print(json.dumps({"projection": asdict(proj), "scenario": asdict(pred.scenario),
+        print(json.dumps({"projection": dataclasses.asdict(proj), "scenario": dataclasses.asdict(pred.scenario),
                           "from": str(run.path)}, indent=2, sort_keys=True))
         return 0
     s = pred.scenario

@@ -31,6 +31,7 @@ from typing import Dict, List, Optional, Tuple
 from .. import __version__
 from .paths import REAL, KernelPaths
 from .procfs import parse_cpulist, read_meminfo, read_text
+from ..vocab import KHUGEPAGED
 
 THP_DIR = REAL.thp_dir
 CPU_DIR = REAL.cpu_dir
@@ -112,7 +113,7 @@ def read_thp_settings(root: Path = THP_DIR) -> Dict[str, str]:
     out: Dict[str, str] = {}
     if not root.is_dir():
         return out
-    knobs = list(root.iterdir()) + list((root / "khugepaged").glob("*")) + list(root.glob("hugepages-*/enabled"))
+    knobs = list(root.iterdir()) + list((root / KHUGEPAGED).glob("*")) + list(root.glob("hugepages-*/enabled"))
     for path in sorted(knobs):
         if path.is_file():
             try:

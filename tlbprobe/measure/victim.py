@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 from ..cbuild import Program
 from ..errors import PreflightError
 from ..rundir.schema import VICTIM_COLUMNS
+from ..vocab import IDLE_PHASE, WORKLOAD_PHASE
 from .observer import Phase
 
 if TYPE_CHECKING:
@@ -183,11 +184,11 @@ class VictimObserver:
         per_cpu: Dict[str, Any] = {}
         losses, gaps = [], []
         for cpu in self.cpus:
-            idle, work = phase_figures(self._in(cpu, "idle")), phase_figures(self._in(cpu, "workload"))
+            idle, work = phase_figures(self._in(cpu, IDLE_PHASE)), phase_figures(self._in(cpu, WORKLOAD_PHASE))
             pct, half = loss(idle, work)
             extra, extra_ci = difference(idle, work, "interruptions_per_s", "interruptions_se")
             lost, lost_ci = difference(idle, work, "lost_us_per_s", "lost_se")
-            per_cpu[str(cpu)] = {"unit_ns": self.unit_ns.get(cpu), "idle": idle, "workload": work,
+            per_cpu[str(cpu)] = {"unit_ns": self.unit_ns.get(cpu), IDLE_PHASE: idle, WORKLOAD_PHASE: work,
                                  "loss_pct": pct, "loss_ci95_pct": half,
                                  "extra_interruptions_per_s": extra, "extra_interruptions_ci95": extra_ci,
                                  "extra_lost_us_per_s": lost, "extra_lost_ci95": lost_ci}
@@ -195,7 +196,7 @@ class VictimObserver:
                 losses.append(pct)
             if work.get("slices"):
                 gaps.append(work["worst_gap_us"])
-        idle_gaps = [v["idle"]["worst_gap_us"] for v in per_cpu.values() if v["idle"].get("slices")]
+        idle_gaps = [v[IDLE_PHASE]["worst_gap_us"] for v in per_cpu.values() if v[IDLE_PHASE].get("slices")]
         # per phase (for the A/B's per-repeat figures): the mean rate over the CPUs, the worst gap
         phases: Dict[str, Any] = {}
         for tag, (a, b) in self.windows.items():

@@ -13,7 +13,8 @@ from typing import List, Optional, Sequence
 
 from .. import __version__
 from ..errors import InputError
-from ..model import ModelParams, load_params
+from ..model import ModelParams, load_params, with_workload_rules
+from ..workloads import all_specs
 from .analyze import RunAnalysis, VariantPattern, analyze_run
 from .compare import Comparison, compare_all
 from ..rundir.reader import Run, load_run
@@ -42,7 +43,7 @@ def build_report(paths: Sequence[str], options: ReportOptions = ReportOptions())
     """Load, check, model and compare the runs, in the order given (the first is the baseline)."""
     if not paths:
         raise InputError("give at least one run directory")
-    params = load_params(options.params_path)
+    params = with_workload_rules(load_params(options.params_path), all_specs())  # a plug-in's rules too
     runs: List[Run] = [load_run(Path(p)) for p in paths]
     refuse_incomplete(runs, options.allow_incomplete)
     analyses = []

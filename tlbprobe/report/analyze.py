@@ -36,8 +36,6 @@ from ..errors import InputError
 from ..model import (
     FLUSH_MODES,
     HUGETLB_ERAS,
-    WORKLOAD_ALIASES,
-    WORKLOADS,
     ModelParams,
     Prediction,
     Scenario,
@@ -47,10 +45,9 @@ from ..model import (
 from ..rundir.reader import Run
 from ..rundir.schema import RepeatFigures
 from ..vocab import FLUSH_FUNCTION, SYNC_FUNCTION
+from ..workloads import WorkloadSpec, broken
+from ..workloads import spec as workload_spec
 from .stats import Spread, describe
-
-#: job keys the collect side may use for the hugetlb operation kind
-UNSHARE_KIND_KEYS = ("operation", "op", "unshare_op", "kind")
 
 
 @dataclass(frozen=True)
@@ -114,32 +111,26 @@ def resolve_flush(run: Run, override: Optional[str]) -> Sourced:
 
 
 def scenario_for(run: Run, variant: Optional[str], flush: str, hugetlb_unshare: Optional[str]) -> Scenario:
-    """The model's inputs for a run: its counted ops, CPUs, threads, kernel and host."""
-    workload = WORKLOAD_ALIASES.get(run.workload, run.workload)
-    if workload not in WORKLOADS:
-        raise InputError(f"{run.path / 'summary.json'}: workload {run.workload!r} is not one the model knows")
+    """The model's inputs for a run: its counted ops, CPUs, threads, kernel and host, and
+    what its workload's spec reads from its job and figures (WorkloadSpec.scenario_from_run)."""
+    try:
+        spec = workload_spec(run.workload)
+    except InputError:
+        why = broken().get(run.workload)  # a plug-in that did not load says why
+        raise InputError(f"{run.path / 'summary.json'}: workload {run.workload!r} is not one the model knows"
+                         + (f": {why}" if why else "")) from None
     threads = int(run.job.get("threads") or 0)
-    if workload == "collapse" and run.job.get("race") is True:
-        threads = run.online_cpus - 1  # a walker thread of the mm on every other CPU
     size = run.job.get("size")
-    kind = next((run.job[k] for k in UNSHARE_KIND_KEYS if isinstance(run.job.get(k), str)), None)
-    sharers = run.job.get("sharers")
-    least = 1 if workload == "hugetlb-db" else 2
-    exclusive = [r.workload.workload_figures.get("exclusive_exits") for r in run.repeats if r.workload]
-    return Scenario(
-        workload=workload,
+    return spec.scenario_from_run(run, Scenario(
+        workload=spec.name,
         ops=run.ops,
         online_cpus=run.online_cpus,
         mm_cpus=max(1, min(1 + threads, run.online_cpus)),
         variant=variant,
         flush_mode=flush,
-        unshare_kind=(kind or "munmap") if workload == "hugetlb-unshare" else None,
         tables_per_op=tables_from_size(int(size)) if isinstance(size, int) and size > 0 else 1,
         hugetlb_unshare=hugetlb_unshare,
-        sharers=int(sharers) if isinstance(sharers, int) and sharers >= least else 2,
-        control=run.job.get("control") is True,
-        exclusive_ops=(int(sum(exclusive)) if exclusive and all(x is not None for x in exclusive) else None),
-    )
+    ))
 
 
 @dataclass(frozen=True)
@@ -181,6 +172,11 @@ class RunAnalysis:
     @property
     def label(self) -> str:
         return chr(ord("A") + self.index) if self.index < 26 else f"R{self.index + 1}"
+
+    @property
+    def spec(self) -> WorkloadSpec:
+        """The run's workload, described (tlbprobe/workloads/<name>/spec.py)."""
+        return workload_spec(self.scenario.workload)
 
 
 def analyze_run(
@@ -241,20 +237,27 @@ def per_repeat_figures(run: Run) -> Dict[str, List[float]]:
         if w is not None and r.ops:
             out["ms_per_op"].append(1000.0 * w.duration_s / r.ops)
     out.update(cost_per_repeat(run))
+    out.update(workload_per_repeat(run, workload_spec(run.workload)))
     return {k: v for k, v in out.items() if v}
+
+
+def workload_per_repeat(run: Run, spec: WorkloadSpec) -> Dict[str, List[float]]:
+    """The workload's own per-repeat figures (WorkloadSpec.report_figures, e.g. gup-fast's
+    ns per page), from its workload_figures, one value per repeat that has it."""
+    out: Dict[str, List[float]] = {f.key: [] for f in spec.report_figures}
+    for r in run.repeats:
+        figs = r.workload.workload_figures if r.workload else {}
+        for f in spec.report_figures:
+            if f.figure in figs:
+                out[f.key].append(figs[f.figure])
+    return out
 
 
 def cost_per_repeat(run: Run) -> Dict[str, List[float]]:
     """The cost figures one value per repeat (collect --cost, --victim): the receivers'
     handler time per sync IPI, the initiator's median wait, the victim's interruptions
     per second in the workload phase beyond its idle window."""
-    out: Dict[str, List[float]] = {"handler_us_per_sync_ipi": [], "initiator_us_p50": [], "victim_extra_irq_per_s": [],
-                                   "gup_ns_per_page": [], "gup_calls_per_s": []}
-    for r in run.repeats:  # the gup-fast workload's throughput (workload_figures)
-        f = r.workload.workload_figures if r.workload else {}
-        if "ns_per_page" in f:
-            out["gup_ns_per_page"].append(f["ns_per_page"])
-            out["gup_calls_per_s"].append(f["calls_per_s"])
+    out: Dict[str, List[float]] = {"handler_us_per_sync_ipi": [], "initiator_us_p50": [], "victim_extra_irq_per_s": []}
     c = run.cost
     if not c.empty:
         rows = c[(c["phase"] == "workload") & (c["cpu"].astype(str) == "all")]
@@ -499,11 +502,9 @@ def _likely_reason(
     for var in ("baseline", "patched"):
         if var != scen.variant and fits(replace(scen, variant=var)):
             return f"wrong kernel variant? the measurement fits a {var} kernel"
-    if scen.workload == "hugetlb-unshare":
-        for era in HUGETLB_ERAS:
-            if era != (scen.hugetlb_unshare or params.default_hugetlb_unshare) and fits(replace(scen, hugetlb_unshare=era)):
-                r = params.rule(f"hugetlb-unshare-{era}")
-                return f"the kernel behaves as '{era}' ({r.text}; {r.since}); try --hugetlb-unshare {era}"
+    for alt, why in workload_spec(scen.workload).alternatives(scen, params):  # e.g. another hugetlb era
+        if fits(alt):
+            return why
     if run.ops < run.ops_expected and fits(replace(scen, ops=run.ops_expected)):
         return (f"partial run: the count fits the {run.ops_expected} operations asked for, not the "
                 f"{run.ops} counted (were collapses missed by thp_collapse_alloc?)")

@@ -11,11 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from ..vocab import SYNC_FUNCTION
+from ..vocab import IDLE_PHASE, SYNC_FUNCTION, WORKLOAD_PHASE
 from .analyze import RunAnalysis, all_queued, is_traced
 from .stats import ALPHA, Spread, Welch, describe, ranges_overlap, welch
 
-#: (key, label, unit, digits); order is the order of the table.
+#: (key, label, unit, digits); order is the order of the table. A workload adds its own
+#: after these (WorkloadSpec.report_figures, see figures_for).
 FIGURES: Tuple[Tuple[str, str, str, int], ...] = (
     ("ops", "operations", "", 0),
     ("sync_ipis", "sync IPIs, other CPUs", "", 1),
@@ -28,9 +29,17 @@ FIGURES: Tuple[Tuple[str, str, str, int], ...] = (
     ("handler_us_per_sync_ipi", "handler us per sync IPI", "us", 2),
     ("initiator_us_p50", "initiator wait us, p50", "us", 1),
     ("victim_extra_irq_per_s", "victim interruptions/s", "", 0),
-    ("gup_ns_per_page", "GUP-fast ns per page", "ns", 2),
-    ("gup_calls_per_s", "GUP-fast calls/s", "", 0),
 )
+
+
+def figures_for(*runs: RunAnalysis) -> Tuple[Tuple[str, str, str, int], ...]:
+    """FIGURES, then the figures the runs' workloads add (gup-fast's ns per page), once each."""
+    out = list(FIGURES)
+    for a in runs:
+        for f in a.spec.report_figures:
+            if all(key != f.key for key, *_ in out):
+                out.append((f.key, f.label, f.unit, f.digits))
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -99,7 +108,7 @@ def mismatches(base: RunAnalysis, other: RunAnalysis) -> List[str]:
 
 def compare(base: RunAnalysis, other: RunAnalysis) -> Comparison:
     rows: List[FigureComparison] = []
-    for key, label, _unit, digits in FIGURES:
+    for key, label, _unit, digits in figures_for(base, other):
         a, b = base.per_repeat.get(key), other.per_repeat.get(key)
         if not a or not b:
             continue
@@ -127,7 +136,7 @@ def latency_rows(base: RunAnalysis, other: RunAnalysis) -> List[LatencyRow]:
     if not a.latency and not b.latency:
         return []
     out: List[LatencyRow] = []
-    phases = [p for p in ("idle", "workload") if p in a.latency or p in b.latency]
+    phases = [p for p in (IDLE_PHASE, WORKLOAD_PHASE) if p in a.latency or p in b.latency]
     phases += sorted(p for p in set(a.latency) | set(b.latency) if p not in phases)
     for phase in phases:
         for role in ("driver", "other"):

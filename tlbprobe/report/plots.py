@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Dict, Iterable, List, Optional, Sequence, Tupl
 
 from ..errors import InputError
 from ..ui.numbers import fmt_num
-from ..vocab import SYNC_FUNCTION
+from ..vocab import IDLE_PHASE, SYNC_FUNCTION, WORKLOAD_PHASE
 from .analyze import RunAnalysis
 from .rows import expected_per_repeat, per_cpu_rows
 
@@ -50,7 +50,7 @@ MAX_WIDTH_IN = 13.5
 LOG_SPAN = 100.0
 
 COLORS = {"cal": "tab:blue", "tlb": "tab:orange", "model": "0.25", "traced": "tab:green",
-          "idle": "0.45", "workload": "tab:red"}
+          IDLE_PHASE: "0.45", WORKLOAD_PHASE: "tab:red"}
 
 
 @dataclass(frozen=True)
@@ -432,7 +432,7 @@ def _timeline_plot(a: RunAnalysis, outdir: Path, stem: str) -> PlotFile:
                        "IPIs over time", f"{why}: nothing says when its phases ran. "
                        "The per-CPU and model figures come from summary.json and are drawn.")
     t0 = float(df["start"].min())
-    points: Dict[str, List[Tuple[float, float, float, float]]] = {"idle": [], "workload": []}
+    points: Dict[str, List[Tuple[float, float, float, float]]] = {IDLE_PHASE: [], WORKLOAD_PHASE: []}
     for r in a.run.repeats:
         for name, ph in r.phases.items():
             rows = df[(df["repeat"] == r.repeat) & (df["phase"] == name)]
@@ -453,16 +453,16 @@ def _timeline_plot(a: RunAnalysis, outdir: Path, stem: str) -> PlotFile:
             ax.hlines(sync, s, e, colors=COLORS.get(name, "0.45"), linewidth=3,
                       label=f"{name} phase: CAL-TLB/s" if i == 0 else None)
             ax.hlines(tlb, s, e, colors="tab:blue", linewidth=1, linestyles="dashed",
-                      label="TLB/s, phase mean" if (i == 0 and name == "workload") else None)
+                      label="TLB/s, phase mean" if (i == 0 and name == WORKLOAD_PHASE) else None)
             values += [sync, tlb]
     fine = _fine_rates(a, t0)
     for name, curves in fine.items():
         for i, (xs, sync_r, tlb_r) in enumerate(curves):
             ax.step(xs, [max(v, 0.0) for v in sync_r], where="pre",
-                    color="darkred" if name == "workload" else "dimgray", linewidth=0.8,
+                    color="darkred" if name == WORKLOAD_PHASE else "dimgray", linewidth=0.8,
                     label=f"{name}: CAL-TLB/s between samples" if i == 0 else None)
             values += sync_r
-            if name == "workload" and any(tlb_r):
+            if name == WORKLOAD_PHASE and any(tlb_r):
                 ax.step(xs, tlb_r, where="pre", color="tab:blue", linewidth=0.6,
                         label="TLB/s between samples" if i == 0 else None)
     log = _value_scale(ax, values)
@@ -501,8 +501,8 @@ def _handler_plot(a: RunAnalysis, path: Path) -> Optional[PlotFile]:
     from matplotlib.ticker import FuncFormatter
 
     hist = ((a.run.summary.get("cost") or {}).get("histograms") or {})
-    series = [("sync IPIs, workload phases", (hist.get("workload") or {}).get("vector_sync") or {}),
-              ("all function-call IPIs, idle phases", (hist.get("idle") or {}).get("vector_all") or {})]
+    series = [("sync IPIs, workload phases", (hist.get(WORKLOAD_PHASE) or {}).get("vector_sync") or {}),
+              ("all function-call IPIs, idle phases", (hist.get(IDLE_PHASE) or {}).get("vector_all") or {})]
     if not any(h for _, h in series):
         return None
     width = 10.0

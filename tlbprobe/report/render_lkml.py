@@ -15,7 +15,7 @@ from ..ui.tables import table_lines, wrap_command
 from ..vocab import SYNC_FUNCTION
 from . import Report
 from .analyze import RunAnalysis
-from .compare import FIGURES, Comparison
+from .compare import Comparison, figures_for
 from .rows import (
     cost_lines,
     expected_per_repeat,
@@ -167,7 +167,7 @@ def _comparison(c: Comparison) -> List[str]:
 def _single(a: RunAnalysis) -> List[str]:
     head = ("", f"{a.label} {a.variant.value or a.run.name}"[:18])
     body = [(_short(label), fmt_mean_ci(a.stats.get(key), digits))
-            for key, label, _unit, digits in FIGURES if key in a.stats and key != "background_rate"]
+            for key, label, _unit, digits in figures_for(a) if key in a.stats and key != "background_rate"]
     body.append(("model, per repeat", fmt_num(expected_per_repeat(a), 1)))
     return table_lines(head, body, "lr")
 

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Mapping, Optional, Sequence, Tuple
 
 from ..ui.numbers import fmt_num, fmt_p, fmt_pct
-from ..units import format_size
 from .analyze import SYNC_FUNCTION, RunAnalysis, all_queued
 from .stats import Spread
 
@@ -89,26 +88,11 @@ def fmt_spread(s: Optional[Spread], digits: int) -> str:
 
 
 def workload_line(a: RunAnalysis) -> str:
-    """'MADV_COLLAPSE of 256M (128 x 2M) on CPU 0, 0 threads, 3 repeats'."""
+    """'MADV_COLLAPSE of 256M on CPU 0, 0 threads, 3 repeats': what was run is the
+    workload's to say (WorkloadSpec.report_what)."""
     run, s = a.run, a.scenario
-    size = run.job.get("size")
-    size_txt = format_size(int(size)) if isinstance(size, int) else "?"
     threads = int(run.job.get("threads") or 0)
-    if s.workload == "collapse":
-        what = f"MADV_COLLAPSE of {size_txt}"
-    elif s.workload == "hugetlb-unshare":
-        what = (f"hugetlb PMD unshare by {s.unshare_kind} of {size_txt} ({s.tables_per_op} PMD "
-                f"table{'s' if s.tables_per_op != 1 else ''}, {s.sharers} sharers"
-                f"{', MAP_PRIVATE control' if s.control else ''})")
-    elif s.workload == "khugepaged":
-        what = f"khugepaged collapsing {size_txt}"
-    elif s.workload == "gup-fast":
-        what = "GUP-fast throughput"
-    elif s.workload == "hugetlb-db":
-        what = (f"hugetlb-db: client sessions on a {size_txt} segment ({s.tables_per_op} PMD "
-                f"table{'s' if s.tables_per_op != 1 else ''}) kept by {s.sharers} server{'s' if s.sharers != 1 else ''}")
-    else:
-        what = "idle"
+    what = a.spec.report_what(run, s)
     reps = run.summary.get("repeats_planned", len(run.repeats))
     return f"{what} on CPU {run.driver_cpu}, {threads} thread{'s' if threads != 1 else ''}, {reps} repeats"
 
@@ -224,69 +208,30 @@ def latency_comparison_rows(c) -> List[Tuple[str, ...]]:
 
 
 def workload_figures_line(a: RunAnalysis) -> Optional[str]:
-    """The workload's own figures (summary.json workload_figures), medians over repeats:
-    for khugepaged how fast it collapsed against what its knobs allow, and the steady state."""
+    """The workload's own figures (summary.json workload_figures), as its spec writes them
+    (WorkloadSpec.figures_line: for khugepaged how fast it collapsed against what its knobs
+    allow), with the --race line of a run that raced."""
     figs = [r.workload.workload_figures for r in a.run.repeats if r.workload and r.workload.workload_figures]
     if not figs:
         return None
+    return a.spec.figures_line(figs, a.run, a.scenario, race_line(a, figs))
 
-    def med(key: str) -> Optional[float]:
-        vals = sorted(f[key] for f in figs if key in f)
-        return vals[len(vals) // 2] if vals else None
 
-    if a.scenario.workload == "khugepaged":
-        took, least = med("seconds_to_collapse"), med("least_seconds_to_collapse")
-        rate, bound = med("collapses_per_s"), med("max_collapses_per_s")
-        parts = []
-        if took is not None and took >= 0:
-            parts.append(f"collapsed in {took:.2f} s (its knobs allow {least:.2f} s at best)" if least is not None
-                         else f"collapsed in {took:.2f} s")
-        else:
-            parts.append("the region was NOT fully collapsed in the time allowed")
-        if rate is not None:
-            parts.append(f"{rate:,.1f} collapses/s" + (f" (at most {bound:,.1f}/s)" if bound is not None else ""))
-        steady, steady_n = med("steady_seconds"), med("steady_collapses")
-        if steady:
-            parts.append(f"then {steady:.1f} s of steady state with {fmt_num(steady_n)} collapses")
-        scans = med("khugepaged_full_scans")
-        if scans is not None:
-            parts.append(f"{fmt_num(scans)} full scans")
-        return "; ".join(parts) + f" (median of {len(figs)} repeat{'s' if len(figs) != 1 else ''})"
-    race = ""
-    if any("races_attempted" in f for f in figs):
-        total = lambda key: sum(f.get(key, 0.0) for f in figs)  # noqa: E731
-        refused = "collapses refused" if a.scenario.workload == "collapse" else "operations not counted"
-        raced = (f"{fmt_num(total('ops_raced'))} of {fmt_num(a.run.ops_expected)} ranges collapsed while a walker "
-                 f"pinned, "
-                 if any("ops_raced" in f for f in figs) else "")
-        race = (f"race: {fmt_num(total('races_attempted'))} walker calls overlapped the operation, {raced}"
-                f"{fmt_num(total('collapses_refused'))} {refused}, {fmt_num(total('corrupted_bytes'))} "
-                f"corrupted bytes, {fmt_num(total('kernel_reports'))} kernel reports")
-        if any(f.get("race_writers") or f.get("lost_writes") for f in figs):  # pinning-only walkers store nothing
-            race += (f", {fmt_num(total('lost_writes'))} lost writes (of {fmt_num(total('race_writes'))} by "
-                     f"{fmt_num(max(f.get('race_writers', 0.0) for f in figs))} writer threads)")
-        if a.scenario.workload in ("collapse", "hugetlb-unshare"):
-            return race
-    if a.scenario.workload == "gup-fast":
-        path = {1.0: "gup_test (pin_user_pages_fast in the kernel's loop)", 2.0: "vmsplice (get_user_pages_fast, "
-                "pipe work included)", 3.0: "O_DIRECT reads (the read included)"}.get(med("gup_path") or 0.0, "?")
-        huge = med("huge_fraction") or 0.0
-        text = (f"via {path}, {fmt_num(med('pages_per_call'))} page(s) per call, {fmt_num(med('threads'))} thread(s), "
-                f"{'2 MiB' if huge >= 0.5 else '4 KiB'} pages: {fmt_num(med('calls_per_s'))} calls/s, "
-                f"{med('ns_per_page'):.1f} ns per pinned page (median of {len(figs)} repeat"
-                f"{'s' if len(figs) != 1 else ''})")
-        if (a.run.run_yaml.get("qemu") or {}).get("accel") == "tcg":
-            text += "; under TCG these times are the emulator's: compare within an A/B, quote a host's"
-        return text
-    if a.scenario.workload == "hugetlb-db":
-        total = lambda key: sum(f.get(key, 0.0) for f in figs)  # noqa: E731
-        return (f"{fmt_num(total('sessions'))} sessions at {fmt_num(med('sessions_per_s'), 1)}/s, "
-                f"{fmt_num(total('sessions_shared'))} of them shared the servers' tables (sharing shown by their "
-                f"faults), {fmt_num(total('exclusive_exits'))} exits left the tables to one server alone, at most "
-                f"{fmt_num(max(f.get('max_attached', 0.0) for f in figs))} clients attached at once"
-                + (f"; {race}" if race else ""))
-    keys = sorted({k for f in figs for k in f})
-    return ", ".join(f"{k} {fmt_num(med(k), 2)}" for k in keys)
+def race_line(a: RunAnalysis, figs: Sequence[Mapping[str, float]]) -> str:
+    """What the walkers of a --race run saw (workloads/race.py), "" for a run that did not race."""
+    if not any("races_attempted" in f for f in figs):
+        return ""
+    total = lambda key: sum(f.get(key, 0.0) for f in figs)  # noqa: E731
+    raced = (f"{fmt_num(total('ops_raced'))} of {fmt_num(a.run.ops_expected)} ranges collapsed while a walker "
+             f"pinned, "
+             if any("ops_raced" in f for f in figs) else "")
+    race = (f"race: {fmt_num(total('races_attempted'))} walker calls overlapped the operation, {raced}"
+            f"{fmt_num(total('collapses_refused'))} {a.spec.refused_label}, {fmt_num(total('corrupted_bytes'))} "
+            f"corrupted bytes, {fmt_num(total('kernel_reports'))} kernel reports")
+    if any(f.get("race_writers") or f.get("lost_writes") for f in figs):  # pinning-only walkers store nothing
+        race += (f", {fmt_num(total('lost_writes'))} lost writes (of {fmt_num(total('race_writes'))} by "
+                 f"{fmt_num(max(f.get('race_writers', 0.0) for f in figs))} writer threads)")
+    return race
 
 
 def _us(ns: float) -> str:

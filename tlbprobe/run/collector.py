@@ -37,7 +37,7 @@ from ..measure.observer import Observer, Phase
 from ..measure.timeseries import PhaseSeries
 from ..measure.trace import COUNTER_EVENT, PhaseCounts, TracePlan, TraceSession, open_session
 from ..ui import Console
-from ..vocab import SYNC_FUNCTION
+from ..vocab import IDLE_PHASE, SYNC_FUNCTION, WORKLOAD_PHASE
 from ..workloads import PhaseOutcome, Workload, driver
 
 
@@ -202,14 +202,15 @@ class Collector:
     def _one_repeat(self, r: int, workload: Workload, trace: Optional[TraceSession],
                     rundir: RunDir) -> List[PhaseRecord]:
         records = []
-        if self.job.idle_seconds > 0 or self.job.workload == "idle":
+        # a workload without a phase of its own (idle) is measured by its idle windows
+        if self.job.idle_seconds > 0 or not workload.has_workload_phase:
             self.console.log(f"repeat {r + 1}/{self.job.repeat}: idle window {self.job.idle_seconds:g} s")
-            records.append(self._phase(r, "idle", trace, rundir, lambda p, v: self._idle(p), workload))
-        if getattr(workload, "has_workload_phase", True):
+            records.append(self._phase(r, IDLE_PHASE, trace, rundir, lambda p, v: self._idle(p), workload))
+        if workload.has_workload_phase:
             workload.prepare()
             try:
                 self.console.log(f"repeat {r + 1}/{self.job.repeat}: {workload.describe()}")
-                records.append(self._phase(r, "workload", trace, rundir, workload.run, workload))
+                records.append(self._phase(r, WORKLOAD_PHASE, trace, rundir, workload.run, workload))
             finally:
                 workload.cleanup()
         return records
@@ -267,7 +268,7 @@ class Collector:
             self.console.log(f"warning: {tag}: {w}")
         vm_after = procfs.parse_keyvalue(after.vmstat, str(self.paths.vmstat))
         vm_delta = procfs.diff_keyvalue(vm_before, vm_after)
-        if phase != "idle":
+        if phase != IDLE_PHASE:
             outcome = workload.count_ops(outcome, vm_delta)
         rec = PhaseRecord(r, phase, before.when, after.when, outcome, irq, vm_delta, counts,
                           ru1.ru_utime - ru0.ru_utime, ru1.ru_stime - ru0.ru_stime)
@@ -311,7 +312,7 @@ class Collector:
     def _log_repeat(self, rep: RepeatFigures, unit: str) -> None:
         w = rep.workload
         if w is None:
-            idle = rep.phases["idle"]
+            idle = rep.phases[IDLE_PHASE]
             self.console.log(f"  idle: CAL {idle.cal_other_cpus} TLB {idle.tlb_other_cpus} on the other CPUs "
                              f"in {idle.duration_s:.1f} s")
             return

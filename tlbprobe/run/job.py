@@ -23,6 +23,8 @@ from ..datafiles import locate
 from ..errors import InputError
 from ..units import parse_size
 from ..vocab import KERNEL_VARIANTS
+from ..workloads import all_options, default_name
+from ..workloads import spec as workload_spec
 
 IDLE_MODES = ("spin", "sleep")
 #: ``threads: all`` (job file) or ``--threads all``: one touching thread per other online
@@ -45,7 +47,7 @@ SYNC_COUNTERS = ("perf", "trace")
 class Job:
     """Every parameter of a run. ``None`` means "choose a default for this host"."""
 
-    workload: str = "collapse"
+    workload: str = field(default_factory=default_name)  # the registry's default (workloads/)
     size: Optional[int] = None          # bytes
     repeat: int = 3
     cpu: int = 0                        # the CPU that runs the driver
@@ -60,7 +62,7 @@ class Job:
     victim: bool = False                # a victim loop on every other CPU (measure/victim.py)
     kernel_variant: Optional[str] = None
     flush_mode: Optional[str] = None    # override of the detected flush mode
-    #: the workload's own options (workloads/*.py ``options``), by key
+    #: the workload's own options (its spec's ``options``, tlbprobe/workloads/<name>/spec.py), by key
     options: Dict[str, Any] = field(default_factory=dict)
     job_file: Optional[str] = None
     description: Optional[str] = None
@@ -77,10 +79,7 @@ class Job:
         return out
 
     def validate(self) -> None:
-        from ..workloads import MODULES  # the registry, not a list kept here
-
-        if self.workload not in MODULES:
-            raise InputError(f"unknown workload {self.workload!r}: choose one of {', '.join(MODULES)}")
+        workload_spec(self.workload)  # InputError naming the workloads there are
         if self.size is not None and self.size <= 0:
             raise InputError("--size must be positive")
         if not 1 <= self.repeat <= 1000:
@@ -192,12 +191,11 @@ def load_job_file(path: str) -> Dict[str, Any]:
 def build_job(cli: Dict[str, Any], job_file: Optional[str] = None) -> Job:
     """File values, then command-line values that were given (not None), then validation.
 
-    Keys that are not common job fields must be options of the job's workload
-    (workloads/*.py ``options``); they land in ``Job.options``, with the workload's
-    defaults for those not given.
+    Keys that are not common job fields must be options of the job's workload (its
+    spec's ``options``); they land in ``Job.options``, with the workload's defaults for
+    those not given. An old spelling of a workload's name (its spec's aliases) becomes the
+    name.
     """
-    from ..workloads import MODULES, all_options, driver  # the workloads import this module
-
     params: Dict[str, Any] = {}
     sources: Dict[str, str] = {}
     if job_file:
@@ -210,10 +208,9 @@ def build_job(cli: Dict[str, Any], job_file: Optional[str] = None) -> Job:
     for k, v in cli.items():
         if v is not None:
             params[k], sources[k] = v, "command line"
-    workload = params.get("workload", Job.workload)
-    if workload not in MODULES:
-        raise InputError(f"unknown workload {workload!r}: choose one of {', '.join(MODULES)}")
-    own = {o.key: o for o in driver(workload).options}
+    spec = workload_spec(params.get("workload") or default_name())  # InputError naming the workloads
+    workload = params["workload"] = spec.name
+    own = {o.key: o for o in spec.options}
     options: Dict[str, Any] = {}
     for key in [k for k in params if k not in _FIELDS]:
         value = params.pop(key)

@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Optional
 from ..measure.procfs import InterruptsDiff
 from ..rundir.schema import PhaseFigures, RepeatFigures, run_totals
 from ..measure.trace import PhaseCounts
+from ..vocab import IDLE_PHASE
 from ..workloads.base import PhaseOutcome
 
 
@@ -47,7 +48,7 @@ def phase_record(rec: PhaseRecord, driver_cpu: Optional[int], background_rate: f
     others = [c for c in rec.irq.cpus if c != driver_cpu]
     cal_o = sum(cal[c] for c in others)
     tlb_o = sum(tlb[c] for c in others)
-    background = background_rate * rec.duration if rec.phase != "idle" else 0.0
+    background = background_rate * rec.duration if rec.phase != IDLE_PHASE else 0.0
     att = rec.attribution
     queued = att is not None and att.queue_traced  # present only when traced: "none" vs "not traced"
     return PhaseFigures(
@@ -88,7 +89,7 @@ def pooled_idle_rate(records: List[PhaseRecord], driver_cpu: Optional[int]) -> f
     other processes' TLB flushes), so one short window is a noisy estimate and all of
     them together a steadier one.
     """
-    idle = [phase_record(r, driver_cpu, 0.0) for r in records if r.phase == "idle"]
+    idle = [phase_record(r, driver_cpu, 0.0) for r in records if r.phase == IDLE_PHASE]
     seconds = sum(p.duration_s for p in idle)
     return sum(p.sync_raw for p in idle) / seconds if seconds > 0 else 0.0
 

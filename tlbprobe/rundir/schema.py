@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional
 
 from ..errors import InputError
-from ..vocab import RUN_FORMAT, SYNC_FUNCTION
+from ..vocab import IDLE_PHASE, RUN_FORMAT, SYNC_FUNCTION, WORKLOAD_PHASE
 
 FORMAT = RUN_FORMAT
 
@@ -146,15 +146,15 @@ class RepeatFigures:
 
     @property
     def workload(self) -> Optional[PhaseFigures]:
-        return self.phases.get("workload")
+        return self.phases.get(WORKLOAD_PHASE)
 
     @property
     def idle(self) -> Optional[PhaseFigures]:
-        return self.phases.get("idle")
+        return self.phases.get(IDLE_PHASE)
 
     @classmethod
     def from_phases(cls, repeat: int, phases: Dict[str, PhaseFigures]) -> "RepeatFigures":
-        main = phases.get("workload") or phases.get("idle")
+        main = phases.get(WORKLOAD_PHASE) or phases.get(IDLE_PHASE)
         if main is None:
             return cls(repeat, 0, 0, 0, 0, 0.0, 0.0, {}, phases)
         return cls(repeat, main.ops, main.ops_expected, main.cal_other_cpus, main.tlb_other_cpus,

@@ -8,7 +8,7 @@ from typing import Any, Dict, List
 from . import sync_count
 from ..ui.numbers import format_cpulist, format_number, summarize_per_cpu
 from ..ui.tables import MAX_CPU_COLUMNS
-from ..vocab import SYNC_FUNCTION
+from ..vocab import IDLE_PHASE, SYNC_FUNCTION, WORKLOAD_PHASE
 
 
 def per_cpu_line(name: str, values: Dict[str, int]) -> str:
@@ -56,13 +56,13 @@ def render_summary(summary: Dict[str, Any], path: Path) -> str:
     for rep in summary["repeats"]:
         for name, ph in rep["phases"].items():
             per = ""
-            if name != "idle" and ph["ops"]:
+            if name != IDLE_PHASE and ph["ops"]:
                 per = f"{max(ph['sync_ipis'], 0.0) / ph['ops'] / n_other:8.3f}"
             lines.append(
                 f"{rep['repeat'] + 1:>6} {name:<9}{ph['duration_s']:7.2f} {ph['ops']:>10} {ph['cal_other_cpus']:>10} "
                 f"{ph['tlb_other_cpus']:>10} {ph['background_sync_ipis']:7.1f} {_shown(ph['sync_ipis']):>10} {per:>8}"
                 + (f" {sync_count(ph):>7}" if traced else ""))
-    work = [r["phases"]["workload"] for r in summary["repeats"] if "workload" in r["phases"]]
+    work = [r["phases"][WORKLOAD_PHASE] for r in summary["repeats"] if WORKLOAD_PHASE in r["phases"]]
     lines.append("")
     if work:
         ratio = summary.get("sync_ipis_per_op_per_cpu")

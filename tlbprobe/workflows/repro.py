@@ -25,6 +25,7 @@ from ..vm.guest import GuestSpec
 from ..kernel import asuser
 from ..kernel.build import BuiltKernel, KernelSpec, variant_patches
 from ..vm.collect import guest_failure, run_jobs
+from ..workloads import default_name
 
 if TYPE_CHECKING:
     from ..report.sweep import SweepRow
@@ -155,7 +156,7 @@ def tradeoff(report_data: Dict[str, dict]) -> Optional[str]:
     saved = gup = None
     for name, data in report_data.items():
         runs = data.get("runs") or []
-        if len(runs) == 2 and runs[0].get("workload") == "collapse" and saved is None and runs[0].get("ops"):
+        if len(runs) == 2 and runs[0].get("workload") == default_name() and saved is None and runs[0].get("ops"):
             b, p = runs[0].get("sync_ipis_traced"), runs[1].get("sync_ipis_traced")
             if b is not None and p is not None:
                 saved = (name, (b - p) / runs[0]["ops"])
@@ -185,8 +186,8 @@ class SweepResult:
 
 
 def sweep_job(size: str) -> List[str]:
-    """The job a sweep runs at every N: one collapse of ``size``, one repeat."""
-    return ["--workload", "collapse", "--size", size, "--repeat", "1", "--idle-seconds", "1", "--cpu", "0"]
+    """The job a sweep runs at every N: one collapse (the default workload) of ``size``, one repeat."""
+    return ["--workload", default_name(), "--size", size, "--repeat", "1", "--idle-seconds", "1", "--cpu", "0"]
 
 
 def run_sweep(kernel_spec: KernelSpec, guest: GuestSpec, smps: Sequence[int], size: str, out: Path,
@@ -207,7 +208,7 @@ def run_sweep(kernel_spec: KernelSpec, guest: GuestSpec, smps: Sequence[int], si
             o = out / f"smp{n}" / variant
             log(f"{n} vCPUs, {variant}: collapse of {size}")
             t = time.monotonic()
-            statuses, result = run_jobs(spec, [("collapse", sweep_job(size) + ["--kernel-variant", variant])], [o],
+            statuses, result = run_jobs(spec, [(default_name(), sweep_job(size) + ["--kernel-variant", variant])], [o],
                                         log=log, status=status)
             timings[f"smp{n}_{variant}_s"] = round(time.monotonic() - t, 1)
             guest.accel = result.accel

@@ -1,4 +1,10 @@
-"""The interface between the collector and a workload driver."""
+"""The interface between the collector and a workload driver, and the Option record.
+
+A driver receives the resolved job: the ``Job`` of tlbprobe/run/job.py, every parameter
+explicit, its workload's options in ``job.options``. This module does not import it
+(job.py finds the workloads through this package, and a workload needs no more of the
+Job than its fields), so the annotations below say ``Any``.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +12,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple
 
 from ..errors import InputError
-if TYPE_CHECKING:  # types only: job.py finds the workloads' options through this package
+if TYPE_CHECKING:  # types only
     from ..measure.host import HostFacts
-    from ..run.job import Job
     from ..measure.sysstate import SystemState
     from .race import RaceTools
+    from .spec import WorkloadSpec
 
 #: Called with a short status line while a phase runs (shown on a terminal, not logged).
 Progress = Callable[[str], None]
@@ -74,26 +80,46 @@ class Option:
         return value
 
 
-class Workload:
-    """Base class. The collector calls, per run: resolve (the job's defaults made
-    explicit, before run.yaml is written), preflight, configure; per repeat: prepare, run
-    (measured, between the snapshots), cleanup (also on errors).
+class _FromSpec:
+    """A driver's class attribute that is its spec's field of the same name (``default``
+    for a driver without a spec); a driver may still set its own."""
 
-    A workload declares its own ``options`` (job keys and --flags, see Option): adding a
-    workload is a module here, its name in MODULES (workloads/__init__.py) and
-    vocab.WORKLOADS, a job file in workloads/ and a rule in analysis/model.yaml.
+    def __init__(self, default: Any):
+        self.default = default
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.field = name
+
+    def __get__(self, obj: Any, cls: type) -> Any:
+        spec = getattr(cls, "spec", None)
+        return self.default if spec is None else getattr(spec, self.field)
+
+
+class Workload:
+    """Base class of a workload's driver (tlbprobe/workloads/<name>/driver.py), what runs
+    as root. The collector calls, per run: resolve (the job's defaults made explicit,
+    before run.yaml is written), preflight, configure; per repeat: prepare, run
+    (measured, between the snapshots), cleanup (also on errors); close at the end.
+
+    What the workload is (its name, options, ops_unit, ...) is its spec's
+    (workloads/spec.py WorkloadSpec): a driver sets ``spec`` to its spec.py ``SPEC``,
+    and the attributes below read it.
     """
 
-    name = "workload"
-    ops_unit = "operations"
+    #: the workload's spec (its spec.py ``SPEC``)
+    spec: Optional["WorkloadSpec"] = None
+    name = _FromSpec("workload")
+    ops_unit = _FromSpec("operations")
     #: False when the broadcasts come from a kernel thread on any CPU (khugepaged): every
     #: online CPU is then a receiver, and the count is not limited to the driver's sends
-    sender_is_driver = True
+    sender_is_driver = _FromSpec(True)
+    #: False: no measured phase of its own (the idle workload)
+    has_workload_phase = _FromSpec(True)
     #: options only this workload has, in the order --help lists them
-    options: Tuple[Option, ...] = ()
+    options: Tuple[Option, ...] = _FromSpec(())  # type: ignore[assignment]
 
     @classmethod
-    def resolve(cls, job: Job, facts: HostFacts) -> Job:
+    def resolve(cls, job: Any, facts: HostFacts) -> Any:
         """The job with this workload's defaults filled in for this host (a new Job)."""
         return job
 
@@ -101,7 +127,7 @@ class Workload:
         """One of this workload's options, as the resolved job holds it."""
         return self.job.options[key]
 
-    def __init__(self, job: Job, facts: HostFacts, log: Callable[[str], None]):
+    def __init__(self, job: Any, facts: HostFacts, log: Callable[[str], None]):
         self.job = job
         self.facts = facts
         self.log = log

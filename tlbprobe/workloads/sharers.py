@@ -2,9 +2,9 @@
 the driver's commands, so that page tables are shared (and unshared) between processes
 while nothing of ours runs on the CPUs whose interrupts are counted.
 
-Used by the hugetlb-unshare workload (workloads/hugetlb.py); written for any workload
-that needs several processes mapping the same hugetlbfs file or memfd (a database's
-shared segment, say).
+Used by the hugetlb-unshare and hugetlb-db drivers (workloads/hugetlb_unshare/,
+workloads/hugetlb_db/); written for any workload that needs several processes mapping the
+same hugetlbfs file or memfd.
 
 The API, in the driver (the collector's process)::
 

@@ -34,14 +34,15 @@ from dataclasses import replace
 from collections import Counter
 from typing import Dict, List, Optional
 
-from ..errors import PreflightError, WorkloadError
-from ..measure.host import THP_DIR, kernel_version_tuple
-from ..measure.sysstate import SystemState
-from ..units import MiB, format_size
-from . import libc
-from ..vocab import PMD_SIZE
-from .base import Option, PhaseOutcome, Progress, Workload
-from .race import Walkers, corrupted_bytes, record, write_pattern
+from ...errors import PreflightError, WorkloadError
+from ...measure.host import THP_DIR, kernel_version_tuple
+from ...measure.sysstate import SystemState
+from ...units import MiB, format_size
+from .. import libc
+from ...vocab import PMD_SIZE
+from ..base import PhaseOutcome, Progress, Workload
+from ..race import Walkers, corrupted_bytes, record, write_pattern
+from .spec import SPEC
 
 CHUNK = 128 * MiB
 #: Memory we leave free beside the range: page tables, the copies a collapse makes, the rest
@@ -56,13 +57,7 @@ def default_size(mem_available: int) -> int:
 
 
 class CollapseWorkload(Workload):
-    name = "collapse"
-    ops_unit = "collapses"
-    options = (
-        Option("race", "walker threads on the other CPUs pin pages of the range with GUP-fast while it "
-               "collapses and store to it, checking their stores; the range's pattern is checked after every "
-               "repeat and the kernel log scanned (workloads/race.py)", flag=True, default=False),
-    )
+    spec = SPEC
 
     @classmethod
     def resolve(cls, job, facts):

@@ -50,39 +50,23 @@ from collections import Counter
 from dataclasses import replace
 from typing import Dict, List, Optional, Tuple
 
-from ..errors import InputError, WorkloadError
-from ..measure.sysstate import SystemState, signals_blocked
-from ..units import GiB, format_size
-from ..vocab import PMD_SIZE, PUD_SIZE
-from . import libc
-from .base import Option, PhaseOutcome, Progress, Workload
-from .hugetlb import aligned_address, preflight_segment, reserve_huge_pages, segment_memfd
-from .race import WalkerFigures, corrupted_bytes, record, write_pattern
-from .sharers import Layout, Sharers
+from ...errors import InputError, WorkloadError
+from ...measure.sysstate import SystemState, signals_blocked
+from ...units import GiB, format_size
+from ...vocab import PMD_SIZE, PUD_SIZE
+from .. import libc
+from ..base import PhaseOutcome, Progress, Workload
+from ..race import WalkerFigures, corrupted_bytes, record, write_pattern
+from ..segment import aligned_address, preflight_segment, reserve_huge_pages, segment_memfd
+from ..sharers import Layout, Sharers
+from .spec import SPEC
 
-CLIENT_TOUCH = ("all", "part")
 #: At most this many client processes per repeat (each is forked in prepare()).
 MAX_SESSIONS = 2000
 
 
 class HugetlbDbWorkload(Workload):
-    name = "hugetlb-db"
-    ops_unit = "sessions"
-    options = (
-        Option("sharers", "long-lived server processes mapping the segment (default: 4; 1 is the "
-               "positive control)", kind=int, default=4, low=1, high=64, metavar="N"),
-        Option("rate", "client sessions started per second (default: 20)", kind=int, default=20, low=1, high=1000,
-               metavar="R"),
-        Option("duration", "seconds of client churn per repeat (default: 5)", kind=int, default=5, low=1,
-               high=3600, metavar="S"),
-        Option("client_work_ms", "how long a client stays attached, ms (default: 10; longer than 1000/rate makes "
-               "sessions overlap)", kind=int, default=10, low=0, high=600000, metavar="MS"),
-        Option("client_touch", "what a client faults: all (the whole segment) or part (a few huge pages of each "
-               "GiB)", choices=CLIENT_TOUCH, default="all"),
-        Option("race", "GUP-fast walker threads inside each server, on the other CPUs, walk the segment while "
-               "clients attach and exit; the segment's pattern and the kernel log are checked", flag=True,
-               default=False),
-    )
+    spec = SPEC
 
     @classmethod
     def resolve(cls, job, facts):

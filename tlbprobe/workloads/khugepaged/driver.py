@@ -43,37 +43,21 @@ import time
 from dataclasses import replace
 from typing import Dict, Optional
 
-from ..errors import PreflightError, WorkloadError
-from ..measure import procfs
-from ..measure.host import THP_DIR, kernel_version_tuple
-from ..measure.sysstate import SystemState, read_knob
-from ..units import MiB, format_size
-from ..model import khugepaged_max_rate as max_rate, khugepaged_seconds_to_collapse as seconds_to_collapse
-from ..vocab import PMD_SIZE
-from . import libc
-from .base import Option, PhaseOutcome, Progress, Workload
+from ...errors import PreflightError, WorkloadError
+from ...measure import procfs
+from ...measure.host import THP_DIR, kernel_version_tuple
+from ...measure.sysstate import SystemState, read_knob
+from ...units import MiB, format_size
+from ...vocab import PMD_SIZE
+from .. import libc
+from ..base import PhaseOutcome, Progress, Workload
+from .spec import KNOBS, SPEC, max_rate, seconds_to_collapse
 
 KHUGEPAGED_DIR = THP_DIR / "khugepaged"
-#: HPAGE_PMD_NR with 4 KiB pages: the progress one scanned 2 MiB range costs a wake-up
-PAGES_PER_RANGE = PMD_SIZE // 4096
 __all__ = ["KNOBS", "KhugepagedWorkload", "max_rate", "region_huge_bytes", "seconds_to_collapse"]
 DEFAULT_SIZE = 256 * MiB
 #: How often the driver looks at the region (and samples CAL/TLB for the time series)
 POLL_S = 0.25
-THP_MODES = ("always", "madvise")
-THP_DEFRAG = ("always", "defer", "defer+madvise", "madvise", "never")
-
-#: job key -> (file under THP_DIR, the kernel's default); mm/khugepaged.c khugepaged_init()
-#: and its static initialisers, mm/huge_memory.c transparent_hugepage_flags
-KNOBS: Dict[str, tuple] = {
-    "pages_to_scan": ("khugepaged/pages_to_scan", 8 * PAGES_PER_RANGE),
-    "scan_sleep_millisecs": ("khugepaged/scan_sleep_millisecs", 10000),
-    "alloc_sleep_millisecs": ("khugepaged/alloc_sleep_millisecs", 60000),
-    "max_ptes_none": ("khugepaged/max_ptes_none", PAGES_PER_RANGE - 1),
-    "khugepaged_defrag": ("khugepaged/defrag", 1),
-    "thp_enabled": ("enabled", "madvise"),
-    "thp_defrag": ("defrag", "madvise"),
-}
 
 
 def region_huge_bytes(addr: int, length: int, smaps: str) -> int:
@@ -97,29 +81,7 @@ def region_huge_bytes(addr: int, length: int, smaps: str) -> int:
 
 
 class KhugepagedWorkload(Workload):
-    name = "khugepaged"
-    ops_unit = "collapses"
-    sender_is_driver = False
-    options = (
-        Option("pages_to_scan", "khugepaged: pages scanned per wake-up (kernel default 4096)", kind=int,
-               default=KNOBS["pages_to_scan"][1], low=1, high=1 << 24, metavar="N"),
-        Option("scan_sleep_millisecs", "khugepaged: sleep between wake-ups (kernel default 10000)", kind=int,
-               default=KNOBS["scan_sleep_millisecs"][1], low=0, high=3600000, metavar="MS"),
-        Option("alloc_sleep_millisecs", "khugepaged: sleep after a failed huge page allocation (kernel default "
-               "60000)", kind=int, default=KNOBS["alloc_sleep_millisecs"][1], low=0, high=3600000, metavar="MS"),
-        Option("max_ptes_none", "khugepaged: empty PTEs a range may have and still collapse (kernel default 511)",
-               kind=int, default=KNOBS["max_ptes_none"][1], low=0, high=PAGES_PER_RANGE - 1, metavar="N"),
-        Option("khugepaged_defrag", "khugepaged/defrag: 1 lets it compact memory for a huge page (kernel default "
-               "1)", kind=int, default=1, low=0, high=1, metavar="0|1"),
-        Option("thp_enabled", "THP enabled for the run: madvise (only this region) or always (every process's "
-               "memory too; many distributions' default)", choices=THP_MODES, default="madvise"),
-        Option("thp_defrag", "THP defrag for the run (kernel default madvise)", choices=THP_DEFRAG,
-               default="madvise"),
-        Option("max_wait", "seconds to wait for the region to be collapsed (default: 3 x what the knobs allow, "
-               "+ 30)", kind=int, low=1, high=86400, metavar="S"),
-        Option("steady_seconds", "seconds measured after the region is collapsed (default: 10)", kind=int,
-               default=10, low=0, high=86400, metavar="S"),
-    )
+    spec = SPEC
 
     @classmethod
     def resolve(cls, job, facts):

@@ -7,7 +7,7 @@ series' planned second step tracks which CPUs are inside a walk, so the sync goe
 to them; that bookkeeping sits on the walk's fast path, and its author reported ~3% from
 early attempts, measured with a private benchmark. This workload is a public one.
 
-The measured operation runs in a small C program (workloads/gupbench.c, compiled at the
+The measured operation runs in a small C program (gupbench.c beside this file, compiled at the
 start of the run): ``--threads`` threads of one process (one by default), each pinned
 to a CPU, each pinning ``--pages-per-call`` 4 KiB pages of its own 2 MiB window per call,
 ``--calls`` times. ``--gup-path``:
@@ -40,19 +40,16 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from ..cbuild import Program
-from ..errors import PreflightError, WorkloadError
-from ..measure.sysstate import SystemState
-from .base import Option, PhaseOutcome, Progress, Workload
+from ...cbuild import Program
+from ...errors import PreflightError, WorkloadError
+from ...measure.sysstate import SystemState
+from ..base import PhaseOutcome, Progress, Workload
+from .spec import SPEC, path_code
 
 SOURCE = Path(__file__).with_name("gupbench.c")
 DEBUGFS = Path("/sys/kernel/debug")
 GUP_TEST = DEBUGFS / "gup_test"
-PATHS = ("auto", "gup_test", "vmsplice", "odirect")
-BACKINGS = ("4k", "2m")
 WINDOW = 2 << 20
-#: figure codes for the path used (workload_figures holds numbers only)
-PATH_CODES = {"gup_test": 1.0, "vmsplice": 2.0, "odirect": 3.0}
 
 
 def parse_output(text: str) -> Dict[str, object]:
@@ -76,19 +73,7 @@ def parse_output(text: str) -> Dict[str, object]:
 
 
 class GupFastWorkload(Workload):
-    name = "gup-fast"
-    ops_unit = "GUP-fast calls"
-    options = (
-        Option("gup_path", "how pages are pinned: auto (gup_test when the kernel has it, else vmsplice), "
-               "gup_test, vmsplice or odirect", choices=PATHS, default="auto"),
-        Option("pages_per_call", "4 KiB pages pinned per call (default 8; vmsplice: at most 16)", kind=int,
-               default=8, low=1, high=512, metavar="N"),
-        Option("calls", "calls per thread and repeat (default 200000; odirect: 2000)", kind=int, low=1,
-               high=100_000_000, metavar="N"),
-        Option("backing", "the buffer in 4k pages or 2m huge pages", choices=BACKINGS, default="4k"),
-        Option("odirect_dir", "odirect: where the file read with O_DIRECT lives (a real filesystem; default "
-               "/var/tmp)", default="/var/tmp", metavar="DIR"),
-    )
+    spec = SPEC
 
     @classmethod
     def resolve(cls, job, facts):
@@ -169,7 +154,7 @@ class GupFastWorkload(Workload):
         per_s = [t["calls"] / (t["ns"] / 1e9) for t in threads if t["ns"]]
         window_kb = len(threads) * WINDOW // 1024
         figures = {
-            "gup_path": PATH_CODES[self.path],
+            "gup_path": path_code(self.path),
             "pages_per_call": float(self.opt("pages_per_call")),
             "threads": float(len(threads)),
             "calls_per_s": round(sum(per_s), 1),
