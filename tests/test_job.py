@@ -139,3 +139,55 @@ def test_threads_all_means_one_per_other_cpu():
     assert resolve_common(job, 64).threads == 63 and resolve_common(job, 1).threads == 0
     with pytest.raises(InputError, match="threads"):
         build_job({"threads": "some"})
+
+
+def test_common_options_are_declared_once_and_feed_the_job_the_parser_and_run_yaml():
+    """Each common option is one Option record (run/job.py COMMON_OPTIONS): a Job field of
+    the same name holds its value and default, the parser gets its flag from the record,
+    and run.yaml's job keys are the fields."""
+    import argparse
+    import dataclasses
+
+    from tlbprobe.commands.collect import add_collect_options
+    from tlbprobe.run.job import COMMON_OPTIONS, Job
+
+    fields = [f.name for f in dataclasses.fields(Job)]
+    keys = [o.key for o in COMMON_OPTIONS]
+    assert set(fields) == set(keys) | {"options", "job_file", "description"}
+    assert list(Job().to_dict()) == [f for f in fields if f != "options"]
+    p = argparse.ArgumentParser()
+    add_collect_options(p)
+    flags = {a.dest: a.option_strings for a in p._actions}
+    for o in COMMON_OPTIONS:
+        assert flags[o.key] == [o.flag_name], o.key
+    ns = p.parse_args(["--no-trace", "--size", "1G", "--threads", "all", "--idle-seconds", "0.5", "--latency"])
+    assert (ns.trace, ns.size, ns.threads, ns.idle_seconds, ns.latency, ns.cost) == (False, 1 << 30, -1, 0.5, True, None)
+    assert p.parse_args([]).trace is None  # not given: the job file's value, else the Job's default
+
+
+def test_option_kinds_parse_negate_and_checks():
+    from tlbprobe.options import Option
+
+    neg = Option("trace", "t", kind=bool, negate=True)
+    assert neg.flag_name == "--no-trace" and neg.coerce(False, "f") is False
+    with pytest.raises(InputError, match=r"f: trace: 'no' is not valid \(expected true or false\)"):
+        neg.coerce("no", "f")
+    fl = Option("idle_seconds", "s", kind=float, low=0, high=3600)
+    assert fl.coerce("2.5", "f") == 2.5
+    with pytest.raises(InputError, match=r"--idle-seconds 4000.0 is out of range \(0..3600\)"):
+        fl.coerce(4000, "f")
+    sized = Option("size", "s", kind=int, parse=lambda v: int(str(v).rstrip("K")) * 1024, low=1,
+                   message="{flag} must be positive")
+    assert sized.coerce("4K", "f") == 4096
+    with pytest.raises(InputError, match="--size must be positive"):
+        sized.coerce("0K", "f")
+    with pytest.raises(InputError, match=r"f: size: 'xK' is not valid"):
+        sized.coerce("xK", "f")
+    pick = Option("mode", "m", choices=lambda: ("a", "b"), show_choices=True)
+    assert pick.choice_list() == ("a", "b") and pick.coerce("b", "f") == "b"
+    with pytest.raises(InputError, match="--mode 'c' is unknown: choose one of a, b"):
+        pick.coerce("c", "f")
+    some = Option("threads", "t", kind=int, low=0, high=9, allowed=(-1,), range_text="0..9, or all")
+    assert some.coerce(-1, "f") == -1
+    with pytest.raises(InputError, match=r"--threads 10 is out of range \(0..9, or all\)"):
+        some.coerce(10, "f")
