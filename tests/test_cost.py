@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import struct
+from dataclasses import replace
 import subprocess
 import sys
 from pathlib import Path
@@ -74,14 +75,15 @@ def test_victim_slices_figures_and_differences(tmp_path):
     assert len(slices) == 10 and offset == 10 * RECORD.size
     assert read_slices(f, offset) == ([], offset)
     idle = phase_figures(slices)
-    assert idle["rate"] == pytest.approx(5e6) and idle["interruptions_per_s"] == pytest.approx(1050.0)
-    assert idle["worst_gap_us"] == 2.0
-    busy = dict(idle, rate=4.5e6, interruptions_per_s=1300.0)
+    assert idle.rate == pytest.approx(5e6) and idle.interruptions_per_s == pytest.approx(1050.0)
+    assert idle.worst_gap_us == 2.0
+    busy = replace(idle, rate=4.5e6, interruptions_per_s=1300.0)
     pct, half = loss(idle, busy)
     assert pct == pytest.approx(10.0) and half >= 0
     extra, ci = difference(idle, busy, "interruptions_per_s", "interruptions_se")
     assert extra == pytest.approx(250.0) and ci >= 0
-    assert loss({"rate": 0.0}, busy) == (None, None)
+    assert loss(replace(idle, rate=0.0), busy) == (None, None)
+    assert phase_figures([]).to_dict() == {"slices": 0, "rate": 0.0, "rate_se": 0.0, "worst_gap_us": 0.0}
 
 
 @pytest.mark.root

@@ -195,7 +195,8 @@ class Collector:
         """summary.json with the observers' sections, so a killed run keeps them too."""
         summary = build_summary(repeats, meta)
         for obs in self._observers:
-            obs.contribute(summary)
+            section = obs.section(summary)
+            summary[section.KEY] = section.to_dict()
         return summary
 
     # -- one repeat -----------------------------------------------------------------------

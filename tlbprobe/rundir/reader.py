@@ -11,13 +11,16 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Type, TypeVar
 
 import pandas as pd
 
 from ..errors import InputError
 from .cyclictest import read_cyclictest_json
 from .schema import COST_COLUMNS, FORMAT, TIMESERIES_COLUMNS, RepeatFigures
+from .sections import SECTIONS, LatencySection, Section
+
+S = TypeVar("S", bound=Section)
 
 PHASE_COLUMNS = ("repeat", "phase", "start", "end", "duration_s", "ops", "ops_expected", "result")
 
@@ -56,6 +59,15 @@ class Run:
     latency_driver_cpu: Optional[int] = None
     histograms: List[Histogram] = field(default_factory=list)
     warnings: List[str] = field(default_factory=list)
+    #: the observers' sections read so far, by summary.json key (see section())
+    _sections: Dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def section(self, kind: Type[S]) -> Optional[S]:
+        """An observer's section of summary.json as its typed record
+        (rundir/sections.py: ``run.section(CostSection)``), or None for a run without it."""
+        if kind.KEY not in self._sections:
+            self._sections[kind.KEY] = kind.of(self.summary, str(self.path / "summary.json"))
+        return self._sections[kind.KEY]
 
     # --- facts the report uses everywhere ---------------------------------------------
     @property
@@ -149,6 +161,8 @@ def load_run(path: Path) -> Run:
     run = Run(path=path, run_yaml=run_yaml, summary=summary, repeats=repeats, phases=phases,
               timeseries=_load_timeseries(path / "timeseries.csv"),
               cost=_load_csv(path / "cost.csv", COST_COLUMNS, ("count", "total_ns", "p50_ns", "p99_ns", "max_ns")))
+    for kind in SECTIONS:  # a damaged section is named now, not halfway through a report
+        run.section(kind)
     _load_latency(run)
     return run
 
@@ -246,46 +260,22 @@ def _load_csv(p: Path, columns: Sequence[str], numeric: Sequence[str]) -> pd.Dat
 
 
 def _load_latency(run: Run) -> None:
-    """summary.json `latency` (percentiles per phase and CPU) and cyclictest JSON histograms
-    (latency/<tag>.json, read with cyclictest.py's parser, the one the collector uses).
+    """summary.json `latency` (percentiles per phase kind and CPU: rundir/sections.py
+    LatencySection.by_kind()) and cyclictest JSON histograms (latency/<tag>.json, read with
+    cyclictest.py's parser, the one the collector uses).
 
     Both are optional: a run without --latency has neither, and the report says nothing
-    about latency for it. Two layouts of ``latency`` are read:
-
-    * tlbprobe/measure/latency.py's: ``{"driver_cpu", "aggregate": {kind: {cpu: figures}},
-      "phases": {"r0-workload": {cpu: figures}}, ...}``; the report uses ``aggregate``
-      (each phase kind pooled over the repeats) and falls back to ``phases``;
-    * the plain ``{phase: {cpu: figures}, "driver_cpu": n}``.
+    about latency for it.
     """
-    lat = run.summary.get("latency")
-    p = run.path / "summary.json"
-    if lat is not None and not isinstance(lat, dict):
-        raise InputError(f"{p}: damaged: 'latency' should be an object")
-    if isinstance(lat, dict):
-        drv = lat.get("driver_cpu")
-        run.latency_driver_cpu = int(drv) if isinstance(drv, int) and not isinstance(drv, bool) else None
-        if isinstance(lat.get("aggregate"), dict) and lat["aggregate"]:
-            by_phase = lat["aggregate"]
-        elif isinstance(lat.get("phases"), dict):
-            by_phase = lat["phases"]
-        else:
-            by_phase = lat
-        for phase, per_cpu in by_phase.items():
-            if not isinstance(per_cpu, dict):
-                continue
-            stats: Dict[int, LatencyStats] = {}
-            for cpu, v in per_cpu.items():
-                if not isinstance(v, dict) or not str(cpu).lstrip("-").isdigit():
-                    continue
-                try:
-                    stats[int(cpu)] = LatencyStats(
-                        *(None if v.get(k) is None else float(v[k])
-                          for k in ("samples", "cycles_lost", "p50_us", "p99_us", "p999_us", "max_us"))
-                    )
-                except (TypeError, ValueError):
-                    raise InputError(f"{p}: damaged: latency {phase}.{cpu} holds non-numbers") from None
+    lat = run.section(LatencySection)
+    if lat is not None:
+        run.latency_driver_cpu = lat.driver_cpu
+        for phase, per_cpu in lat.by_kind().items():
+            stats = {cpu: LatencyStats(*(None if getattr(f, k) is None else float(getattr(f, k))
+                                         for k in ("samples", "cycles_lost", "p50_us", "p99_us", "p999_us", "max_us")))
+                     for cpu, f in per_cpu.items()}
             if stats:
-                run.latency[str(phase)] = stats
+                run.latency[phase] = stats
     d = run.path / "latency"
     if not d.is_dir():
         return

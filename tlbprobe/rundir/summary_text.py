@@ -9,6 +9,7 @@ from . import sync_count
 from ..ui.numbers import format_cpulist, format_number, summarize_per_cpu
 from ..ui.tables import MAX_CPU_COLUMNS
 from ..vocab import SYNC_FUNCTION
+from .sections import LatencySection
 
 
 def per_cpu_line(name: str, values: Dict[str, int]) -> str:
@@ -92,9 +93,10 @@ def render_summary(summary: Dict[str, Any], path: Path) -> str:
         where = "; ".join(summary.get("trace_errors", [])) or f"{summary.get('trace_lost_events')} event(s) dropped"
         lines.append(f"warning: the trace buffer missed part of the run ({where}): the received counts are short; "
                      f"{exact}")
-    if summary.get("latency"):
+    lat = LatencySection.of(summary)
+    if lat is not None:
         lines.append("")
-        lines.extend(latency_lines(summary["latency"], summary.get("repeats_done", 0)))
+        lines.extend(latency_lines(lat, summary.get("repeats_done", 0)))
     notes = {ph.get("note") for r in summary["repeats"] for ph in r["phases"].values() if ph.get("note")}
     lines.extend(f"note: {n}" for n in sorted(notes))
     if summary.get("error"):
@@ -110,30 +112,31 @@ def _latency_row(kind: str, cpu: str, role: str, fig: Dict[str, Any]) -> str:
     return f"{kind:<9}{cpu:>5} {role:<9}" + "".join(f"{c:>9}" for c in cells)
 
 
-def latency_lines(lat: Dict[str, Any], repeats_done: int) -> List[str]:
+def latency_lines(lat: LatencySection, repeats_done: int) -> List[str]:
     """cyclictest per phase kind (idle vs workload) and CPU (driver vs receivers), pooled
     over repeats. Beyond 16 CPUs the receiving CPUs share one row: the sum of samples and
     lost cycles, the worst CPU's percentiles."""
-    lines = [f"latency (cyclictest every {lat.get('interval_us', '?')} us, microseconds, "
+    lines = [f"latency (cyclictest every {lat.interval_us if lat.interval_us is not None else '?'} us, microseconds, "
              f"{repeats_done} repeat(s) pooled):",
              f"{'phase':<9}{'CPU':>5} {'role':<9}{'samples':>9}{'lost':>9}{'p50':>9}{'p99':>9}"
              f"{'p99.9':>9}{'max':>9}"]
-    for kind, cpus in lat.get("aggregate", {}).items():
-        if len(cpus) <= MAX_CPU_COLUMNS:
-            lines.extend(_latency_row(kind, c, f.get("role", ""), f) for c, f in cpus.items())
+    for kind, cpus in lat.aggregate.items():
+        figs = {str(c): f.to_dict() for c, f in cpus.items()}
+        if len(figs) <= MAX_CPU_COLUMNS:
+            lines.extend(_latency_row(kind, c, f.get("role") or "", f) for c, f in figs.items())
             continue
-        driver = {c: f for c, f in cpus.items() if f.get("role") == "driver"}
+        driver = {c: f for c, f in figs.items() if f.get("role") == "driver"}
         lines.extend(_latency_row(kind, c, "driver", f) for c, f in driver.items())
-        recv = [f for c, f in cpus.items() if c not in driver]
+        recv = [f for c, f in figs.items() if c not in driver]
         worst: Dict[str, Any] = {k: sum(f.get(k) or 0 for f in recv) for k in ("samples", "cycles_lost")}
         for k in LATENCY_FIELDS[2:]:
             vals = [f[k] for f in recv if f.get(k) is not None]
             worst[k] = max(vals) if vals else None
         lines.append(_latency_row(kind, f"{len(recv)}x", "receivers", worst))
-    if not lat.get("aggregate"):
+    if not lat.aggregate:
         lines.append("no cyclictest results")
-    for tag, why in lat.get("missing", {}).items():
+    for tag, why in lat.missing.items():
         lines.append(f"latency missing for {tag}: {why}")
-    for tag, why in lat.get("damaged", {}).items():
+    for tag, why in lat.damaged.items():
         lines.append(f"latency incomplete for {tag}: {why}")
     return lines
