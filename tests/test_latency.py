@@ -33,7 +33,8 @@ from tlbprobe.rundir.cyclictest import (CpuLatency, CyclictestOutput, ThreadLate
                                         percentile_us, read_cyclictest_json)
 from tlbprobe.rundir.reader import load_run
 from tlbprobe.rundir.sections import LatencySection
-from tlbprobe.rundir.summary_text import latency_lines, render_summary
+from tlbprobe.report.views.latency import latency_lines
+from tlbprobe.rundir.summary_text import render_summary
 
 DATA = Path(__file__).parent / "data"
 RECORDED = DATA / "cyclictest-x86-kvm-2cpu.json"

@@ -20,7 +20,9 @@ from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
 from ..errors import InputError
 from ..vocab import SYNC_FUNCTION
+from ..rundir.sections import CostSection, VictimSection
 from .analyze import RunAnalysis
+from .views import latency as latency_view
 from .rows import expected_per_repeat, per_cpu_rows
 
 if TYPE_CHECKING:
@@ -139,7 +141,7 @@ def _latency_plot(a: RunAnalysis, path: Path) -> PlotFile:
     hists = a.run.histograms
     cpus = sorted({h.cpu for h in hists})
     fig, axes = plt.subplots(len(cpus), 1, figsize=(7, 1.9 * len(cpus) + 0.6), squeeze=False, sharex=True)
-    drv = a.run.latency_driver_cpu if a.run.latency_driver_cpu is not None else a.run.driver_cpu
+    drv = latency_view.driver_cpu(a.run)
     for ax, cpu in zip(axes[:, 0], cpus):
         merged = {}
         for h in hists:
@@ -244,16 +246,18 @@ def _handler_plot(a: RunAnalysis, path: Path) -> Optional[PlotFile]:
     against every function-call IPI's in the idle windows."""
     import matplotlib.pyplot as plt
 
-    hist = ((a.run.summary.get("cost") or {}).get("histograms") or {})
-    series = [("sync IPIs, workload", (hist.get("workload") or {}).get("vector_sync") or {}),
-              ("all function-call IPIs, idle", (hist.get("idle") or {}).get("vector_all") or {})]
+    cost = a.run.section(CostSection)
+    if cost is None:
+        return None
+    series = [("sync IPIs, workload", cost.histogram("workload", "vector_sync")),
+              ("all function-call IPIs, idle", cost.histogram("idle", "vector_all"))]
     if not any(h for _, h in series):
         return None
     fig, ax = plt.subplots(figsize=(6.0, 3.4))
     for label, h in series:
         if h:
-            edges = sorted(int(k) for k in h)
-            ax.step([e / 1e3 for e in edges], [h[str(e)] for e in edges], where="pre", label=label)
+            edges = sorted(h)
+            ax.step([e / 1e3 for e in edges], [h[e] for e in edges], where="pre", label=label)
     ax.set_xscale("log")
     ax.set_xlabel("handler time, us (upper bucket edge; tracepoints included)")
     ax.set_ylabel("IPIs")
@@ -270,9 +274,9 @@ def _victim_plot(a: RunAnalysis, path: Path) -> Optional[PlotFile]:
     import matplotlib.pyplot as plt
     import pandas as pd
 
-    victim = a.run.summary.get("victim") or {}
+    victim = a.run.section(VictimSection)
     csv = a.run.path / "victim.csv"
-    windows = victim.get("windows") or {}
+    windows = victim.windows if victim is not None else {}
     if not csv.exists() or not windows:
         return None
     try:

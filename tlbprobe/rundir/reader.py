@@ -2,7 +2,8 @@
 
 The report trusts ``summary.json`` for the figures (it is the documented verdict for
 machines) and reads ``run.yaml`` for the job and host facts, ``phases.csv`` for the time
-line. Every check fails with one InputError line that names the file at fault, so a
+line; the observers' sections of summary.json come back as their typed records
+(``Run.section``, rundir/sections.py), their CSV files through ``Run.csv``. Every check fails with one InputError line that names the file at fault, so a
 damaged or foreign directory never ends in a traceback.
 """
 
@@ -17,22 +18,12 @@ import pandas as pd
 
 from ..errors import InputError
 from .cyclictest import read_cyclictest_json
-from .schema import COST_COLUMNS, FORMAT, TIMESERIES_COLUMNS, RepeatFigures
-from .sections import SECTIONS, LatencySection, Section
+from .schema import FORMAT, TIMESERIES_COLUMNS, RepeatFigures
+from .sections import SECTIONS, Section
 
 S = TypeVar("S", bound=Section)
 
 PHASE_COLUMNS = ("repeat", "phase", "start", "end", "duration_s", "ops", "ops_expected", "result")
-
-
-@dataclass(frozen=True)
-class LatencyStats:
-    samples: Optional[float]
-    cycles_lost: Optional[float]
-    p50_us: Optional[float]
-    p99_us: Optional[float]
-    p999_us: Optional[float]
-    max_us: Optional[float]
 
 
 @dataclass(frozen=True)
@@ -53,14 +44,13 @@ class Run:
     phases: pd.DataFrame
     #: timeseries.csv (CAL and TLB per CPU during the phases); empty for older runs
     timeseries: pd.DataFrame = field(default_factory=pd.DataFrame)
-    #: cost.csv (collect --cost); empty without it
-    cost: pd.DataFrame = field(default_factory=pd.DataFrame)
-    latency: Dict[str, Dict[int, LatencyStats]] = field(default_factory=dict)
-    latency_driver_cpu: Optional[int] = None
+    #: cyclictest's histograms (latency/*.json, collect --latency), for the plots
     histograms: List[Histogram] = field(default_factory=list)
     warnings: List[str] = field(default_factory=list)
     #: the observers' sections read so far, by summary.json key (see section())
     _sections: Dict[str, Any] = field(default_factory=dict, repr=False)
+    #: the observers' CSV files read so far, by name (see csv())
+    _csvs: Dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
 
     def section(self, kind: Type[S]) -> Optional[S]:
         """An observer's section of summary.json as its typed record
@@ -68,6 +58,13 @@ class Run:
         if kind.KEY not in self._sections:
             self._sections[kind.KEY] = kind.of(self.summary, str(self.path / "summary.json"))
         return self._sections[kind.KEY]
+
+    def csv(self, name: str, columns: Sequence[str], numeric: Sequence[str] = ()) -> pd.DataFrame:
+        """An observer's CSV file of the run directory (cost.csv), checked for its columns;
+        an empty frame when the run has none."""
+        if name not in self._csvs:
+            self._csvs[name] = _load_csv(self.path / name, columns, numeric)
+        return self._csvs[name]
 
     # --- facts the report uses everywhere ---------------------------------------------
     @property
@@ -159,11 +156,10 @@ def load_run(path: Path) -> Run:
     repeats = _repeats(path / "summary.json", summary)
     phases = _load_phases(path / "phases.csv")
     run = Run(path=path, run_yaml=run_yaml, summary=summary, repeats=repeats, phases=phases,
-              timeseries=_load_timeseries(path / "timeseries.csv"),
-              cost=_load_csv(path / "cost.csv", COST_COLUMNS, ("count", "total_ns", "p50_ns", "p99_ns", "max_ns")))
+              timeseries=_load_timeseries(path / "timeseries.csv"))
     for kind in SECTIONS:  # a damaged section is named now, not halfway through a report
         run.section(kind)
-    _load_latency(run)
+    _load_histograms(run)
     return run
 
 
@@ -259,23 +255,10 @@ def _load_csv(p: Path, columns: Sequence[str], numeric: Sequence[str]) -> pd.Dat
     return df
 
 
-def _load_latency(run: Run) -> None:
-    """summary.json `latency` (percentiles per phase kind and CPU: rundir/sections.py
-    LatencySection.by_kind()) and cyclictest JSON histograms (latency/<tag>.json, read with
-    cyclictest.py's parser, the one the collector uses).
-
-    Both are optional: a run without --latency has neither, and the report says nothing
-    about latency for it.
-    """
-    lat = run.section(LatencySection)
-    if lat is not None:
-        run.latency_driver_cpu = lat.driver_cpu
-        for phase, per_cpu in lat.by_kind().items():
-            stats = {cpu: LatencyStats(*(None if getattr(f, k) is None else float(getattr(f, k))
-                                         for k in ("samples", "cycles_lost", "p50_us", "p99_us", "p999_us", "max_us")))
-                     for cpu, f in per_cpu.items()}
-            if stats:
-                run.latency[phase] = stats
+def _load_histograms(run: Run) -> None:
+    """cyclictest's JSON histograms (latency/<tag>.json, read with cyclictest.py's parser,
+    the one the collector uses); none for a run without --latency. Its figures are
+    summary.json's ``latency`` section (Run.section(LatencySection))."""
     d = run.path / "latency"
     if not d.is_dir():
         return
