@@ -85,23 +85,14 @@ def job_from_args(args: argparse.Namespace):
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..measure.cost import CostObserver
-    from ..measure.latency import CyclictestObserver
-    from ..measure.victim import VictimObserver
     from ..run.collector import Collector, default_out
     from ..rundir.summary_text import render_summary
     from ..ui import Console
 
     job = job_from_args(args)
     out = args.out or default_out(job.workload)
-    collector = Collector(job, out, Console(quiet=args.quiet), argv=["tlbprobe"] + sys.argv[1:])
-    if job.latency:
-        collector.add_observer(CyclictestObserver(job))
-    if job.cost:
-        collector.add_observer(CostObserver(ops_per_phase=(job.size or 0) // (2 << 20), driver_cpu=job.cpu))
-    if job.victim:
-        collector.add_observer(VictimObserver(job.cpu))
-    summary = collector.run()
+    # the Collector builds the job's observers once the job is resolved (run/observers.py)
+    summary = Collector(job, out, Console(quiet=args.quiet), argv=["tlbprobe"] + sys.argv[1:]).run()
     print(render_summary(summary, out))
     print(f"\nnext: tlbprobe report {out}   (add a run from the other kernel to compare; "
           f"--format lkml for a cover letter)")
