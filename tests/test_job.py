@@ -115,13 +115,15 @@ def test_repro_jobs_are_job_files_resolved_on_the_host(tmp_path):
     from tlbprobe.workflows.repro import DEFAULT_JOBS, resolve_jobs
 
     jobs = resolve_jobs()
-    assert [n for n, _ in jobs] == list(DEFAULT_JOBS)
-    for name, args in jobs:
-        assert args[0] == "--job" and Path(args[1]).is_absolute() and Path(args[1]).stem == name
-    assert [n for n, _ in resolve_jobs(["default", "khugepaged-fast"])] == list(DEFAULT_JOBS) + ["khugepaged-fast"]
+    assert [j.name for j in jobs] == list(DEFAULT_JOBS)
+    for j in jobs:
+        assert j.args[0] == "--job" and Path(j.args[1]).is_absolute() and Path(j.args[1]).stem == j.name
+        assert j.job.size == 1 << 30
+    assert [j.name for j in resolve_jobs(["default", "khugepaged-fast"])] == list(DEFAULT_JOBS) + ["khugepaged-fast"]
     own = tmp_path / "mine.yaml"
     own.write_text("workload: collapse\nsize: 64M\n")
-    assert resolve_jobs([str(own)]) == [("mine", ["--job", str(own.resolve())])]
+    (mine,) = resolve_jobs([str(own)])
+    assert (mine.name, mine.args, mine.job.size) == ("mine", ["--job", str(own.resolve())], 64 << 20)
     with pytest.raises(InputError, match="no such job file; shipped jobs: .*khugepaged"):
         resolve_jobs(["no-such-job"])
     with pytest.raises(InputError, match="named twice"):
@@ -191,3 +193,47 @@ def test_option_kinds_parse_negate_and_checks():
     assert some.coerce(-1, "f") == -1
     with pytest.raises(InputError, match=r"--threads 10 is out of range \(0..9, or all\)"):
         some.coerce(10, "f")
+
+
+def test_guest_memory_comes_from_the_resolved_jobs_sizes(tmp_path):
+    """qemu collect and repro size the guest from the job as resolved on the host, a --job
+    file's size included (it used to come from --size alone: a 12G job file booted a 4G
+    guest that its own preflight then refused)."""
+    from tlbprobe.commands.qemu import guest_memory_for_jobs
+    from tlbprobe.workflows.repro import resolve_jobs, seed_job, sweep_job
+
+    big = tmp_path / "big.yaml"
+    big.write_text("workload: collapse\nsize: 12G\n")
+    assert guest_memory_for_jobs([build_job({}, str(big))]) == "14G"
+    assert guest_memory_for_jobs([build_job({"size": 20 << 30}, str(big))]) == "22G"   # the flag wins, as in the guest
+    assert guest_memory_for_jobs([j.job for j in resolve_jobs(["default", str(big)])]) == "14G"   # the largest job
+    assert guest_memory_for_jobs([build_job({})]) == "4G"    # no size: the guest sizes its collapse to 4G
+    assert guest_memory_for_jobs([j.job for j in resolve_jobs()]) == "4G"
+    seed = seed_job("20G")
+    assert seed.args == sweep_job("20G") == ["--workload", "collapse", "--size", "20G", "--repeat", "1",
+                                             "--idle-seconds", "1", "--cpu", "0"]
+    assert (seed.name, seed.job.size, seed.job.repeat) == ("collapse-20G", 20 << 30, 1)
+    assert guest_memory_for_jobs([seed.job]) == "22G"
+
+
+def test_qemu_collect_with_a_job_file_sizes_the_guest_from_it(tmp_path, monkeypatch):
+    """`tlbprobe qemu collect --kernel K -- --job FILE`: the guest's memory follows the job
+    file's size (no QEMU: the boot is replaced by a stand-in that records the guest)."""
+    import tlbprobe.commands.qemu as qemu
+    import tlbprobe.vm.collect as vm_collect
+    from tlbprobe.cli import main
+
+    big = tmp_path / "big.yaml"
+    big.write_text("workload: collapse\nsize: 12G\n")
+    seen = {}
+
+    def boot(spec, rest, out, workload, **kw):
+        seen.update(memory=spec.memory, rest=rest, workload=workload)
+        raise InputError("stop before booting")
+
+    monkeypatch.setattr(qemu, "check_host_memory", lambda memory: seen.setdefault("checked", memory))
+    monkeypatch.setattr(vm_collect, "collect_in_guest", boot)
+    monkeypatch.setattr(qemu, "collect_in_guest", boot, raising=False)
+    assert main(["qemu", "collect", "--kernel", str(tmp_path / "bzImage"), "--", "--job", str(big)]) == 2
+    assert seen["memory"] == seen["checked"] == "14G" and seen["workload"] == "collapse"
+    assert seen["rest"] == ["--job", str(big.resolve())]
