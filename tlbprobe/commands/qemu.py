@@ -8,10 +8,7 @@ from typing import List, Optional, Sequence
 
 from ..errors import InputError, PreflightError
 from ..run.job import Job, find_job_file
-from ..measure.procfs import read_meminfo
 from ..units import parse_size
-from ..ui import terminal_status
-from ..vm.collect import collect_in_guest, guest_failure
 from ..vm.guest import GuestError, GuestSpec
 from .collect import add_collect_options, job_from_args
 
@@ -101,6 +98,8 @@ def guest_memory_for_jobs(jobs: Sequence[Job]) -> str:
 
 def check_host_memory(memory: str) -> None:
     """Refuse, with the figures, a guest the host cannot give its memory to."""
+    from ..measure.procfs import read_meminfo
+
     want = parse_size(memory if memory[-1:].isalpha() else memory + "M")
     avail = read_meminfo().get("MemAvailable", 0)
     if avail and want + HOST_MARGIN > avail:
@@ -123,6 +122,9 @@ def guest_spec_from_args(args: argparse.Namespace, kernel: Optional[Path] = None
 
 
 def main_collect(args: argparse.Namespace) -> int:
+    from ..ui import terminal_status
+    from ..vm.collect import collect_in_guest, guest_failure
+
     rest = list(args.collect_args)
     if rest[:1] == ["--"]:
         rest = rest[1:]

@@ -10,11 +10,8 @@ from pathlib import Path
 from typing import Dict
 
 from ..errors import InputError
-from ..kernel.build import KernelSpec
-from ..ui import terminal_status
-from ..workflows.repro import DEFAULT_JOBS, default_out, resolve_jobs, run_repro, run_sweep, seed_job, tradeoff
-from ..workflows.results import Case, write_results
 from ..units import format_size, parse_size
+from ..workflows.repro import DEFAULT_JOBS
 from .kernel import add_kernel_options, fragments_from_args, resolve_commits
 from .qemu import add_guest_options, check_host_memory, guest_memory_for_jobs, guest_spec_from_args
 
@@ -89,6 +86,11 @@ def format_timings(timings: Dict[str, float]) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
+    from ..kernel.build import KernelSpec
+    from ..ui import terminal_status
+    from ..workflows.repro import default_out, resolve_jobs, run_repro, run_sweep, seed_job, tradeoff
+    from ..workflows.results import Case, write_results
+
     out = args.out or default_out()
     if len(args.smp) > 1 and args.job_names:
         raise InputError("--job goes with one --smp; a sweep (--smp 4,16,64) runs its own collapse job")

@@ -20,9 +20,7 @@ from ..errors import InputError
 from ..run.job import COMMON, Job, build_job, find_job_file
 from ..vocab import KERNEL_VARIANTS as VARIANTS
 from ..vm.guest import GuestSpec
-from ..kernel import asuser
 from ..kernel.build import BuiltKernel, KernelSpec, variant_patches
-from ..vm.collect import guest_failure, run_jobs
 
 if TYPE_CHECKING:
     from ..report.sweep import SweepRow
@@ -83,6 +81,8 @@ def build_variants(kernel_spec: KernelSpec, patches: Sequence[Path], timings: Di
                    log: Callable[[str], None], status: Callable[[str], None]) -> Dict[str, BuiltKernel]:
     """Baseline and patched kernels, built or taken from the cache (one build directory:
     the second build is incremental)."""
+    from ..kernel import asuser
+
     kernels: Dict[str, BuiltKernel] = {}
     for variant in VARIANTS:
         spec = KernelSpec(kernel_spec.source, kernel_spec.fragments, variant_patches(variant, list(patches)),
@@ -101,6 +101,7 @@ def run_repro(kernel_spec: KernelSpec, guest: GuestSpec, out: Path, patches: Seq
               jobs: Optional[List[ReproJob]] = None, log: Callable[[str], None] = print,
               status: Callable[[str], None] = lambda s: None) -> ReproResult:
     from ..report import ReportOptions, build_report, render_json, render_lkml  # the verdicts, at the end
+    from ..vm.collect import guest_failure, run_jobs
 
     jobs = [(j.name, j.args) for j in (jobs or resolve_jobs())]
     guest = replace(guest)  # the accelerator may change after the first boot: not in the caller's spec
@@ -215,6 +216,7 @@ def run_sweep(kernel_spec: KernelSpec, guest: GuestSpec, smps: Sequence[int], si
               status: Callable[[str], None] = lambda s: None) -> SweepResult:
     """The same collapse at each vCPU count on both kernels; a table and a plot across N."""
     from ..report.sweep import render_table, sweep_rows, write_plot
+    from ..vm.collect import guest_failure, run_jobs
 
     guest = replace(guest)
     timings: Dict[str, float] = {}
