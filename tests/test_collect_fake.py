@@ -187,3 +187,16 @@ def test_observers_are_sized_from_the_workloads_planned_operations():
     assert [type(o) for o in obs] == [CyclictestObserver, CostObserver, VictimObserver]
     assert obs[1].ops_per_phase == 1234 and obs[1].driver_cpu == 1 and obs[2].driver_cpu == 1
     assert observers_for(build_job({"workload": "idle"}), Planned(job, None, print)) == []
+
+
+def test_each_observer_has_its_job_switch_its_section_and_its_view():
+    """An observer is one entry in run/observers.py: its section's KEY is a common option
+    (a job switch), and report/views/ shows that section."""
+    from tlbprobe.report.views import VIEWS
+    from tlbprobe.run.job import COMMON, Job
+    from tlbprobe.run.observers import OBSERVERS
+    from tlbprobe.rundir.sections import SECTIONS
+
+    assert [s for s, _ in OBSERVERS] == list(SECTIONS) == [v.section for v in VIEWS]
+    for section, _ in OBSERVERS:
+        assert COMMON[section.KEY].flag and getattr(Job(), section.KEY) is False

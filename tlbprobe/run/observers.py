@@ -5,9 +5,9 @@ the workload knows its planned operations, so nothing is sized from a raw flag (
 cost observer's ring buffers follow the operations one phase asks for, whatever the
 workload, with or without --size).
 
-Each entry of OBSERVERS is a job switch (a Job field of that name, and the key of the
-observer's section in summary.json) and the function that builds its observer; they run
-in this order. Adding an observer: its module in tlbprobe/measure/ (the Observer
+Each entry of OBSERVERS is the observer's section record (rundir/sections.py: its
+``KEY`` is both the job switch, a Job field of that name, and the key of its section in
+summary.json) and the function that builds the observer; they run in this order. Adding an observer: its module in tlbprobe/measure/ (the Observer
 protocol of measure/observer.py), its section record in tlbprobe/rundir/sections.py,
 its line here with its switch in run/job.py COMMON_OPTIONS and a Job field, its view in
 tlbprobe/report/views/, and its section in doc/run-format.md.
@@ -16,9 +16,10 @@ tlbprobe/report/views/, and its section in doc/run-format.md.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, List, Tuple
+from typing import TYPE_CHECKING, Callable, List, Tuple, Type
 
 from ..measure.paths import REAL, KernelPaths
+from ..rundir.sections import CostSection, LatencySection, Section, VictimSection
 from .job import Job
 
 if TYPE_CHECKING:
@@ -53,15 +54,15 @@ def _victim(plan: ObserverPlan) -> "Observer":
     return VictimObserver(plan.job.cpu)
 
 
-#: (job switch = summary.json section, builder), in the order the observers run
-OBSERVERS: Tuple[Tuple[str, Callable[[ObserverPlan], "Observer"]], ...] = (
-    ("latency", _latency),
-    ("cost", _cost),
-    ("victim", _victim),
+#: (its section: KEY = the job switch, builder), in the order the observers run
+OBSERVERS: Tuple[Tuple[Type[Section], Callable[[ObserverPlan], "Observer"]], ...] = (
+    (LatencySection, _latency),
+    (CostSection, _cost),
+    (VictimSection, _victim),
 )
 
 
 def observers_for(job: Job, workload: "Workload", paths: KernelPaths = REAL) -> List["Observer"]:
     """The observers a resolved job asks for, built for its workload."""
     plan = ObserverPlan(job, workload.planned_ops(), paths)
-    return [build(plan) for switch, build in OBSERVERS if getattr(job, switch)]
+    return [build(plan) for section, build in OBSERVERS if getattr(job, section.KEY)]

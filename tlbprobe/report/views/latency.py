@@ -165,7 +165,7 @@ class LatencyView(View):
     def json(self, a: "RunAnalysis") -> Dict[str, Any]:
         """``latency``: phase -> CPU -> percentiles, null without --latency."""
         table = latency_table(a.run)
-        return {"latency": {p: {str(c): s for c, s in per.items()} for p, per in table.items()} or None}
+        return {self.section.KEY: {p: {str(c): s for c, s in per.items()} for p, per in table.items()} or None}
 
     def summary_lines(self, summary: Mapping[str, Any]) -> List[str]:
         lat = LatencySection.of(summary)
