@@ -3,8 +3,9 @@
 The report trusts ``summary.json`` for the figures (it is the documented verdict for
 machines) and reads ``run.yaml`` for the job and host facts, ``phases.csv`` for the time
 line; the observers' sections of summary.json come back as their typed records
-(``Run.section``, rundir/sections.py), their CSV files through ``Run.csv``. Every check fails with one InputError line that names the file at fault, so a
-damaged or foreign directory never ends in a traceback.
+(``Run.section``, rundir/sections.py), their CSV files through ``Run.csv``. Every check
+fails with one InputError line that names the file at fault, so a damaged or foreign
+directory never ends in a traceback.
 """
 
 from __future__ import annotations
