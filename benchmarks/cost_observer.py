@@ -22,6 +22,9 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tlbprobe.rundir.sections import CostSection, VictimSection  # noqa: E402
 WAYS = {"plain": [], "--cost": ["--cost"], "--victim": ["--victim"], "--cost --victim": ["--cost", "--victim"]}
 
 
@@ -49,12 +52,12 @@ def main() -> int:
             ms.append(1000 * w["duration_s"] / max(w["ops"], 1))
             cal.append(w["cal_other_cpus"] - w["ops"] * len(s["other_cpus"]))
             tlb.append(w["tlb_other_cpus"])
-            if "cost" in s and s["cost"].get("per_ipi_ns_corrected") is not None:
-                note = (f"handler {s['cost']['per_ipi_ns_corrected'] / 1e3:.2f} us/IPI, tracepoint "
-                        f"{s['cost']['tracepoint_ns']:.0f} ns")
-            if "victim" in s and s["victim"].get("extra_interruptions_per_s_mean") is not None:
-                note += (f"{'; ' if note else ''}victim {s['victim']['extra_interruptions_per_s_mean']:+,.0f} irq/s, "
-                         f"throughput {-s['victim']['loss_pct_mean']:+.1f}%")
+            cost, victim = CostSection.of(s), VictimSection.of(s)  # the typed sections (tlbprobe/rundir/sections.py)
+            if cost is not None and cost.per_ipi_ns_corrected is not None:
+                note = f"handler {cost.per_ipi_ns_corrected / 1e3:.2f} us/IPI, tracepoint {cost.tracepoint_ns:.0f} ns"
+            if victim is not None and victim.extra_interruptions_per_s_mean is not None:
+                note += (f"{'; ' if note else ''}victim {victim.extra_interruptions_per_s_mean:+,.0f} irq/s, "
+                         f"throughput {-(victim.loss_pct_mean or 0.0):+.1f}%")
         m = statistics.median(ms)
         base = base or m
         print(f"{way:<16} {m:9.3f} ({100 * (m / base - 1):+4.0f}%) {statistics.median(cal):7.0f} "

@@ -8,7 +8,8 @@ online CPU, every 200 us) runs beside windows of equal length:
     scheduler's busy-CPU kicks are in the baseline too);
   * paced collapse at R collapses per second: one MADV_COLLAPSE of one 2 MiB range, then
     spinning until the next slot, so every receiving CPU gets R sync IPIs per second at
-    an even pace (one broadcast per collapse, FACTS.md); rate `max` collapses back to back.
+    an even pace (one broadcast per collapse: analysis/runs/host-collapse-256M traced 384 for
+    384); rate `max` collapses back to back.
 Each condition runs twice: with the idle states as the system sets them
 (cyclictest --default-system, what `collect --latency` does) and with cyclictest's own
 default of holding /dev/cpu_dma_latency at 0, under which an idle receiving CPU polls and

@@ -1,8 +1,10 @@
 """Build synthetic run directories in the `tlbprobe-run/1` format (doc/run-format.md).
 
-The numbers follow FACTS.md: each sync broadcast is one CAL on each other online CPU,
-TLB shootdowns land on the CPUs that run the process's threads, and the idle windows see
-a small background of both. Noise is seeded, so a test sees the same run every time.
+The numbers follow what the recorded runs in analysis/runs show: each sync broadcast is
+one CAL on each other online CPU (tlb_remove_table_sync_one() -> smp_call_function() in
+mm/mmu_gather.c), TLB shootdowns land on the CPUs that run the process's threads, and the
+idle windows see a small background of both. Noise is seeded, so a test sees the same
+run every time.
 
 Used by the report tests and by benchmarks/report_scale.py; keep it independent of
 tlbprobe's own code so a bug there cannot hide in the fixture too.
@@ -21,6 +23,8 @@ from typing import Any, Dict, List, Optional
 import yaml
 
 from tlbprobe.rundir.schema import PhaseFigures, RepeatFigures, run_totals
+from tlbprobe.rundir.sections import (CostFigures, CostSection, VictimCpu, VictimFigures, VictimPhase,
+                                      VictimSection)
 
 GiB = 1 << 30
 MiB = 1 << 20
@@ -60,6 +64,9 @@ class RunSpec:
     queue_traced: bool = False  # csd_queue_cpu counts ("queued"), as runs collected since it was added
     polled_fraction: float = 0.0  # share of the sync calls that found the CPU polling: no IPI
     timeseries_samples: int = 0  # >0: timeseries.csv with this many evenly spread samples per phase
+    cost: bool = False    # summary.json cost and cost.csv, as collect --cost writes them
+    handler_ns: float = 1500.0  # --cost: one sync IPI's handler time on a receiving CPU
+    victim: bool = False  # summary.json victim, as collect --victim writes it
     seed: int = 0
     extra_job: Dict[str, Any] = field(default_factory=dict)
 
@@ -205,6 +212,10 @@ def make_run(base: Path, name: str, spec: Optional[RunSpec] = None, **kw: Any) -
         for r in range(done):
             for phase in ("idle", "workload"):
                 (d / "latency" / f"r{r}-{phase}.json").write_text(json.dumps(_cyclictest(spec, cpus, phase, rng)))
+    if spec.cost:
+        summary["cost"] = _cost(spec, d, done, others).to_dict()
+    if spec.victim:
+        summary["victim"] = _victim(spec, done, others).to_dict()
     job = {
         "workload": spec.workload,
         "size": size,
@@ -214,6 +225,8 @@ def make_run(base: Path, name: str, spec: Optional[RunSpec] = None, **kw: Any) -
         "idle_seconds": spec.idle_s,
         "trace": spec.trace,
         "latency": spec.latency,
+        "cost": spec.cost,
+        "victim": spec.victim,
         "kernel_variant": spec.kernel_variant,
         "job_file": None,
     }
@@ -282,7 +295,69 @@ def _latency(spec: RunSpec, cpus: List[int], rng: random.Random) -> Dict[str, An
                 "p999_us": round(p50 * 9, 1),
                 "max_us": round(p50 * 40, 1),
             }
+            if spec.latency_layout == "collect":  # the collector's CPU object has these too
+                out[phase][str(c)].update(avg_us=round(p50 * 1.2, 2), overflows=0)
+                out[phase][str(c)]["role"] = out[phase][str(c)].pop("role")
     return out
+
+
+def _cost(spec: RunSpec, d: Path, done: int, others: List[int]) -> CostSection:
+    """summary.json cost and cost.csv: every sync IPI handled in ``handler_ns`` (two 100 ns
+    tracepoints included), one wait of the sender per broadcast."""
+    sync = int(round(spec.sync_per_op * spec.ops))          # per other CPU and repeat
+    rows: List[List[Any]] = []
+    for r in range(done):
+        for phase in ("idle", "workload"):
+            n = sync if phase == "workload" else 0
+            for kind, count, each in (("vector_all", n + 5, spec.handler_ns), ("vector_sync", n, spec.handler_ns),
+                                      ("sync", n, 100.0), ("initiator", n, 4000.0)):
+                total = count * (len(others) if kind != "initiator" else 1)
+                rows.append([r, phase, "all", kind, total, total * each, each if total else 0.0,
+                             each * 2 if total else 0.0, each * 3 if total else 0.0])
+    _csv(d / "cost.csv", ["repeat", "phase", "cpu", "kind", "count", "total_ns", "p50_ns", "p99_ns", "max_ns"], rows)
+
+    def figures(phase: str, kind: str, each: float) -> CostFigures:
+        count = sum(int(row[4]) for row in rows if row[1] == phase and row[3] == kind)
+        return CostFigures(count, round(count * each, 1), each * 3 if count else 0.0, each if count else 0.0,
+                           each * 2 if count else 0.0)
+
+    phases = {p: {k: figures(p, k, e) for k, e in (("vector_all", spec.handler_ns), ("vector_sync", spec.handler_ns),
+                                                     ("sync", 100.0), ("initiator", 4000.0))}
+              for p in ("idle", "workload")}
+    vs = phases["workload"]["vector_sync"]
+    head: Dict[str, Any] = {}
+    if vs.count:
+        per_ipi = spec.handler_ns - 200.0
+        head = {"per_ipi_ns_corrected": per_ipi, "cpu_time_taken_ms": round(per_ipi * vs.count / 1e6, 3),
+                "us_per_broadcast_per_cpu": round(per_ipi / 1e3, 3),
+                "broadcasts_seen": round(vs.count / max(len(others), 1), 1)}
+        if spec.workload == "collapse":
+            head["ms_per_gib"] = round(head["cpu_time_taken_ms"] / (spec.ops * done * 2 / 1024.0), 3)
+    return CostSection(tracepoint_ns=100.0 if vs.count else None, phases=phases,
+                       histograms={"workload": {"vector_sync": {2000: vs.count}}} if vs.count else {},
+                       lost_events=0, **head)
+
+
+def _victim(spec: RunSpec, done: int, others: List[int]) -> VictimSection:
+    """summary.json victim: the loop loses 2% of its units and takes one interruption per
+    sync IPI in the workload phases."""
+    rate = 5e6
+    extra = spec.sync_per_op * spec.ops / spec.work_s
+    idle = VictimFigures(int(spec.idle_s * 100), rate, 100.0, 50.0, 1.0, 10.0, 0.5, 20.0)
+    work = VictimFigures(int(spec.work_s * 100), rate * 0.98, 100.0, 50.0 + extra, 1.0, 10.0 + extra * 1.3, 0.5, 35.0)
+    per_cpu = {c: VictimCpu(200, idle, work, 2.0, 0.1, extra, 2.0, round(extra * 1.3, 2), 1.0) for c in others}
+    t = 100.0
+    phases: Dict[str, VictimPhase] = {}
+    windows: Dict[str, Any] = {}
+    for r in range(done):
+        for phase, dur, f in (("idle", spec.idle_s, idle), ("workload", spec.work_s, work)):
+            phases[f"r{r}-{phase}"] = VictimPhase(f.rate, f.interruptions_per_s, f.lost_us_per_s, f.worst_gap_us)
+            windows[f"r{r}-{phase}"] = (t, t + dur)
+            t += dur + 0.5
+    return VictimSection(slice_ms=10, gap_ns=1000, per_cpu=per_cpu, phases=phases, windows=windows,
+                         loss_pct_mean=2.0 if others else None, extra_interruptions_per_s_mean=extra if others else None,
+                         extra_lost_us_per_s_mean=round(extra * 1.3, 2) if others else None,
+                         worst_gap_us=35.0 if others else None, worst_gap_idle_us=20.0 if others else None)
 
 
 def _cyclictest(spec: RunSpec, cpus: List[int], phase: str, rng: random.Random) -> Dict[str, Any]:

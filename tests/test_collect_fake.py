@@ -143,3 +143,61 @@ def test_root_is_still_required_for_the_real_kernel(tree, tmp_path, monkeypatch)
     with pytest.raises(PreflightError, match="collect needs root"):
         Collector(job, tmp_path / "run", Console(quiet=True), paths=KernelPaths.under(tree)).run()
     assert not (tmp_path / "run").exists()
+
+
+def test_the_collector_builds_the_observers_the_job_asks_for(tree, tmp_path):
+    """No observer is built by the command line: the Collector builds them from the
+    resolved job, with the stand-in tree's paths (the cost observer looks for tracefs
+    there, and refuses before anything is measured)."""
+    from tlbprobe.errors import PreflightError
+
+    with pytest.raises(PreflightError, match=f"--cost needs tracefs \\({tree}/sys/kernel/tracing is missing"):
+        collect(tree, tmp_path / "cost", workload="idle", cost=True)
+    assert not (tmp_path / "cost").exists()
+
+
+@pytest.mark.skipif(not shutil.which("cc") and not shutil.which("gcc"), reason="--victim needs a C compiler")
+@pytest.mark.skipif(1 not in os.sched_getaffinity(0), reason="the victim runs on the other CPU, 1")
+def test_a_victim_run_against_the_fake_tree_writes_its_typed_section(tree, tmp_path):
+    from tlbprobe.rundir.sections import VictimSection
+
+    out = tmp_path / "run"
+    summary = collect(tree, out, workload="idle", repeat=1, victim=True, idle_seconds=0.3)
+    assert set(summary["victim"]["per_cpu"]) == {"1"}
+    victim = load_run(out).section(VictimSection)
+    assert victim.per_cpu[1].idle.slices > 5 and set(victim.windows) == {"r0-idle"}
+    assert (out / "victim.csv").exists()
+
+
+def test_observers_are_sized_from_the_workloads_planned_operations():
+    """--cost's ring buffers follow the operations a phase asks for, not --size (which
+    was right for collapse alone, and 0 without --size)."""
+    from tlbprobe.measure.cost import CostObserver
+    from tlbprobe.measure.latency import CyclictestObserver
+    from tlbprobe.measure.victim import VictimObserver
+    from tlbprobe.run.observers import observers_for
+
+    class Planned(Workload):
+        name = "planned"
+
+        def planned_ops(self) -> int:
+            return 1234
+
+    job = build_job({"workload": "idle", "cost": True, "victim": True, "latency": True, "cpu": 1})
+    obs = observers_for(job, Planned(job, None, print))
+    assert [type(o) for o in obs] == [CyclictestObserver, CostObserver, VictimObserver]
+    assert obs[1].ops_per_phase == 1234 and obs[1].driver_cpu == 1 and obs[2].driver_cpu == 1
+    assert observers_for(build_job({"workload": "idle"}), Planned(job, None, print)) == []
+
+
+def test_each_observer_has_its_job_switch_its_section_and_its_view():
+    """An observer is one entry in run/observers.py: its section's KEY is a common option
+    (a job switch), and report/views/ shows that section."""
+    from tlbprobe.report.views import VIEWS
+    from tlbprobe.run.job import COMMON, Job
+    from tlbprobe.run.observers import OBSERVERS
+    from tlbprobe.rundir.sections import SECTIONS
+
+    assert [s for s, _ in OBSERVERS] == list(SECTIONS) == [v.section for v in VIEWS]
+    for section, _ in OBSERVERS:
+        assert COMMON[section.KEY].flag and getattr(Job(), section.KEY) is False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import struct
+from dataclasses import replace
 import subprocess
 import sys
 from pathlib import Path
@@ -74,14 +75,15 @@ def test_victim_slices_figures_and_differences(tmp_path):
     assert len(slices) == 10 and offset == 10 * RECORD.size
     assert read_slices(f, offset) == ([], offset)
     idle = phase_figures(slices)
-    assert idle["rate"] == pytest.approx(5e6) and idle["interruptions_per_s"] == pytest.approx(1050.0)
-    assert idle["worst_gap_us"] == 2.0
-    busy = dict(idle, rate=4.5e6, interruptions_per_s=1300.0)
+    assert idle.rate == pytest.approx(5e6) and idle.interruptions_per_s == pytest.approx(1050.0)
+    assert idle.worst_gap_us == 2.0
+    busy = replace(idle, rate=4.5e6, interruptions_per_s=1300.0)
     pct, half = loss(idle, busy)
     assert pct == pytest.approx(10.0) and half >= 0
     extra, ci = difference(idle, busy, "interruptions_per_s", "interruptions_se")
     assert extra == pytest.approx(250.0) and ci >= 0
-    assert loss({"rate": 0.0}, busy) == (None, None)
+    assert loss(replace(idle, rate=0.0), busy) == (None, None)
+    assert phase_figures([]).to_dict() == {"slices": 0, "rate": 0.0, "rate_se": 0.0, "worst_gap_us": 0.0}
 
 
 @pytest.mark.root
@@ -125,12 +127,14 @@ def test_a_collapse_with_cost_and_victim_on_this_host(tmp_path):
 def test_cost_projection_adds_up_receivers_and_flags_where_it_does_not_transfer():
     from tlbprobe.errors import InputError
     from tlbprobe.model import Scenario, load_params, predict, project_cost
+    from tlbprobe.rundir.sections import CostFigures, CostSection
 
     pred = predict(Scenario("collapse", ops=10240, online_cpus=64, variant="baseline", flush_mode="native"),
                    load_params())
-    cost = {"per_ipi_ns_corrected": 1000.0,
-            "phases": {"workload": {"initiator": {"count": 5, "p50_ns": 5000.0, "p99_ns": 20000.0}}}}
+    cost = CostSection(per_ipi_ns_corrected=1000.0,
+                       phases={"workload": {"initiator": CostFigures(count=5, p50_ns=5000.0, p99_ns=20000.0)}})
     p = project_cost(pred, cost, measured_cpus=2, flush_mode="pv", emulated=False)
+    assert project_cost(pred, cost.to_dict(), 2, "pv", False) == p   # the section's dict, as summary.json holds it
     assert p.receivers_ms == pytest.approx(10240 * 63 * 1000 / 1e6)       # 645 ms over 63 CPUs
     assert p.initiator_ms_low == pytest.approx(51.2) and p.initiator_ms_likely == pytest.approx(204.8)
     assert any("paravirtual" in w for w in p.warnings) and any("extrapolated" in w for w in p.warnings)
@@ -138,3 +142,5 @@ def test_cost_projection_adds_up_receivers_and_flags_where_it_does_not_transfer(
     assert project_cost(pred, cost, 64, "native", emulated=False).warnings == ()
     with pytest.raises(InputError, match="--cost"):
         project_cost(pred, {}, 2, "pv", False)
+    with pytest.raises(InputError, match="--cost"):
+        project_cost(pred, None, 2, "pv", False)

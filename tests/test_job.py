@@ -116,13 +116,15 @@ def test_repro_jobs_are_job_files_resolved_on_the_host(tmp_path):
     from tlbprobe.workflows.repro import DEFAULT_JOBS, resolve_jobs
 
     jobs = resolve_jobs()
-    assert [n for n, _ in jobs] == list(DEFAULT_JOBS)
-    for name, args in jobs:
-        assert args[0] == "--job" and Path(args[1]).is_absolute() and Path(args[1]).stem == name
-    assert [n for n, _ in resolve_jobs(["default", "khugepaged-fast"])] == list(DEFAULT_JOBS) + ["khugepaged-fast"]
+    assert [j.name for j in jobs] == list(DEFAULT_JOBS)
+    for j in jobs:
+        assert j.args[0] == "--job" and Path(j.args[1]).is_absolute() and Path(j.args[1]).stem == j.name
+        assert j.job.size == 1 << 30
+    assert [j.name for j in resolve_jobs(["default", "khugepaged-fast"])] == list(DEFAULT_JOBS) + ["khugepaged-fast"]
     own = tmp_path / "mine.yaml"
     own.write_text("workload: collapse\nsize: 64M\n")
-    assert resolve_jobs([str(own)]) == [("mine", ["--job", str(own.resolve())])]
+    (mine,) = resolve_jobs([str(own)])
+    assert (mine.name, mine.args, mine.job.size) == ("mine", ["--job", str(own.resolve())], 64 << 20)
     with pytest.raises(InputError, match="no such job file; shipped jobs: .*khugepaged"):
         resolve_jobs(["no-such-job"])
     with pytest.raises(InputError, match="named twice"):
@@ -140,3 +142,99 @@ def test_threads_all_means_one_per_other_cpu():
     assert resolve_common(job, 64).threads == 63 and resolve_common(job, 1).threads == 0
     with pytest.raises(InputError, match="threads"):
         build_job({"threads": "some"})
+
+
+def test_common_options_are_declared_once_and_feed_the_job_the_parser_and_run_yaml():
+    """Each common option is one Option record (run/job.py COMMON_OPTIONS): a Job field of
+    the same name holds its value and default, the parser gets its flag from the record,
+    and run.yaml's job keys are the fields."""
+    import argparse
+    import dataclasses
+
+    from tlbprobe.commands.collect import add_collect_options
+    from tlbprobe.run.job import COMMON_OPTIONS, Job
+
+    fields = [f.name for f in dataclasses.fields(Job)]
+    keys = [o.key for o in COMMON_OPTIONS]
+    assert set(fields) == set(keys) | {"options", "job_file", "description"}
+    assert list(Job().to_dict()) == [f for f in fields if f != "options"]
+    p = argparse.ArgumentParser()
+    add_collect_options(p)
+    flags = {a.dest: a.option_strings for a in p._actions}
+    for o in COMMON_OPTIONS:
+        assert flags[o.key] == [o.flag_name], o.key
+    ns = p.parse_args(["--no-trace", "--size", "1G", "--threads", "all", "--idle-seconds", "0.5", "--latency"])
+    assert (ns.trace, ns.size, ns.threads, ns.idle_seconds, ns.latency, ns.cost) == (False, 1 << 30, -1, 0.5, True, None)
+    assert p.parse_args([]).trace is None  # not given: the job file's value, else the Job's default
+
+
+def test_option_kinds_parse_negate_and_checks():
+    from tlbprobe.options import Option
+
+    neg = Option("trace", "t", kind=bool, negate=True)
+    assert neg.flag_name == "--no-trace" and neg.coerce(False, "f") is False
+    with pytest.raises(InputError, match=r"f: trace: 'no' is not valid \(expected true or false\)"):
+        neg.coerce("no", "f")
+    fl = Option("idle_seconds", "s", kind=float, low=0, high=3600)
+    assert fl.coerce("2.5", "f") == 2.5
+    with pytest.raises(InputError, match=r"--idle-seconds 4000.0 is out of range \(0..3600\)"):
+        fl.coerce(4000, "f")
+    sized = Option("size", "s", kind=int, parse=lambda v: int(str(v).rstrip("K")) * 1024, low=1,
+                   message="{flag} must be positive")
+    assert sized.coerce("4K", "f") == 4096
+    with pytest.raises(InputError, match="--size must be positive"):
+        sized.coerce("0K", "f")
+    with pytest.raises(InputError, match=r"f: size: 'xK' is not valid"):
+        sized.coerce("xK", "f")
+    pick = Option("mode", "m", choices=lambda: ("a", "b"), show_choices=True)
+    assert pick.choice_list() == ("a", "b") and pick.coerce("b", "f") == "b"
+    with pytest.raises(InputError, match="--mode 'c' is unknown: choose one of a, b"):
+        pick.coerce("c", "f")
+    some = Option("threads", "t", kind=int, low=0, high=9, allowed=(-1,), range_text="0..9, or all")
+    assert some.coerce(-1, "f") == -1
+    with pytest.raises(InputError, match=r"--threads 10 is out of range \(0..9, or all\)"):
+        some.coerce(10, "f")
+
+
+def test_guest_memory_comes_from_the_resolved_jobs_sizes(tmp_path):
+    """qemu collect and repro size the guest from the job as resolved on the host, a --job
+    file's size included (it used to come from --size alone: a 12G job file booted a 4G
+    guest that its own preflight then refused)."""
+    from tlbprobe.commands.qemu import guest_memory_for_jobs
+    from tlbprobe.workflows.repro import resolve_jobs, seed_job, sweep_job
+
+    big = tmp_path / "big.yaml"
+    big.write_text("workload: collapse\nsize: 12G\n")
+    assert guest_memory_for_jobs([build_job({}, str(big))]) == "14G"
+    assert guest_memory_for_jobs([build_job({"size": 20 << 30}, str(big))]) == "22G"   # the flag wins, as in the guest
+    assert guest_memory_for_jobs([j.job for j in resolve_jobs(["default", str(big)])]) == "14G"   # the largest job
+    assert guest_memory_for_jobs([build_job({})]) == "4G"    # no size: the guest sizes its collapse to 4G
+    assert guest_memory_for_jobs([j.job for j in resolve_jobs()]) == "4G"
+    seed = seed_job("20G")
+    assert seed.args == sweep_job("20G") == ["--workload", "collapse", "--size", "20G", "--repeat", "1",
+                                             "--idle-seconds", "1", "--cpu", "0"]
+    assert (seed.name, seed.job.size, seed.job.repeat) == ("collapse-20G", 20 << 30, 1)
+    assert guest_memory_for_jobs([seed.job]) == "22G"
+
+
+def test_qemu_collect_with_a_job_file_sizes_the_guest_from_it(tmp_path, monkeypatch):
+    """`tlbprobe qemu collect --kernel K -- --job FILE`: the guest's memory follows the job
+    file's size (no QEMU: the boot is replaced by a stand-in that records the guest)."""
+    import tlbprobe.commands.qemu as qemu
+    import tlbprobe.vm.collect as vm_collect
+    from tlbprobe.cli import main
+
+    big = tmp_path / "big.yaml"
+    big.write_text("workload: collapse\nsize: 12G\n")
+    seen = {}
+
+    def boot(spec, rest, out, workload, **kw):
+        seen.update(memory=spec.memory, rest=rest, workload=workload)
+        raise InputError("stop before booting")
+
+    monkeypatch.setattr(qemu, "check_host_memory", lambda memory: seen.setdefault("checked", memory))
+    monkeypatch.setattr(vm_collect, "collect_in_guest", boot)
+    monkeypatch.setattr(qemu, "collect_in_guest", boot, raising=False)
+    assert main(["qemu", "collect", "--kernel", str(tmp_path / "bzImage"), "--", "--job", str(big)]) == 2
+    assert seen["memory"] == seen["checked"] == "14G" and seen["workload"] == "collapse"
+    assert seen["rest"] == ["--job", str(big.resolve())]

@@ -32,7 +32,9 @@ from tlbprobe.measure.observer import Phase
 from tlbprobe.rundir.cyclictest import (CpuLatency, CyclictestOutput, ThreadLatency, parse_cyclictest_json,
                                         percentile_us, read_cyclictest_json)
 from tlbprobe.rundir.reader import load_run
-from tlbprobe.rundir.summary_text import latency_lines, render_summary
+from tlbprobe.rundir.sections import LatencySection
+from tlbprobe.report.views.latency import latency_lines
+from tlbprobe.rundir.summary_text import render_summary
 
 DATA = Path(__file__).parent / "data"
 RECORDED = DATA / "cyclictest-x86-kvm-2cpu.json"
@@ -180,7 +182,7 @@ def test_pooling_adds_histograms_and_cycles_lost_is_expected_minus_measured():
     acc = CpuLatency()
     acc.add(thread(1, {10: 900, 50: 100}, avg=14.0), expected_cycles=1000.4)
     acc.add(thread(1, {10: 800, 60: 100}, overflows=100, max_us=3000, avg=100.0), expected_cycles=1100.0)
-    f = acc.figures("receiver")
+    f = acc.figures("receiver").to_dict()
     assert f["samples"] == 2000 and f["cycles_lost"] == 100      # 2100.4 expected - 2000
     assert f["p50_us"] == 10 and f["p99_us"] == 3000 and f["max_us"] == 3000 and f["overflows"] == 100
     assert f["p999_us"] == 3000 and f["role"] == "receiver"
@@ -190,7 +192,7 @@ def test_pooling_adds_histograms_and_cycles_lost_is_expected_minus_measured():
     # a window estimate a few cycles short never shows as negative loss
     acc2 = CpuLatency()
     acc2.add(thread(0, {10: 1000}), expected_cycles=997.0)
-    assert acc2.figures("driver")["cycles_lost"] == 0
+    assert acc2.figures("driver").cycles_lost == 0
 
 
 # --- the observer without cyclictest ---------------------------------------------------------
@@ -215,9 +217,9 @@ def test_observer_summary_per_phase_and_pooled_per_kind():
         "r1-workload": {0: thread(0, {200: 100}), 1: thread(1, {12: 100})},
         "r2-idle": {0: thread(0, {20: 100}), 1: thread(1, {13: 100})},   # repeat 2 did not finish
     }, missing={"r1-workload": "cyclictest died", "r2-workload": "never ran"})
-    s = {"repeats_done": 2}
-    obs.contribute(s)
-    lat = s["latency"]
+    section = obs.section({"repeats_done": 2})
+    lat = section.to_dict()
+    assert LatencySection.from_dict("summary.json", lat) == section   # the typed section round-trips
     assert lat["driver_cpu"] == 0 and lat["tool"] == "cyclictest 2.40" and lat["interval_us"] == 200
     assert set(lat["phases"]) == {"r0-idle", "r0-workload", "r1-idle", "r1-workload"}
     assert lat["phases"]["r0-workload"]["0"] == {
@@ -229,7 +231,7 @@ def test_observer_summary_per_phase_and_pooled_per_kind():
     assert idle["1"]["samples"] == 200 and idle["1"]["p50_us"] == 11 and idle["1"]["p99_us"] == 13
     assert idle["0"]["cycles_lost"] == 10
     assert lat["missing"] == {"r1-workload": "cyclictest died"}
-    text = "\n".join(latency_lines(lat, 2))
+    text = "\n".join(latency_lines(section, 2))
     assert "workload     0 driver" in text and "idle         1 receiver" in text
     assert "latency missing for r1-workload: cyclictest died" in text
 
@@ -249,7 +251,7 @@ def test_render_summary_includes_the_latency_block():
     summary = {"workload": "idle", "repeats_done": 1, "repeats_planned": 1, "complete": True,
                "kernel_release": "6.18", "online_cpus": 2, "flush_mode": "pv", "driver_cpu": 0,
                "other_cpus": [1], "repeats": [], "ops": 0}
-    obs.contribute(summary)
+    summary["latency"] = obs.section(summary).to_dict()
     text = render_summary(summary, Path("RUN"))
     assert "latency (cyclictest every 200 us" in text and "idle         1 receiver" in text
 
@@ -286,7 +288,7 @@ def test_cyclictest_failing_mid_run_marks_the_phase_missing(tmp_path):
     why = obs.missing[Phase(0, "idle")]
     assert "mlockall failed" in why
     assert any(line.startswith("warning: r0-idle: no latency") for line in logged)
-    assert obs.summary(1)["missing"] == {"r0-idle": why}
+    assert obs.summary(1).missing == {"r0-idle": why}
 
 
 # --- real runs ------------------------------------------------------------------------------

@@ -100,13 +100,14 @@ def test_patched_keeps_the_broadcast_under_pv_and_invlpgb(params, flush):
 
 
 def test_facts_two_cpu_host(params):
-    # FACTS.md: 2 vCPUs, PV flush: CAL - TLB on the other CPU = 1.0000 x collapses
+    # analysis/runs/host-collapse-256M: 2 vCPUs, PV flush: 384 traced sync IPIs on the other CPU for 384 collapses
     p = predict(collapse(ops=384, online_cpus=2, flush_mode="pv", variant="patched"), params)
     assert p.sync_ipis.value == 384
 
 
 def test_tlb_shootdowns_native_follow_the_threads(params):
-    # FACTS.md (TCG, native): 1 GiB collapse, threads on CPUs 1-3: 512 TLB on each
+    # analysis/runs/tcg-baseline-collapse-1G-threads (TCG, native): 1 GiB collapse, threads on CPUs 1-3:
+    # 1,024 TLB on each over 2 repeats, 512 per collapse of the range
     p = predict(collapse(ops=512, online_cpus=4, mm_cpus=4), params)
     assert p.tlb_ipis.value == 512 * 3
     assert p.cal_other_cpus == 512 * 3 + 512 * 3
@@ -162,7 +163,8 @@ def unshare(**kw) -> Scenario:
 
 @pytest.mark.parametrize("kind", ["munmap", "mprotect", "madvise-dontneed", "exit", "partial-munmap"])
 def test_hugetlb_batched_one_broadcast_per_operation_whatever_the_tables(params, kind):
-    # FACTS.md: 6.18.44 sends ONE broadcast per unsharing operation for 1, 2 or 4 GiB
+    # one broadcast per unsharing operation whatever the tables: huge_pmd_unshare_flush() syncs once per
+    # gather (mm/hugetlb.c); analysis/runs/host-hugetlb-unshare-1G (6.18.44): 600 for 600 operations
     for tables in (1, 2, 4):
         p = predict(unshare(unshare_kind=kind, tables_per_op=tables), params)
         assert p.sync_broadcasts.value == 5, (kind, tables)

@@ -10,7 +10,7 @@ import sys
 from typing import List, Optional
 
 from . import __version__
-from .errors import TlbprobeError
+from .errors import InternalError, TlbprobeError
 
 #: Subcommand modules, in the order `tlbprobe --help` lists them.
 COMMANDS = ["collect", "report", "model", "diff", "restore", "qemu", "kernel", "repro"]
@@ -46,20 +46,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"tlbprobe {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS:
+    for name in COMMANDS:  # register() only builds the parser: each main() imports what it runs
         try:
             module = importlib.import_module(f".commands.{name}", __package__)
-        except ModuleNotFoundError as e:
-            if e.name and e.name.endswith(f"commands.{name}"):
-                continue  # subcommand not built yet
-            raise
+        except ImportError as e:  # a broken install or a bug, never a command left out without a word
+            raise InternalError(f"the {name} command cannot be loaded: tlbprobe/commands/{name}.py: "
+                                f"{type(e).__name__}: {e}") from None
         module.register(sub)
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = build_parser()
     try:
+        parser = build_parser()
         args = parser.parse_args(argv)
         if not getattr(args, "func", None):
             parser.print_help()

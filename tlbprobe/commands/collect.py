@@ -6,13 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..run.collector import Collector, default_out
-from ..ui import Console
-from ..run.job import IDLE_MODES, KERNEL_VARIANTS, SYNC_COUNTERS, build_job, parse_threads
-from ..rundir.summary_text import render_summary
-from ..units import parse_size
-from ..workloads import all_options, all_specs, default_name, names
-from ..vocab import FLUSH_MODES
+from ..run.job import COMMON_OPTIONS, build_job
 
 EPILOG = """\
 what it measures:
@@ -41,43 +35,25 @@ directory format is described in doc/run-format.md; `tlbprobe report DIR` reads 
 
 
 def add_collect_options(p: argparse.ArgumentParser) -> None:
-    """The options of a collect; `tlbprobe qemu collect` passes the same ones to the guest."""
-    p.add_argument("--workload", choices=names(), help=f"what to measure (default: {default_name()})")
-    p.add_argument("--job", metavar="FILE", help="YAML job file (see workloads/); flags given here override it")
-    p.add_argument("--size", type=parse_size, metavar="SIZE",
-                   help="bytes to collapse or unshare, e.g. 512M, 20G (default: up to 4G, sized to free memory)")
-    p.add_argument("--repeat", type=int, metavar="N", help="repeats, each with its own idle window (default: 3)")
-    p.add_argument("--cpu", type=int, metavar="C", help="CPU that runs the driver (default: 0)")
-    p.add_argument("--threads", type=_threads, metavar="K|all",
-                   help="extra threads reading the range from other CPUs, so the mm runs on K+1 CPUs; all: one "
-                        "per other online CPU (default: 0)")
-    p.add_argument("--idle-seconds", type=float, metavar="S",
-                   help="idle control window before each repeat (default: 5; 0 disables background subtraction)")
-    p.add_argument("--idle-mode", choices=IDLE_MODES,
-                   help="spin (default): the driver CPU busy-loops in user space during the idle window, so "
-                        "scheduler IPIs a busy CPU causes count as background; sleep: everything idle")
-    p.add_argument("--out", type=Path, metavar="DIR", help="run directory (default: runs/<timestamp>-<workload>)")
-    p.add_argument("--no-trace", dest="trace", action="store_const", const=False,
-                   help="do not attribute IPIs with tracefs (counts from /proc/interrupts only)")
-    p.add_argument("--trace-buffer-kb", type=int, metavar="KB",
-                   help="trace buffer per CPU in KiB (default: sized from the job, said in the log); a buffer "
-                        "that fills marks its phase's received counts lost, it does not end the run")
-    p.add_argument("--sync-counter", choices=SYNC_COUNTERS,
-                   help="perf (default): count the sync calls queued in the kernel with a perf counter, exact "
-                        "at any CPU count; trace: count them in the trace buffer (the older way)")
-    p.add_argument("--kernel-variant", choices=KERNEL_VARIANTS,
-                   help="say which kernel this is, for the report (default: unknown)")
-    p.add_argument("--flush-mode", choices=[m for m in FLUSH_MODES if m != "unknown"],
-                   help="override the detected TLB flush mode (recorded as given)")
-    p.add_argument("--latency", action="store_const", const=True,
-                   help="run cyclictest on every online CPU beside each phase")
-    p.add_argument("--cost", action="store_const", const=True,
-                   help="time what the broadcast costs: the receivers' function-call handlers (irq_vectors and "
-                        "csd trace events) and the initiator's wait in tlb_remove_table_sync_one (kprobes); the "
-                        "events cost time themselves (benchmarks/cost_observer.py)")
-    p.add_argument("--victim", action="store_const", const=True,
-                   help="run a pinned work loop on every other CPU and report the throughput it loses in the "
-                        "workload phases and its longest gap (needs a C compiler)")
+    """The options of a collect; `tlbprobe qemu collect` passes the same ones to the guest.
+    The job's options come from their records (run/job.py COMMON_OPTIONS, each workload's
+    ``options``); --job, --out and -q are the command's own."""
+    for opt in COMMON_OPTIONS:
+        opt.add_to(p)
+        if opt.key == "workload":  # where --help has always listed them
+            p.add_argument("--job", metavar="FILE",
+                           help="YAML job file (see workloads/); flags given here override it")
+        elif opt.key == "idle_mode":
+            p.add_argument("--out", type=Path, metavar="DIR",
+                           help="run directory (default: runs/<timestamp>-<workload>)")
+    add_workload_options(p)
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines, only the summary")
+
+
+def add_workload_options(p: argparse.ArgumentParser) -> None:
+    """Each workload's own options, a group per workload (tlbprobe/workloads/<name>/spec.py ``options``)."""
+    from ..workloads import all_specs
+
     seen = set()
     specs = all_specs()
     for spec in specs:  # each workload declares its own options (tlbprobe/workloads/<name>/spec.py)
@@ -90,19 +66,7 @@ def add_collect_options(p: argparse.ArgumentParser) -> None:
             # a key two workloads declare (sharers) is one flag: its help gives each meaning
             also = [(d.name, x) for d in specs if d is not spec for x in d.options if x.key == o.key]
             text = o.help if not also else "; ".join([f"{spec.name}: {o.help}"] + [f"{n}: {x.help}" for n, x in also])
-            if o.flag:
-                g.add_argument(o.flag_name, dest=o.key, action="store_const", const=True, help=text)
-            else:
-                g.add_argument(o.flag_name, dest=o.key, metavar=o.metavar, help=text,
-                               type=o.kind if o.kind is int else str)  # choices: checked by Option.coerce, in one line
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines, only the summary")
-
-
-def _threads(text: str) -> int:
-    try:
-        return parse_threads(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a thread count or 'all'") from None
+            o.add_to(g, help=text)  # choices: checked by Option.coerce, in one line
 
 
 def register(sub) -> None:
@@ -113,25 +77,22 @@ def register(sub) -> None:
 
 
 def job_from_args(args: argparse.Namespace):
-    keys = ["workload", "size", "repeat", "cpu", "threads", "idle_seconds", "idle_mode", "trace", "trace_buffer_kb",
-            "sync_counter", "kernel_variant", "flush_mode", "latency", "cost", "victim"] + list(all_options())
+    """The Job the parsed flags and their --job file describe, checked."""
+    from ..workloads import all_options
+
+    keys = [o.key for o in COMMON_OPTIONS] + list(all_options())
     return build_job({k: getattr(args, k, None) for k in keys}, args.job)
 
 
 def main(args: argparse.Namespace) -> int:
+    from ..run.collector import Collector, default_out
+    from ..rundir.summary_text import render_summary
+    from ..ui import Console
+
     job = job_from_args(args)
     out = args.out or default_out(job.workload)
-    collector = Collector(job, out, Console(quiet=args.quiet), argv=["tlbprobe"] + sys.argv[1:])
-    if job.latency:
-        from ..measure.latency import CyclictestObserver
-        collector.add_observer(CyclictestObserver(job))
-    if job.cost:
-        from ..measure.cost import CostObserver
-        collector.add_observer(CostObserver(ops_per_phase=(job.size or 0) // (2 << 20), driver_cpu=job.cpu))
-    if job.victim:
-        from ..measure.victim import VictimObserver
-        collector.add_observer(VictimObserver(job.cpu))
-    summary = collector.run()
+    # the Collector builds the job's observers once the job is resolved (run/observers.py)
+    summary = Collector(job, out, Console(quiet=args.quiet), argv=["tlbprobe"] + sys.argv[1:]).run()
     print(render_summary(summary, out))
     print(f"\nnext: tlbprobe report {out}   (add a run from the other kernel to compare; "
           f"--format lkml for a cover letter)")

@@ -7,9 +7,7 @@ import json
 from pathlib import Path
 
 from ..errors import InputError
-from ..kernel import asuser
 from ..kernel.build import DEBUG_FRAGMENT, DEFAULT_FRAGMENT, KernelSpec, as_dict, variant_patches
-from ..ui import terminal_status
 
 EPILOG = """\
 The source is the newest Debian linux-source tarball (apt-get install linux-source-6.12)
@@ -79,6 +77,8 @@ def resolve_commits(args: argparse.Namespace) -> None:
         raise InputError("--commits gives the patches itself: leave out --patch")
     if args.source is None or not (args.source / ".git").exists():
         raise InputError("--commits needs --source, a git work tree of the kernel (e.g. --source ~/linux)")
+    from ..kernel import asuser
+
     args.source, args.patch = asuser.commits(args.source, args.commits)
 
 
@@ -96,6 +96,9 @@ def spec_from_args(args: argparse.Namespace, variant: str) -> KernelSpec:
 
 
 def main_build(args: argparse.Namespace) -> int:
+    from ..kernel import asuser
+    from ..ui import terminal_status
+
     resolve_commits(args)
     if args.variant == "baseline" and args.patch and not args.commits:
         raise InputError("--patch goes with the patched variant, not --variant baseline")

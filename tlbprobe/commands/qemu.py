@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 from ..errors import InputError, PreflightError
-from ..run.job import find_job_file
-from ..measure.procfs import read_meminfo
+from ..run.job import Job, find_job_file
 from ..units import parse_size
-from ..ui import terminal_status
-from ..vm.collect import collect_in_guest, guest_failure
 from ..vm.guest import GuestError, GuestSpec
 from .collect import add_collect_options, job_from_args
 
@@ -92,8 +89,17 @@ def guest_memory_for(size: Optional[int]) -> str:
     return f"{max(4, -(-(size + GUEST_OVERHEAD) >> 30))}G"
 
 
+def guest_memory_for_jobs(jobs: Sequence[Job]) -> str:
+    """The memory of a guest that runs these jobs, when --memory is not given: for the
+    largest, as each job is resolved on the host (flags and its --job file alike), so a
+    job file of 12G boots a 14G guest rather than one its own preflight then refuses."""
+    return guest_memory_for(max((j.size or 0 for j in jobs), default=0) or None)
+
+
 def check_host_memory(memory: str) -> None:
     """Refuse, with the figures, a guest the host cannot give its memory to."""
+    from ..measure.procfs import read_meminfo
+
     want = parse_size(memory if memory[-1:].isalpha() else memory + "M")
     avail = read_meminfo().get("MemAvailable", 0)
     if avail and want + HOST_MARGIN > avail:
@@ -116,6 +122,9 @@ def guest_spec_from_args(args: argparse.Namespace, kernel: Optional[Path] = None
 
 
 def main_collect(args: argparse.Namespace) -> int:
+    from ..ui import terminal_status
+    from ..vm.collect import collect_in_guest, guest_failure
+
     rest = list(args.collect_args)
     if rest[:1] == ["--"]:
         rest = rest[1:]
@@ -132,7 +141,7 @@ def main_collect(args: argparse.Namespace) -> int:
         where = find_job_file(parsed.job).resolve()
         rest = [str(where) if a == parsed.job else a for a in rest]
         rest = [f"--job={where}" if a == f"--job={parsed.job}" else a for a in rest]
-    args.memory = args.memory or guest_memory_for(parsed.size)
+    args.memory = args.memory or guest_memory_for_jobs([job])
     check_host_memory(args.memory)
     out, status = collect_in_guest(guest_spec_from_args(args), rest, args.out, workload=job.workload,
                                    status=terminal_status())

@@ -10,13 +10,10 @@ from pathlib import Path
 from typing import Dict
 
 from ..errors import InputError
-from ..kernel.build import KernelSpec
-from ..ui import terminal_status
-from ..workflows.repro import DEFAULT_JOBS, default_out, resolve_jobs, run_repro, run_sweep, sweep_job, tradeoff
-from ..workflows.results import Case, write_results
 from ..units import format_size, parse_size
+from ..workflows.repro import DEFAULT_JOBS
 from .kernel import add_kernel_options, fragments_from_args, resolve_commits
-from .qemu import add_guest_options, check_host_memory, guest_memory_for, guest_spec_from_args
+from .qemu import add_guest_options, check_host_memory, guest_memory_for_jobs, guest_spec_from_args
 
 EPILOG = """\
 Jobs are job files in workloads/ (edit them there). The default set (each with 2 repeats
@@ -89,6 +86,11 @@ def format_timings(timings: Dict[str, float]) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
+    from ..kernel.build import KernelSpec
+    from ..ui import terminal_status
+    from ..workflows.repro import default_out, resolve_jobs, run_repro, run_sweep, seed_job, tradeoff
+    from ..workflows.results import Case, write_results
+
     out = args.out or default_out()
     if len(args.smp) > 1 and args.job_names:
         raise InputError("--job goes with one --smp; a sweep (--smp 4,16,64) runs its own collapse job")
@@ -105,14 +107,20 @@ def main(args: argparse.Namespace) -> int:
     if args.jobs:
         kspec.jobs = args.jobs
     size = format_size(args.size) if args.size else None
-    memory = args.memory or (guest_memory_for(args.size) if args.size else "4G")
+    sweep = len(args.smp) > 1
+    if not sweep and size and args.job_names:
+        raise InputError("--size sizes the one collapse job of --smp N --size S; with --job the size is the job "
+                         "file's: leave out one of them")
+    # the jobs the guests run, resolved here (job files included): the largest sizes the guests
+    jobs = [seed_job(size or "256M")] if sweep else [seed_job(size)] if size else resolve_jobs(args.job_names)
+    memory = args.memory or guest_memory_for_jobs([j.job for j in jobs])
     check_host_memory(memory)
     # the kernel is filled in per variant by run_repro
     guest = replace(guest_spec_from_args(args, kernel=Path()), smp=args.smp[0], memory=memory)
     for f in (args.junit, args.json_out):
         if f and not f.parent.is_dir():
             raise InputError(f"{f}: its directory does not exist")
-    if len(args.smp) > 1:
+    if sweep:
         sw = run_sweep(kspec, guest, args.smp, size or "256M", out, patches=args.patch, status=terminal_status())
         cases = [Case(f"smp{r.cpus}[{r.variant}]", r.verdict == "matches", f"{r.cpus} vCPUs, {r.variant}: {r.verdict}",
                       sw.table, sw.timings.get(f"smp{r.cpus}_{r.variant}_s", 0.0)) for r in sw.rows]
@@ -123,10 +131,6 @@ def main(args: argparse.Namespace) -> int:
         print(f"timings: {format_timings(sw.timings)}")
         print(f"results: {out}   ({'every run matches the model' if sw.ok else 'MISMATCH: see above'})")
         return 0 if sw.ok else 1
-    if size and args.job_names:
-        raise InputError("--size sizes the one collapse job of --smp N --size S; with --job the size is the job "
-                         "file's: leave out one of them")
-    jobs = [(f"collapse-{size}", sweep_job(size))] if size else resolve_jobs(args.job_names)
     res = run_repro(kspec, guest, out, patches=args.patch, jobs=jobs, status=terminal_status())
     cases = [Case(f"{job}[{variant}]", res.oks[job][variant], f"{job}, {variant} kernel: {v}", res.reports[job],
                   res.timings.get(f"guest_{variant}_s", 0.0))

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from ..errors import PreflightError
-from ..measure.sysstate import DEFAULT_STATE_DIR, restore_from_journal
+from ..measure.paths import DEFAULT_STATE_DIR
 
 
 def register(sub) -> None:
@@ -23,6 +23,8 @@ def register(sub) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from ..measure.sysstate import restore_from_journal
+
     if os.geteuid() != 0:
         raise PreflightError("restore needs root: run it with sudo")
     n = restore_from_journal(args.state_dir, args.force)

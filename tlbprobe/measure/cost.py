@@ -41,10 +41,11 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, DefaultDict, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, DefaultDict, Dict, List, Mapping, Optional, Tuple
 
 from ..errors import PreflightError
 from ..rundir.schema import COST_COLUMNS
+from ..rundir.sections import COST_KINDS, CostFigures, CostSection
 from ..vocab import SYNC_FUNCTION
 from .observer import Phase
 from .paths import REAL
@@ -59,7 +60,7 @@ VECTOR_EVENTS = ("irq_vectors/call_function_entry", "irq_vectors/call_function_e
                  "irq_vectors/call_function_single_entry", "irq_vectors/call_function_single_exit")
 CSD_EVENTS = ("csd/csd_function_entry", "csd/csd_function_exit", "csd/csd_queue_cpu")
 MARK = "tlbprobe-cost"
-KINDS = ("vector_all", "vector_sync", "sync", "initiator")
+KINDS = COST_KINDS
 #: Bytes per event in the ring buffer, rounded up; events per CPU per phase beyond the ops.
 EVENT_BYTES = 48
 BASE_EVENTS = 65536
@@ -212,7 +213,8 @@ class CostParser:
 
 class CostObserver:
     """The receivers' handler time and the initiator's wait, per phase (see the module doc).
-    Writes cost.csv and summary.json ``cost``."""
+    Writes cost.csv and summary.json ``cost`` (rundir/sections.py CostSection).
+    ``ops_per_phase`` (the workload's planned operations) sizes the ring buffers."""
 
     def __init__(self, ops_per_phase: int = 0, driver_cpu: Optional[int] = None, tracefs: Path = REAL.tracefs):
         self.tracefs = tracefs
@@ -307,8 +309,8 @@ class CostObserver:
                  f["p99_ns"], f["max_ns"]]
                 for kind in KINDS for cpu, f in rows[kind].items()])
 
-    def contribute(self, summary: Dict[str, Any]) -> None:
-        summary["cost"] = self.summary(summary)
+    def section(self, summary: Mapping[str, Any]) -> CostSection:
+        return self.summary(summary)
 
     def stop(self) -> None:
         if self.instance is None:
@@ -357,7 +359,7 @@ class CostObserver:
         assert self.instance is not None and self.parser is not None
         self._pending = read_pipe(self.instance, self._pending, self.parser.line)
 
-    def summary(self, run: Dict[str, Any]) -> Dict[str, Any]:
+    def summary(self, run: Mapping[str, Any]) -> CostSection:
         """summary.json ``cost``: per phase kind and CPU, the tracepoint's own cost, and the
         headline figures (doc/run-format.md)."""
         others = [c for c in run.get("other_cpus", []) if isinstance(c, int)]
@@ -380,27 +382,28 @@ class CostObserver:
                     k["p99_ns"].append(f["p99_ns"])
                 if kind == "sync" and ph.name == "workload":
                     tp += [f["p50_ns"] for cpu, f in per_cpu.items() if cpu >= 0 and f["count"]]
-        for a in agg.values():
-            for k in a.values():  # medians of the per-CPU p50s, the worst per-CPU p99
-                k["p50_ns"] = round(sorted(k["p50_ns"])[len(k["p50_ns"]) // 2], 1) if k["p50_ns"] else 0.0
-                k["p99_ns"] = round(max(k["p99_ns"]), 1) if k["p99_ns"] else 0.0
-                k["total_ns"] = round(k["total_ns"], 1)
+        phases = {
+            name: {kind: CostFigures(  # medians of the per-CPU p50s, the worst per-CPU p99
+                count=k["count"], total_ns=round(k["total_ns"], 1), max_ns=k["max_ns"],
+                p50_ns=round(sorted(k["p50_ns"])[len(k["p50_ns"]) // 2], 1) if k["p50_ns"] else 0.0,
+                p99_ns=round(max(k["p99_ns"]), 1) if k["p99_ns"] else 0.0) for kind, k in a.items()}
+            for name, a in agg.items()}
         tracepoint_ns = round(sorted(tp)[len(tp) // 2], 1) if tp else None
-        out: Dict[str, Any] = {"tracepoint_ns": tracepoint_ns, "phases": agg,
-                               "histograms": {k: {kk: dict(sorted(vv.items(), key=lambda kv: int(kv[0])))
-                                                  for kk, vv in v.items()} for k, v in self.hist.items()},
-                               "lost_events": sum(self.lost.values())}
-        w = agg.get("workload", {}).get("vector_sync")
-        if w and w["count"]:
+        hist = {name: {kind: {int(e): n for e, n in sorted(h.items(), key=lambda kv: int(kv[0]))}
+                       for kind, h in kinds.items()} for name, kinds in self.hist.items()}
+        head: Dict[str, Any] = {}
+        w = phases.get("workload", {}).get("vector_sync")
+        if w and w.count:
             corr = 2 * (tracepoint_ns or 0.0)
-            per_ipi = max(w["total_ns"] / w["count"] - corr, 0.0)
-            taken_ms = per_ipi * w["count"] / 1e6
-            out["per_ipi_ns_corrected"] = round(per_ipi, 1)
-            out["cpu_time_taken_ms"] = round(taken_ms, 3)
+            per_ipi = max(w.total_ns / w.count - corr, 0.0)
+            taken_ms = per_ipi * w.count / 1e6
+            head["per_ipi_ns_corrected"] = round(per_ipi, 1)
+            head["cpu_time_taken_ms"] = round(taken_ms, 3)
             gib = run.get("ops", 0) * 2 / 1024.0 if run.get("ops_unit") == "collapses" else None
             if gib:
-                out["ms_per_gib"] = round(taken_ms / gib, 3)
-            broadcasts = w["count"] / max(len(others), 1)
-            out["us_per_broadcast_per_cpu"] = round(per_ipi / 1e3, 3)
-            out["broadcasts_seen"] = round(broadcasts, 1)
-        return out
+                head["ms_per_gib"] = round(taken_ms / gib, 3)
+            broadcasts = w.count / max(len(others), 1)
+            head["us_per_broadcast_per_cpu"] = round(per_ipi / 1e3, 3)
+            head["broadcasts_seen"] = round(broadcasts, 1)
+        return CostSection(tracepoint_ns=tracepoint_ns, phases=phases, histograms=hist,
+                           lost_events=sum(self.lost.values()), **head)

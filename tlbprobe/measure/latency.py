@@ -34,10 +34,11 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from ..errors import InputError, PreflightError, TlbprobeError
 from ..rundir.cyclictest import CpuLatency, CyclictestOutput, cpu_figures, read_cyclictest_json
+from ..rundir.sections import LatencyCpu, LatencySection
 from .observer import Phase
 
 if TYPE_CHECKING:
@@ -230,7 +231,7 @@ class CyclictestObserver:
 
     The collector calls ``preflight(facts)`` before it creates the run directory,
     ``start()`` once, ``phase_begin(phase)`` before a phase's 'before' snapshot,
-    ``phase_end(phase)`` after its 'after' snapshot, ``contribute(summary)`` whenever it
+    ``phase_end(phase)`` after its 'after' snapshot, ``section(summary)`` whenever it
     writes summary.json and ``stop()`` on every exit path. Files: RUN/latency/<tag>.json,
     <tag>.hist (cyclictest's own) and <tag>.log (its console output).
 
@@ -325,41 +326,42 @@ class CyclictestObserver:
         if proc is not None:
             proc.kill()
 
-    def contribute(self, summary: Dict[str, Any]) -> None:
-        summary["latency"] = self.summary(summary.get("repeats_done"))
+    def section(self, summary: Mapping[str, Any]) -> LatencySection:
+        """summary.json ``latency`` over the finished repeats (``repeats_done``)."""
+        return self.summary(summary.get("repeats_done"))
 
     # -- figures ----------------------------------------------------------------------------
-    def summary(self, repeats_done: Optional[int] = None) -> Dict[str, Any]:
+    def summary(self, repeats_done: Optional[int] = None) -> LatencySection:
         """summary.json ``latency`` over the phases of the first ``repeats_done`` repeats."""
 
         def counted(phase: Phase) -> bool:
             return repeats_done is None or phase.repeat < repeats_done
 
-        phases: Dict[str, Dict[str, Any]] = {}
+        phases: Dict[str, Dict[int, LatencyCpu]] = {}
         pooled: Dict[str, Dict[int, CpuLatency]] = {}
         damaged: Dict[str, str] = {}
         for phase, res in self.results.items():
             if not counted(phase):
                 continue
             kind = phase.name
-            per_cpu: Dict[str, Any] = {}
+            per_cpu: Dict[int, LatencyCpu] = {}
             for t in sorted(res.output.threads, key=lambda t: t.cpu):
-                per_cpu[str(t.cpu)] = cpu_figures(t, res.expected[t.cpu], self.role(t.cpu))
+                per_cpu[t.cpu] = cpu_figures(t, res.expected[t.cpu], self.role(t.cpu))
                 pooled.setdefault(kind, {}).setdefault(t.cpu, CpuLatency()).add(t, res.expected[t.cpu])
             phases[phase.tag] = per_cpu
             if res.output.problems:
                 damaged[phase.tag] = "; ".join(res.output.problems)
-        return {
-            "tool": f"cyclictest {self.version}" if self.version else "cyclictest",
-            "interval_us": self.interval_us, "priority": self.priority, "histogram_us": self.histogram_us,
-            "cpu_dma_latency": "0 (held by cyclictest)" if self.pm_qos_zero else "system default",
-            "driver_cpu": self.driver_cpu,
-            "phases": phases,
-            "aggregate": {kind: {str(c): acc.figures(self.role(c)) for c, acc in sorted(cpus.items())}
-                          for kind, cpus in pooled.items()},
-            "missing": {p.tag: why for p, why in self.missing.items() if counted(p)},
-            "damaged": damaged,
-        }
+        return LatencySection(
+            tool=f"cyclictest {self.version}" if self.version else "cyclictest",
+            interval_us=self.interval_us, priority=self.priority, histogram_us=self.histogram_us,
+            cpu_dma_latency="0 (held by cyclictest)" if self.pm_qos_zero else "system default",
+            driver_cpu=self.driver_cpu,
+            phases=phases,
+            aggregate={kind: {c: acc.figures(self.role(c)) for c, acc in sorted(cpus.items())}
+                       for kind, cpus in pooled.items()},
+            missing={p.tag: why for p, why in self.missing.items() if counted(p)},
+            damaged=damaged,
+        )
 
     def role(self, cpu: int) -> str:
         return "driver" if cpu == self.driver_cpu else "receiver"

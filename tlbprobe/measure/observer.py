@@ -1,32 +1,35 @@
 """What runs beside every phase of a collect: the Observer protocol and the Phase it sees.
 
 The collector measures; an observer adds a measurement of its own to every phase
-(cyclictest today; the cost and victim observers next) without the collector knowing
-what it does. The hooks, in call order: ``preflight(facts)`` before the run directory
-exists (refuse early: a missing tool must not cost a half-measured run), ``start(rundir,
-facts, console, state)`` once (``state``: the run's SystemState, through which an
-observer journals what it changes, e.g. a tracefs instance), ``phase_begin(phase)`` before a phase's "before" snapshot and
-``phase_end(phase)`` after its "after" snapshot, ``contribute(summary)`` whenever
-summary.json is written (so a killed run keeps the observer's section too), and
-``stop()`` on every exit path, errors and Ctrl-C included. doc/architecture.md says how
-to add one.
+(cyclictest: latency.py, the broadcast's handler and wait times: cost.py, a work loop on
+the other CPUs: victim.py) without the collector knowing what it does. Which observers a
+run has follows from its resolved job (tlbprobe/run/observers.py, the one place they are
+registered and sized). The hooks, in call order: ``preflight(facts)`` before the run
+directory exists (refuse early: a missing tool must not cost a half-measured run),
+``start(rundir, facts, console, state)`` once (``state``: the run's SystemState, through
+which an observer journals what it changes, e.g. a tracefs instance),
+``phase_begin(phase)`` before a phase's "before" snapshot and ``phase_end(phase)`` after
+its "after" snapshot, ``section(summary)`` whenever summary.json is written (so a killed
+run keeps the observer's section too): the observer's typed record
+(tlbprobe/rundir/sections.py), which the collector stores under its ``KEY``; and
+``stop()`` on every exit path, errors and Ctrl-C included.
+
+Adding an observer: its module here, its section record in rundir/sections.py, its entry
+in run/observers.py, its view in report/views/ (what the report and collect's end-of-run
+summary show of it) and its section in doc/run-format.md.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Dict, Optional
-
-try:  # Python 3.8+: typing.Protocol
-    from typing import Protocol
-except ImportError:  # pragma: no cover
-    Protocol = object  # type: ignore
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Protocol
 
 if TYPE_CHECKING:
     from .host import HostFacts
     from ..rundir import RunDir
     from .sysstate import SystemState
+    from ..rundir.sections import Section
     from ..ui import Console
 
 
@@ -58,6 +61,6 @@ class Observer(Protocol):
 
     def phase_end(self, phase: Phase) -> None: ...
 
-    def contribute(self, summary: Dict[str, Any]) -> None: ...
+    def section(self, summary: Mapping[str, Any]) -> "Section": ...
 
     def stop(self) -> None: ...

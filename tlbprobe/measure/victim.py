@@ -27,12 +27,13 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple
 
 from ..cbuild import Program
 from ..errors import PreflightError
 from ..rundir.schema import VICTIM_COLUMNS
 from ..vocab import IDLE_PHASE, WORKLOAD_PHASE
+from ..rundir.sections import VictimCpu, VictimFigures, VictimPhase, VictimSection
 from .observer import Phase
 
 if TYPE_CHECKING:
@@ -84,40 +85,41 @@ def _mean_se(values: List[float]) -> Tuple[float, float]:
     return mean, sd / math.sqrt(len(values))
 
 
-def phase_figures(slices: List[Slice]) -> Dict[str, float]:
+def phase_figures(slices: List[Slice]) -> VictimFigures:
     """Over a phase's slices: units/s, interruptions/s and the time they took (µs per s),
     each with its standard error over the slices, and the worst gap."""
     if not slices:
-        return {"slices": 0, "rate": 0.0, "rate_se": 0.0, "worst_gap_us": 0.0}
+        return VictimFigures(slices=0, rate=0.0, rate_se=0.0, worst_gap_us=0.0)
     rate, rate_se = _mean_se([s.rate for s in slices])
     gaps, gaps_se = _mean_se([s.gaps / (s.end - s.start) for s in slices if s.end > s.start])
     lost, lost_se = _mean_se([s.excess_ns / 1e3 / (s.end - s.start) for s in slices if s.end > s.start])
-    return {"slices": len(slices), "rate": round(rate, 1), "rate_se": round(rate_se, 2),
-            "interruptions_per_s": round(gaps, 1), "interruptions_se": round(gaps_se, 2),
-            "lost_us_per_s": round(lost, 1), "lost_se": round(lost_se, 2),
-            "worst_gap_us": round(max(s.max_gap_ns for s in slices) / 1e3, 1)}
+    return VictimFigures(slices=len(slices), rate=round(rate, 1), rate_se=round(rate_se, 2),
+                         interruptions_per_s=round(gaps, 1), interruptions_se=round(gaps_se, 2),
+                         lost_us_per_s=round(lost, 1), lost_se=round(lost_se, 2),
+                         worst_gap_us=round(max(s.max_gap_ns for s in slices) / 1e3, 1))
 
 
-def loss(idle: Dict[str, float], work: Dict[str, float]) -> Tuple[Optional[float], Optional[float]]:
+def loss(idle: VictimFigures, work: VictimFigures) -> Tuple[Optional[float], Optional[float]]:
     """Throughput lost in the workload phases against the idle ones, % and its 95% half-width."""
-    if not idle.get("rate") or not work.get("slices"):
+    if not idle.rate or not work.slices:
         return None, None
-    ratio = work["rate"] / idle["rate"]
-    rel = math.sqrt((work["rate_se"] / work["rate"]) ** 2 + (idle["rate_se"] / idle["rate"]) ** 2) \
-        if work["rate"] else 0.0
+    ratio = work.rate / idle.rate
+    rel = math.sqrt((work.rate_se / work.rate) ** 2 + (idle.rate_se / idle.rate) ** 2) if work.rate else 0.0
     return round(100 * (1 - ratio), 3), round(100 * 1.96 * ratio * rel, 3)
 
 
-def difference(idle: Dict[str, float], work: Dict[str, float], key: str, se: str) -> Tuple[Optional[float], Optional[float]]:
-    """workload minus idle of a per-second figure, and its 95% half-width."""
-    if not idle.get("slices") or not work.get("slices"):
+def difference(idle: VictimFigures, work: VictimFigures, key: str, se: str) -> Tuple[Optional[float], Optional[float]]:
+    """workload minus idle of a per-second figure (``key``, its standard error ``se``), and
+    its 95% half-width."""
+    if not idle.slices or not work.slices:
         return None, None
-    return (round(work[key] - idle[key], 2), round(1.96 * math.sqrt(work[se] ** 2 + idle[se] ** 2), 2))
+    return (round(getattr(work, key) - getattr(idle, key), 2),
+            round(1.96 * math.sqrt(getattr(work, se) ** 2 + getattr(idle, se) ** 2), 2))
 
 
 class VictimObserver:
     """Victims on the other CPUs, their slices split by phase (module doc). Writes
-    victim.csv (every slice) and summary.json ``victim``."""
+    victim.csv (every slice) and summary.json ``victim`` (rundir/sections.py VictimSection)."""
 
     def __init__(self, driver_cpu: int, slice_ms: int = SLICE_MS):
         self.driver_cpu = driver_cpu
@@ -180,46 +182,47 @@ class VictimObserver:
                 out += [s for s in self.slices[cpu] if s.start >= a and s.end <= b]
         return out
 
-    def summary(self) -> Dict[str, Any]:
-        per_cpu: Dict[str, Any] = {}
+    def summary(self) -> VictimSection:
+        per_cpu: Dict[int, VictimCpu] = {}
         losses, gaps = [], []
         for cpu in self.cpus:
             idle, work = phase_figures(self._in(cpu, IDLE_PHASE)), phase_figures(self._in(cpu, WORKLOAD_PHASE))
             pct, half = loss(idle, work)
             extra, extra_ci = difference(idle, work, "interruptions_per_s", "interruptions_se")
             lost, lost_ci = difference(idle, work, "lost_us_per_s", "lost_se")
-            per_cpu[str(cpu)] = {"unit_ns": self.unit_ns.get(cpu), IDLE_PHASE: idle, WORKLOAD_PHASE: work,
-                                 "loss_pct": pct, "loss_ci95_pct": half,
-                                 "extra_interruptions_per_s": extra, "extra_interruptions_ci95": extra_ci,
-                                 "extra_lost_us_per_s": lost, "extra_lost_ci95": lost_ci}
+            per_cpu[cpu] = VictimCpu(unit_ns=self.unit_ns.get(cpu), idle=idle, workload=work,
+                                     loss_pct=pct, loss_ci95_pct=half,
+                                     extra_interruptions_per_s=extra, extra_interruptions_ci95=extra_ci,
+                                     extra_lost_us_per_s=lost, extra_lost_ci95=lost_ci)
             if pct is not None:
                 losses.append(pct)
-            if work.get("slices"):
-                gaps.append(work["worst_gap_us"])
-        idle_gaps = [v[IDLE_PHASE]["worst_gap_us"] for v in per_cpu.values() if v[IDLE_PHASE].get("slices")]
+            if work.slices:
+                gaps.append(work.worst_gap_us)
+        idle_gaps = [v.idle.worst_gap_us for v in per_cpu.values() if v.idle.slices]
         # per phase (for the A/B's per-repeat figures): the mean rate over the CPUs, the worst gap
-        phases: Dict[str, Any] = {}
+        phases: Dict[str, VictimPhase] = {}
         for tag, (a, b) in self.windows.items():
             figs = [phase_figures([s for s in self.slices[c] if s.start >= a and s.end <= b]) for c in self.cpus]
-            figs = [f for f in figs if f.get("slices")]
+            figs = [f for f in figs if f.slices]
             if figs:
-                phases[tag] = {"rate": round(sum(f["rate"] for f in figs) / len(figs), 1),
-                               "interruptions_per_s": round(sum(f["interruptions_per_s"] for f in figs) / len(figs), 1),
-                               "lost_us_per_s": round(sum(f["lost_us_per_s"] for f in figs) / len(figs), 1),
-                               "worst_gap_us": max(f["worst_gap_us"] for f in figs)}
-        extras = [v["extra_interruptions_per_s"] for v in per_cpu.values() if v["extra_interruptions_per_s"] is not None]
-        lost = [v["extra_lost_us_per_s"] for v in per_cpu.values() if v["extra_lost_us_per_s"] is not None]
-        return {"slice_ms": self.slice_ms, "gap_ns": GAP_NS, "per_cpu": per_cpu, "phases": phases,
-                # CLOCK_MONOTONIC seconds, as victim.csv's start_s/end_s
-                "windows": {tag: [round(a, 6), round(b, 6)] for tag, (a, b) in self.windows.items()},
-                "loss_pct_mean": round(sum(losses) / len(losses), 3) if losses else None,
-                "extra_interruptions_per_s_mean": round(sum(extras) / len(extras), 2) if extras else None,
-                "extra_lost_us_per_s_mean": round(sum(lost) / len(lost), 2) if lost else None,
-                "worst_gap_us": max(gaps) if gaps else None,
-                "worst_gap_idle_us": max(idle_gaps) if idle_gaps else None}
+                phases[tag] = VictimPhase(rate=round(sum(f.rate for f in figs) / len(figs), 1),
+                                          interruptions_per_s=round(sum(f.interruptions_per_s for f in figs) / len(figs), 1),
+                                          lost_us_per_s=round(sum(f.lost_us_per_s for f in figs) / len(figs), 1),
+                                          worst_gap_us=max(f.worst_gap_us for f in figs))
+        extras = [v.extra_interruptions_per_s for v in per_cpu.values() if v.extra_interruptions_per_s is not None]
+        lost = [v.extra_lost_us_per_s for v in per_cpu.values() if v.extra_lost_us_per_s is not None]
+        return VictimSection(
+            slice_ms=self.slice_ms, gap_ns=GAP_NS, per_cpu=per_cpu, phases=phases,
+            # CLOCK_MONOTONIC seconds, as victim.csv's start_s/end_s
+            windows={tag: (round(a, 6), round(b, 6)) for tag, (a, b) in self.windows.items()},
+            loss_pct_mean=round(sum(losses) / len(losses), 3) if losses else None,
+            extra_interruptions_per_s_mean=round(sum(extras) / len(extras), 2) if extras else None,
+            extra_lost_us_per_s_mean=round(sum(lost) / len(lost), 2) if lost else None,
+            worst_gap_us=max(gaps) if gaps else None,
+            worst_gap_idle_us=max(idle_gaps) if idle_gaps else None)
 
-    def contribute(self, summary: Dict[str, Any]) -> None:
-        summary["victim"] = self.summary()
+    def section(self, summary: Mapping[str, Any]) -> VictimSection:
+        return self.summary()
 
     def stop(self) -> None:
         for p in self.procs.values():

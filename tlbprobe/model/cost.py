@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping, Tuple
 
 from ..errors import InputError
+from ..rundir.sections import CostSection
+from ..vocab import WORKLOAD_PHASE
 
 if TYPE_CHECKING:
     from .predict import Prediction
@@ -30,19 +32,22 @@ class CostProjection:
     warnings: Tuple[str, ...]
 
 
-def project_cost(pred: "Prediction", cost: Mapping[str, Any], measured_cpus: int, flush_mode: str,
-                 emulated: bool) -> CostProjection:
-    """Project a run's measured cost figures onto ``pred``'s machine and operation count."""
-    if not isinstance(cost, Mapping) or cost.get("per_ipi_ns_corrected") is None:
+def project_cost(pred: "Prediction", cost: "CostSection | Mapping[str, Any] | None", measured_cpus: int,
+                 flush_mode: str, emulated: bool) -> CostProjection:
+    """Project a run's measured cost figures (its summary.json ``cost``: ``run.section(CostSection)``,
+    or the section's dict) onto ``pred``'s machine and operation count."""
+    if isinstance(cost, Mapping):
+        cost = CostSection.from_dict("summary.json", cost) if cost else None
+    if cost is None or cost.per_ipi_ns_corrected is None:
         raise InputError("the run has no handler time per sync IPI (collect it with --cost, on a kernel that "
                          "sends the broadcast)")
     broadcasts = pred.sync_broadcasts.value
     if broadcasts is None:
         raise InputError("the model has no single broadcast count for this scenario: give --kernel and --flush")
-    ini = ((cost.get("phases") or {}).get("workload") or {}).get("initiator") or {}
+    ini = cost.figures(WORKLOAD_PHASE, "initiator")
     others = pred.scenario.online_cpus - 1
-    per_ipi = float(cost["per_ipi_ns_corrected"])
-    p50, p99 = float(ini.get("p50_ns") or 0.0), float(ini.get("p99_ns") or 0.0)
+    per_ipi = float(cost.per_ipi_ns_corrected)
+    p50, p99 = float(ini.p50_ns or 0.0), float(ini.p99_ns or 0.0)
     warnings = []
     if emulated:
         warnings.append("measured under TCG emulation: times are the emulator's, not a CPU's; do not quote them")

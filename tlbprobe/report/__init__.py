@@ -9,15 +9,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import TYPE_CHECKING, List, Optional, Sequence
 
 from .. import __version__
 from ..errors import InputError
-from ..model import ModelParams, load_params, with_workload_rules
-from ..workloads import all_specs
-from .analyze import RunAnalysis, VariantPattern, analyze_run
-from .compare import Comparison, compare_all
-from ..rundir.reader import Run, load_run
+
+if TYPE_CHECKING:  # imported by build_report: importing this package (report.views) stays light
+    from ..model import ModelParams
+    from ..rundir.reader import Run
+    from .analyze import RunAnalysis, VariantPattern
+    from .compare import Comparison
 
 
 @dataclass(frozen=True)
@@ -41,10 +42,16 @@ class Report:
 
 def build_report(paths: Sequence[str], options: ReportOptions = ReportOptions()) -> Report:
     """Load, check, model and compare the runs, in the order given (the first is the baseline)."""
+    from ..model import load_params, with_workload_rules
+    from ..workloads import all_specs
+    from ..rundir.reader import load_run
+    from .analyze import analyze_run
+    from .compare import compare_all
+
     if not paths:
         raise InputError("give at least one run directory")
     params = with_workload_rules(load_params(options.params_path), all_specs())  # a plug-in's rules too
-    runs: List[Run] = [load_run(Path(p)) for p in paths]
+    runs: List["Run"] = [load_run(Path(p)) for p in paths]
     refuse_incomplete(runs, options.allow_incomplete)
     analyses = []
     for i, run in enumerate(runs):

@@ -47,6 +47,7 @@ from ..rundir.schema import RepeatFigures
 from ..vocab import FLUSH_FUNCTION, SYNC_FUNCTION
 from ..workloads import WorkloadSpec, broken
 from ..workloads import spec as workload_spec
+from . import views
 from .stats import Spread, describe
 
 
@@ -254,27 +255,8 @@ def workload_per_repeat(run: Run, spec: WorkloadSpec) -> Dict[str, List[float]]:
 
 
 def cost_per_repeat(run: Run) -> Dict[str, List[float]]:
-    """The cost figures one value per repeat (collect --cost, --victim): the receivers'
-    handler time per sync IPI, the initiator's median wait, the victim's interruptions
-    per second in the workload phase beyond its idle window."""
-    out: Dict[str, List[float]] = {"handler_us_per_sync_ipi": [], "initiator_us_p50": [], "victim_extra_irq_per_s": []}
-    c = run.cost
-    if not c.empty:
-        rows = c[(c["phase"] == "workload") & (c["cpu"].astype(str) == "all")]
-        for r in sorted(set(rows["repeat"])):
-            mine = rows[rows["repeat"] == r]
-            vs = mine[mine["kind"] == "vector_sync"]
-            if len(vs) and float(vs["count"].iloc[0]) > 0:
-                out["handler_us_per_sync_ipi"].append(float(vs["total_ns"].iloc[0]) / float(vs["count"].iloc[0]) / 1e3)
-            ini = mine[mine["kind"] == "initiator"]
-            out["initiator_us_p50"].append(float(ini["p50_ns"].iloc[0]) / 1e3 if len(ini) and float(ini["count"].iloc[0])
-                                           else 0.0)
-    phases = (run.summary.get("victim") or {}).get("phases") or {}
-    for r in range(len(run.repeats)):
-        idle, work = phases.get(f"r{r}-idle"), phases.get(f"r{r}-workload")
-        if isinstance(idle, dict) and isinstance(work, dict) and "interruptions_per_s" in work:
-            out["victim_extra_irq_per_s"].append(float(work["interruptions_per_s"]) - float(idle["interruptions_per_s"]))
-    return out
+    """The observers' figures one value per repeat (collect --cost, --victim: report/views/)."""
+    return views.per_repeat(run)
 
 
 @dataclass(frozen=True)

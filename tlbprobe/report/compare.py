@@ -9,11 +9,13 @@ on a side there is no test, and the report says so instead of guessing.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
-from ..vocab import IDLE_PHASE, SYNC_FUNCTION, WORKLOAD_PHASE
+from ..vocab import SYNC_FUNCTION
 from .analyze import RunAnalysis, all_queued, is_traced
 from .stats import ALPHA, Spread, Welch, describe, ranges_overlap, welch
+from .views import FIGURES as VIEW_FIGURES
+from .views.latency import LatencyRow, latency_rows, latency_table  # noqa: F401 (the A/B's latency rows)
 
 #: (key, label, unit, digits); order is the order of the table. A workload adds its own
 #: after these (WorkloadSpec.report_figures, see figures_for).
@@ -26,9 +28,7 @@ FIGURES: Tuple[Tuple[str, str, str, int], ...] = (
     ("tlb_other_cpus", "TLB, other CPUs", "", 0),
     ("background_rate", "background/s", "", 1),
     ("ms_per_op", "ms per operation", "ms", 3),
-    ("handler_us_per_sync_ipi", "handler us per sync IPI", "us", 2),
-    ("initiator_us_p50", "initiator wait us, p50", "us", 1),
-    ("victim_extra_irq_per_s", "victim interruptions/s", "", 0),
+    *VIEW_FIGURES,  # the observers' rows (report/views/): handler, initiator wait, victim
 )
 
 
@@ -66,16 +66,6 @@ class FigureComparison:
     @property
     def mark(self) -> str:
         return {True: "*", False: "", None: "?"}[self.significant]
-
-
-@dataclass(frozen=True)
-class LatencyRow:
-    phase: str
-    role: str  # "driver" or "other"
-    cpu: Optional[int]  # None when summarised over the other CPUs
-    metric: str  # p50_us, p99_us, p999_us, max_us
-    base: Optional[float]
-    other: Optional[float]
 
 
 @dataclass(frozen=True)
@@ -124,46 +114,3 @@ def compare(base: RunAnalysis, other: RunAnalysis) -> Comparison:
 def compare_all(runs: Sequence[RunAnalysis]) -> List[Comparison]:
     """Every run after the first against the first."""
     return [compare(runs[0], r) for r in runs[1:]]
-
-
-def latency_rows(base: RunAnalysis, other: RunAnalysis) -> List[LatencyRow]:
-    """Percentiles side by side: the driver CPU, and the worst of the CPUs that only receive.
-
-    The driver CPU starves under a collapse loop (FACTS.md), the receiving CPUs are where
-    a removed sync IPI should show, so they are kept apart.
-    """
-    a, b = base.run, other.run
-    if not a.latency and not b.latency:
-        return []
-    out: List[LatencyRow] = []
-    phases = [p for p in (IDLE_PHASE, WORKLOAD_PHASE) if p in a.latency or p in b.latency]
-    phases += sorted(p for p in set(a.latency) | set(b.latency) if p not in phases)
-    for phase in phases:
-        for role in ("driver", "other"):
-            for metric in ("p50_us", "p99_us", "p999_us", "max_us"):
-                va, vb = _latency_value(a, phase, role, metric), _latency_value(b, phase, role, metric)
-                if va is None and vb is None:
-                    continue
-                out.append(LatencyRow(phase, role, None, metric, va, vb))
-    return out
-
-
-def _latency_value(run, phase: str, role: str, metric: str) -> Optional[float]:
-    per_cpu = run.latency.get(phase)
-    if not per_cpu:
-        return None
-    drv = run.latency_driver_cpu if run.latency_driver_cpu is not None else run.driver_cpu
-    if role == "driver":
-        s = per_cpu.get(drv)
-        return None if s is None else getattr(s, metric)
-    vals = [getattr(s, metric) for c, s in per_cpu.items() if c != drv and getattr(s, metric) is not None]
-    return max(vals) if vals else None
-
-
-def latency_table(run) -> Dict[str, Dict[int, Dict[str, Optional[float]]]]:
-    """A run's latency percentiles as plain dicts, for JSON."""
-    return {
-        phase: {cpu: {k: getattr(s, k) for k in ("samples", "cycles_lost", "p50_us", "p99_us", "p999_us", "max_us")}
-                for cpu, s in per_cpu.items()}
-        for phase, per_cpu in run.latency.items()
-    }

@@ -33,7 +33,9 @@ from typing import TYPE_CHECKING, Dict, Iterable, List, Optional, Sequence, Tupl
 from ..errors import InputError
 from ..ui.numbers import fmt_num
 from ..vocab import IDLE_PHASE, SYNC_FUNCTION, WORKLOAD_PHASE
+from ..rundir.sections import CostSection, VictimSection
 from .analyze import RunAnalysis
+from .views import latency as latency_view
 from .rows import expected_per_repeat, per_cpu_rows
 
 if TYPE_CHECKING:
@@ -338,7 +340,7 @@ def _latency_plot(a: RunAnalysis, path: Path) -> PlotFile:
     width = 10.0
     fig = _figure(width, 1.3 + 2.3 * len(cpus))
     axes = fig.subplots(len(cpus), 1, squeeze=False, sharex=True, sharey=True)[:, 0]
-    drv = a.run.latency_driver_cpu if a.run.latency_driver_cpu is not None else a.run.driver_cpu
+    drv = latency_view.driver_cpu(a.run)
     for ax, cpu in zip(axes, cpus):
         merged: Dict[str, Dict[int, int]] = {}
         for h in hists:
@@ -500,9 +502,11 @@ def _handler_plot(a: RunAnalysis, path: Path) -> Optional[PlotFile]:
     against every function-call IPI's in the idle windows, each as % of its IPIs."""
     from matplotlib.ticker import FuncFormatter
 
-    hist = ((a.run.summary.get("cost") or {}).get("histograms") or {})
-    series = [("sync IPIs, workload phases", (hist.get(WORKLOAD_PHASE) or {}).get("vector_sync") or {}),
-              ("all function-call IPIs, idle phases", (hist.get(IDLE_PHASE) or {}).get("vector_all") or {})]
+    cost = a.run.section(CostSection)
+    if cost is None:
+        return None
+    series = [("sync IPIs, workload phases", cost.histogram(WORKLOAD_PHASE, "vector_sync")),
+              ("all function-call IPIs, idle phases", cost.histogram(IDLE_PHASE, "vector_all"))]
     if not any(h for _, h in series):
         return None
     width = 10.0
@@ -512,8 +516,8 @@ def _handler_plot(a: RunAnalysis, path: Path) -> Optional[PlotFile]:
         total = sum(int(v) for v in h.values()) if h else 0
         if not total:
             continue
-        edges = sorted(int(k) for k in h)
-        ax.step([e / 1e3 for e in edges], [100.0 * int(h[str(e)]) / total for e in edges], where="pre",
+        edges = sorted(h)
+        ax.step([e / 1e3 for e in edges], [100.0 * int(h[e]) / total for e in edges], where="pre",
                 label=f"{label}: {total:,}")
     _plain_log(ax.xaxis)
     ax.set_yscale("log")
@@ -535,9 +539,9 @@ def _victim_plot(a: RunAnalysis, path: Path) -> Optional[PlotFile]:
     import pandas as pd
     from matplotlib.patches import Patch
 
-    victim = a.run.summary.get("victim") or {}
+    victim = a.run.section(VictimSection)
     csv = a.run.path / "victim.csv"
-    windows = victim.get("windows") or {}
+    windows = victim.windows if victim is not None else {}
     if not csv.exists() or not windows:
         return None
     try:

@@ -11,14 +11,13 @@ import html
 from typing import List, Sequence
 
 from ..ui.numbers import fmt_num
-from . import Report
+from . import Report, views
 from .analyze import RunAnalysis
 from .compare import Comparison
 from .render_text import verdict_text
 from .rows import (
     PER_CPU_HEADERS,
     comparison_rows,
-    cost_lines,
     host_line,
     kernel_line,
     latency_comparison_rows,
@@ -113,7 +112,7 @@ def run_html(a: RunAnalysis, report: Report) -> str:
         *([("", workload_figures_line(a))] if workload_figures_line(a) else []),
         ("operations", ops_line(a)),
         *measured_lines(a),
-        *[("cost" if i == 0 else "", line) for i, line in enumerate(cost_lines(a))],
+        *views.fact_lines(a),
         ("model", f"{fmt_num(a.prediction.sync_ipis.value)}: {a.prediction.sync_ipis.why}"),
     ]
     facts += [("warning", w) for w in v.warnings]
@@ -123,12 +122,7 @@ def run_html(a: RunAnalysis, report: Report) -> str:
         _table(("", ""), facts, "ll"),
         _table(PER_CPU_HEADERS, per_cpu_cells(a), "rlrrrr"),
     ]
-    if run.latency:
-        drv = run.latency_driver_cpu if run.latency_driver_cpu is not None else run.driver_cpu
-        lrows = [(phase, f"{cpu}{' (driver)' if cpu == drv else ''}", fmt_num(s.samples), fmt_num(s.cycles_lost),
-                  fmt_num(s.p50_us, 1), fmt_num(s.p99_us, 1), fmt_num(s.p999_us, 1), fmt_num(s.max_us, 1))
-                 for phase, per in run.latency.items() for cpu, s in sorted(per.items())]
-        out.append(_table(("phase", "CPU", "samples", "lost", "p50 µs", "p99 µs", "p99.9 µs", "max µs"), lrows,
-                          "llrrrrrr"))
+    for t in views.tables(a):  # the observers' (report/views/): cyclictest per CPU
+        out.append(_table(tuple(h[:-3] + " µs" if h.endswith(" us") else h for h in t.headers), t.rows, t.align))
     out += [_img(p) for p in report.plots if p.run == run.name]
     return "\n".join(out)

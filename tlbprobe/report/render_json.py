@@ -11,9 +11,9 @@ import json
 import math
 from typing import Any, Dict, Optional
 
-from . import Report
+from . import Report, views
 from .analyze import RunAnalysis, all_queued
-from .compare import Comparison, latency_table
+from .compare import Comparison
 from .rows import per_cpu_rows
 from .stats import Spread
 
@@ -68,7 +68,7 @@ def run_dict(a: RunAnalysis) -> Dict[str, Any]:
         "threads": int(run.job.get("threads") or 0),
         "ops": run.ops,
         "ops_expected": run.ops_expected,
-        **({k: run.summary[k] for k in ("cost", "victim") if isinstance(run.summary.get(k), dict)}),
+        **views.json_parts(a, "figures"),  # summary.json cost, victim (report/views/)
         **({"workload_figures": [r.workload.workload_figures for r in run.repeats if r.workload]}
            if any(r.workload and r.workload.workload_figures for r in run.repeats) else {}),
         "sync_ipis_measured": v.estimate if v.estimate is not None else v.measured,
@@ -106,7 +106,7 @@ def run_dict(a: RunAnalysis) -> Dict[str, Any]:
             for r in per_cpu_rows(a)
         },
         "prediction": pred.to_dict(),
-        "latency": {p: {str(c): s for c, s in per.items()} for p, per in latency_table(run).items()} or None,
+        **views.json_parts(a, "detail"),  # latency
         "warnings": list(run.warnings),
     }
 

@@ -13,11 +13,10 @@ from typing import List, Sequence
 from ..ui.numbers import fmt_num, fmt_pct
 from ..ui.tables import table_lines, wrap_command
 from ..vocab import SYNC_FUNCTION
-from . import Report
+from . import Report, views
 from .analyze import RunAnalysis
 from .compare import Comparison, figures_for
 from .rows import (
-    cost_lines,
     expected_per_repeat,
     fmt_mean_ci,
     host_line,
@@ -44,9 +43,8 @@ def render(report: Report) -> str:
         lines += _field("Status:", [f"{a.label} INCOMPLETE ({a.run.status}, {len(a.run.repeats)} of "
                                     f"{a.run.summary.get('repeats_planned', '?')} repeats)" for a in incomplete])
     lines += _field("Workload:", _unique([workload_line(a) for a in runs]))
-    cost = [f"{a.label}: {line}" if len(runs) > 1 else line for a in runs for line in cost_lines(a)[:-1]]
-    if cost:  # collect --cost / --victim; the last line (what is not seen) is said once
-        lines += _field("Cost:", cost + [cost_lines(next(a for a in runs if cost_lines(a)))[-1]])
+    for label, field_lines in views.fields(runs):  # the observers' (collect --cost, --victim): report/views/
+        lines += _field(f"{label.capitalize()}:", field_lines)
     lines += _reproduce(report)
     for c in report.comparisons:
         lines.append("")

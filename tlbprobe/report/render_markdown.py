@@ -5,14 +5,13 @@ from __future__ import annotations
 from typing import List, Sequence
 
 from ..ui.numbers import fmt_num
-from . import Report
+from . import Report, views
 from .analyze import RunAnalysis
 from .compare import Comparison
 from .render_text import verdict_text
 from .rows import (
     PER_CPU_HEADERS,
     comparison_rows,
-    cost_lines,
     host_line,
     kernel_line,
     latency_comparison_rows,
@@ -80,7 +79,7 @@ def run_md(a: RunAnalysis) -> List[str]:
         *([("", workload_figures_line(a))] if workload_figures_line(a) else []),
         ("operations", ops_line(a)),
         *measured_lines(a),
-        *[("cost" if i == 0 else "", line) for i, line in enumerate(cost_lines(a))],
+        *views.fact_lines(a),
         ("model", f"{fmt_num(a.prediction.sync_ipis.value)} — {a.prediction.sync_ipis.why}"),
         ("verdict", verdict_text(a)),
     ]

@@ -6,12 +6,11 @@ from typing import List
 
 from ..ui.numbers import fmt_num, fmt_pct
 from ..ui.tables import table_lines
-from . import Report
+from . import Report, views
 from .analyze import FLUSH_FUNCTION, SYNC_FUNCTION, RunAnalysis
 from .compare import Comparison
 from .rows import (
     comparison_rows,
-    cost_lines,
     host_line,
     kernel_line,
     measured_lines,
@@ -80,12 +79,11 @@ def run_lines(a: RunAnalysis) -> List[str]:
     attributed = _attributed(a)
     if attributed:
         field("attributed", attributed)
-    for i, line in enumerate(cost_lines(a)):
-        field("cost" if i == 0 else "", line)
+    for name, line in views.fact_lines(a):  # the observers' (report/views/)
+        field(name, line)
     out.extend("   " + line for line in per_cpu_lines(a))
-    lat = latency_lines(a)
-    if lat:
-        out.extend("   " + line for line in lat)
+    for t in views.tables(a):
+        out.extend("   " + line for line in [t.title] + ["  " + row for row in table_lines(t.headers, t.rows, t.align)])
     for w in run.warnings:
         field("", f"warning: {w}")
     return out
@@ -145,22 +143,6 @@ def per_cpu_lines(a: RunAnalysis) -> List[str]:
 
 def _cpu_cells(r) -> tuple:
     return (str(r.cpu), r.role, fmt_num(r.cal), fmt_num(r.tlb), fmt_num(r.sync_raw), fmt_num(r.expected_sync))
-
-
-def latency_lines(a: RunAnalysis) -> List[str]:
-    run = a.run
-    if not run.latency:
-        return []
-    head = ("phase", "CPU", "samples", "lost", "p50 us", "p99 us", "p99.9 us", "max us")
-    body = []
-    drv = run.latency_driver_cpu if run.latency_driver_cpu is not None else run.driver_cpu
-    for phase, per_cpu in run.latency.items():
-        for cpu in sorted(per_cpu):
-            s = per_cpu[cpu]
-            tag = f"{cpu}{' (driver)' if cpu == drv else ''}"
-            body.append((phase, tag, fmt_num(s.samples), fmt_num(s.cycles_lost), fmt_num(s.p50_us, 1),
-                         fmt_num(s.p99_us, 1), fmt_num(s.p999_us, 1), fmt_num(s.max_us, 1)))
-    return ["latency (cyclictest):"] + ["  " + line for line in table_lines(head, body, "llrrrrrr")]
 
 
 def comparison_lines(c: Comparison) -> List[str]:

@@ -5,6 +5,8 @@ The order of things matters for honest numbers:
   -> per repeat: [idle window] [prepare] [workload window] [cleanup]
   -> tracing off -> knobs restored -> summary.json complete
 Each window is: snapshot before, trace marker, the work, trace marker, snapshot after.
+The observers the job asks for (--latency, --cost, --victim: run/observers.py) are built
+here, once the job is resolved, and run beside every window.
 Tracing is switched on once, before the first snapshot, because enabling tracepoints
 patches kernel text and that sends IPIs of its own. The whole process is pinned to the
 driver CPU so that tlbprobe itself does not run on the CPUs whose interrupts it counts
@@ -30,6 +32,7 @@ from ..measure import host, procfs
 from ..measure.paths import REAL, KernelPaths
 from ..rundir import (ATTRIBUTION_COLUMNS, FORMAT, INTERRUPTS_COLUMNS, PHASES_COLUMNS, TIMESERIES_COLUMNS,
                      VMSTAT_COLUMNS, RunDir)
+from .observers import observers_for
 from .summary import PhaseRecord, all_repeats, build_summary
 from ..rundir.schema import RepeatFigures
 from ..measure.sysstate import Interrupted, SystemState, check_journal, signals_blocked, stop_signals_raise
@@ -94,6 +97,7 @@ class Collector:
     paths: KernelPaths = REAL
     #: False only for a stand-in tree (tests/test_collect_fake.py): root writes the real knobs
     require_root: bool = True
+    #: what runs beside every phase: the resolved job's (run/observers.py), built by run()
     _observers: List[Observer] = field(default_factory=list)
     #: the phase being measured, for error messages
     _where: Optional[str] = None
@@ -108,6 +112,7 @@ class Collector:
         workload.preflight()
         if self.job.trace:
             check_trace_memory(self._trace_plan(facts, workload), facts.mem_available)
+        self._observers = observers_for(self.job, workload, self.paths)  # --latency, --cost, --victim
         for obs in self._observers:  # e.g. cyclictest missing: refuse before anything is measured
             obs.preflight(facts)
         state_dir = self.paths.state_dir
@@ -187,15 +192,12 @@ class Collector:
         return TracePlan(cpus=tuple(facts.online_cpus), driver_cpu=sender, ops_per_phase=workload.planned_ops(),
                          sync_counter=self.job.sync_counter, buffer_kb=self.job.trace_buffer_kb)
 
-    def add_observer(self, observer: Observer) -> None:
-        """Something that runs beside every phase (cyclictest): see tlbprobe/measure/observer.py."""
-        self._observers.append(observer)
-
     def _summary(self, repeats: List[RepeatFigures], meta: Dict[str, Any]) -> Dict[str, Any]:
         """summary.json with the observers' sections, so a killed run keeps them too."""
         summary = build_summary(repeats, meta)
         for obs in self._observers:
-            obs.contribute(summary)
+            section = obs.section(summary)
+            summary[section.KEY] = section.to_dict()
         return summary
 
     # -- one repeat -----------------------------------------------------------------------

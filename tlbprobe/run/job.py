@@ -15,15 +15,16 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import yaml
 
 from ..datafiles import locate
 from ..errors import InputError
+from ..options import Option
 from ..units import parse_size
-from ..vocab import KERNEL_VARIANTS
-from ..workloads import all_options, default_name
+from ..vocab import FLUSH_MODES, KERNEL_VARIANTS
+from ..workloads import all_options, default_name, names
 from ..workloads import spec as workload_spec
 
 IDLE_MODES = ("spin", "sleep")
@@ -39,13 +40,73 @@ def parse_threads(value: Any) -> int:
     if isinstance(value, bool) or int(value) != float(value):
         raise ValueError("expected a whole number or 'all'")
     return int(value)
+
+
+def _size(value: Any) -> int:
+    """A size in bytes from '20G' or a plain number (tlbprobe/units.py)."""
+    return parse_size(str(value))
+
+
 #: how the sync calls are counted when tracing (tlbprobe/measure/trace.py, tlbprobe/measure/perfcount.py)
 SYNC_COUNTERS = ("perf", "trace")
 
 
+def _workload_names() -> Tuple[str, ...]:
+    return tuple(names())  # the registry (workloads/), not a list kept here
+
+
+#: The options every job has, in the order `collect --help` lists them: each is a job key
+#: (job files, run.yaml) and a flag; its default is the Job field's of the same name. The
+#: workloads declare their own the same way (their spec's ``options``).
+COMMON_OPTIONS: Tuple[Option, ...] = (
+    Option("workload", "what to measure (default: collapse)", choices=_workload_names, show_choices=True,
+           message="unknown workload {value!r}: choose one of {choices}"),
+    Option("size", "bytes to collapse or unshare, e.g. 512M, 20G (default: up to 4G, sized to free memory)",
+           kind=int, parse=_size, metavar="SIZE", low=1, message="{flag} must be positive"),
+    Option("repeat", "repeats, each with its own idle window (default: 3)", kind=int, low=1, high=1000,
+           metavar="N"),
+    Option("cpu", "CPU that runs the driver (default: 0)", kind=int, low=0, metavar="C",
+           range_text="a CPU number, 0 or more"),
+    Option("threads", "extra threads reading the range from other CPUs, so the mm runs on K+1 CPUs; all: one "
+                      "per other online CPU (default: 0)",
+           kind=int, parse=parse_threads, expects="a thread count or 'all'", metavar="K|all", low=0, high=4096,
+           allowed=(ALL_OTHERS,), range_text="0..4096, or all"),
+    Option("idle_seconds", "idle control window before each repeat (default: 5; 0 disables background subtraction)",
+           kind=float, low=0, high=3600, metavar="S"),
+    Option("idle_mode", "spin (default): the driver CPU busy-loops in user space during the idle window, so "
+                        "scheduler IPIs a busy CPU causes count as background; sleep: everything idle",
+           choices=IDLE_MODES, show_choices=True, message="{flag} must be one of {choices}"),
+    Option("trace", "do not attribute IPIs with tracefs (counts from /proc/interrupts only)", kind=bool,
+           negate=True),
+    Option("trace_buffer_kb", "trace buffer per CPU in KiB (default: sized from the job, said in the log); a buffer "
+                              "that fills marks its phase's received counts lost, it does not end the run",
+           kind=int, low=4, high=1 << 20, metavar="KB", range_text="4..1048576 KiB per CPU"),
+    Option("sync_counter", "perf (default): count the sync calls queued in the kernel with a perf counter, exact "
+                           "at any CPU count; trace: count them in the trace buffer (the older way)",
+           choices=SYNC_COUNTERS, show_choices=True, message="{flag} must be one of {choices}"),
+    Option("kernel_variant", "say which kernel this is, for the report (default: unknown)",
+           choices=KERNEL_VARIANTS, show_choices=True, message="{flag} must be one of {choices}"),
+    Option("flush_mode", "override the detected TLB flush mode (recorded as given)",
+           choices=tuple(m for m in FLUSH_MODES if m != "unknown"), show_choices=True,
+           message="{key} {value!r}: choose native, pv or invlpgb"),
+    Option("latency", "run cyclictest on every online CPU beside each phase", flag=True),
+    Option("cost", "time what the broadcast costs: the receivers' function-call handlers (irq_vectors and "
+                   "csd trace events) and the initiator's wait in tlb_remove_table_sync_one (kprobes); the "
+                   "events cost time themselves (benchmarks/cost_observer.py)", flag=True),
+    Option("victim", "run a pinned work loop on every other CPU and report the throughput it loses in the "
+                     "workload phases and its longest gap (needs a C compiler)", flag=True),
+)
+COMMON = {o.key: o for o in COMMON_OPTIONS}
+
+
 @dataclass
 class Job:
-    """Every parameter of a run. ``None`` means "choose a default for this host"."""
+    """Every parameter of a run. ``None`` means "choose a default for this host".
+
+    The fields are the common options (COMMON_OPTIONS: flag, help, checks) with their
+    defaults, the workload's own options, and where the job came from. run.yaml's ``job``
+    is :meth:`to_dict`, in this order.
+    """
 
     workload: str = field(default_factory=default_name)  # the registry's default (workloads/)
     size: Optional[int] = None          # bytes
@@ -57,7 +118,7 @@ class Job:
     trace: bool = True
     trace_buffer_kb: Optional[int] = None   # per CPU; None: sized from the job (trace.TracePlan)
     sync_counter: str = "perf"          # perf: count the sync calls in the kernel; trace: in the buffer
-    latency: bool = False
+    latency: bool = False               # cyclictest beside every phase (measure/latency.py)
     cost: bool = False                  # handler times and the initiator's wait (measure/cost.py)
     victim: bool = False                # a victim loop on every other CPU (measure/victim.py)
     kernel_variant: Optional[str] = None
@@ -79,27 +140,9 @@ class Job:
         return out
 
     def validate(self) -> None:
-        workload_spec(self.workload)  # InputError naming the workloads there are
-        if self.size is not None and self.size <= 0:
-            raise InputError("--size must be positive")
-        if not 1 <= self.repeat <= 1000:
-            raise InputError(f"--repeat {self.repeat} is out of range (1..1000)")
-        if self.cpu < 0:
-            raise InputError(f"--cpu {self.cpu} is out of range (a CPU number, 0 or more)")
-        if not isinstance(self.threads, int) or not (0 <= self.threads <= 4096 or self.threads == ALL_OTHERS):
-            raise InputError(f"--threads {self.threads} is out of range (0..4096, or all)")
-        if not 0 <= self.idle_seconds <= 3600:
-            raise InputError(f"--idle-seconds {self.idle_seconds} is out of range (0..3600)")
-        if self.trace_buffer_kb is not None and not 4 <= self.trace_buffer_kb <= 1 << 20:
-            raise InputError(f"--trace-buffer-kb {self.trace_buffer_kb} is out of range (4..1048576 KiB per CPU)")
-        if self.sync_counter not in SYNC_COUNTERS:
-            raise InputError(f"--sync-counter must be one of {', '.join(SYNC_COUNTERS)}")
-        if self.idle_mode not in IDLE_MODES:
-            raise InputError(f"--idle-mode must be one of {', '.join(IDLE_MODES)}")
-        if self.flush_mode not in (None, "native", "pv", "invlpgb"):
-            raise InputError(f"flush_mode {self.flush_mode!r}: choose native, pv or invlpgb")
-        if self.kernel_variant not in (None,) + KERNEL_VARIANTS:
-            raise InputError(f"--kernel-variant must be one of {', '.join(KERNEL_VARIANTS)}")
+        """Every common option checked by its record (range, choices), one InputError."""
+        for opt in COMMON_OPTIONS:
+            opt.check(getattr(self, opt.key))
 
 
 def resolve_common(job: Job, online_cpus: int) -> Job:
@@ -110,32 +153,15 @@ def resolve_common(job: Job, online_cpus: int) -> Job:
     return job
 
 
+#: job-file keys that are Job fields; description is free text, job_file is set by --job
 _FIELDS = {f.name: f for f in dataclasses.fields(Job) if f.name != "options"}
 
 
 def _coerce(name: str, value: Any, source: str) -> Any:
-    """Check a job-file value's type; sizes may be written as '20G'."""
-    if value is None:
-        return None
-    try:
-        if name == "size":
-            return parse_size(str(value))
-        if name == "threads":
-            return parse_threads(value)
-        kind = _FIELDS[name].type
-        if "bool" in str(kind):
-            if not isinstance(value, bool):
-                raise ValueError("expected true or false")
-            return value
-        if "int" in str(kind):
-            if isinstance(value, bool) or int(value) != float(value):
-                raise ValueError("expected a whole number")
-            return int(value)
-        if "float" in str(kind):
-            return float(value)
-        return str(value)
-    except (TypeError, ValueError, OverflowError, InputError) as e:
-        raise InputError(f"{source}: {name}: {value!r} is not valid ({e})") from None
+    """A job-file value of a Job field, converted and checked by its option's record."""
+    if name in COMMON:
+        return COMMON[name].coerce(value, source)
+    return None if value is None else str(value)
 
 
 def find_job_file(name: str) -> Path:

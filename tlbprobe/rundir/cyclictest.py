@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from ..errors import InputError
+from .sections import LatencyCpu
 
 #: Field name and percentile, as they appear in summary.json.
 PERCENTILES: Tuple[Tuple[str, float], ...] = (("p50_us", 50.0), ("p99_us", 99.0), ("p999_us", 99.9))
@@ -237,23 +238,21 @@ class CpuLatency:
         self.max_us = max(self.max_us, t.max_us)
         self.weighted_avg += t.avg_us * t.cycles
 
-    def figures(self, role: str) -> Dict[str, Any]:
-        """The per-CPU object of summary.json ``latency``."""
-        out: Dict[str, Any] = {
-            "samples": self.cycles,
+    def figures(self, role: str) -> LatencyCpu:
+        """The per-CPU figures of summary.json ``latency`` (rundir/sections.py)."""
+        percentiles = {name: percentile_us(self.histogram, self.overflows, self.max_us, p) for name, p in PERCENTILES}
+        return LatencyCpu(
+            samples=self.cycles,
             # Never below zero: the expected count is estimated to a few cycles (see Cyclictest).
-            "cycles_lost": max(int(round(self.expected - self.cycles)), 0),
-        }
-        for name, p in PERCENTILES:
-            out[name] = percentile_us(self.histogram, self.overflows, self.max_us, p)
-        out["max_us"] = self.max_us if self.cycles else None
-        out["avg_us"] = round(self.weighted_avg / self.cycles, 2) if self.cycles else None
-        out["overflows"] = self.overflows
-        out["role"] = role
-        return out
+            cycles_lost=max(int(round(self.expected - self.cycles)), 0),
+            **percentiles,
+            max_us=self.max_us if self.cycles else None,
+            avg_us=round(self.weighted_avg / self.cycles, 2) if self.cycles else None,
+            overflows=self.overflows,
+            role=role)
 
 
-def cpu_figures(t: ThreadLatency, expected_cycles: float, role: str) -> Dict[str, Any]:
+def cpu_figures(t: ThreadLatency, expected_cycles: float, role: str) -> LatencyCpu:
     """Figures of one thread of one phase."""
     acc = CpuLatency()
     acc.add(t, expected_cycles)

@@ -2,8 +2,10 @@
 
 The report trusts ``summary.json`` for the figures (it is the documented verdict for
 machines) and reads ``run.yaml`` for the job and host facts, ``phases.csv`` for the time
-line. Every check fails with one InputError line that names the file at fault, so a
-damaged or foreign directory never ends in a traceback.
+line; the observers' sections of summary.json come back as their typed records
+(``Run.section``, rundir/sections.py), their CSV files through ``Run.csv``. Every check
+fails with one InputError line that names the file at fault, so a damaged or foreign
+directory never ends in a traceback.
 """
 
 from __future__ import annotations
@@ -11,25 +13,18 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Type, TypeVar
 
 import pandas as pd
 
 from ..errors import InputError
 from .cyclictest import read_cyclictest_json
-from .schema import COST_COLUMNS, FORMAT, TIMESERIES_COLUMNS, RepeatFigures
+from .schema import FORMAT, TIMESERIES_COLUMNS, RepeatFigures
+from .sections import SECTIONS, Section
+
+S = TypeVar("S", bound=Section)
 
 PHASE_COLUMNS = ("repeat", "phase", "start", "end", "duration_s", "ops", "ops_expected", "result")
-
-
-@dataclass(frozen=True)
-class LatencyStats:
-    samples: Optional[float]
-    cycles_lost: Optional[float]
-    p50_us: Optional[float]
-    p99_us: Optional[float]
-    p999_us: Optional[float]
-    max_us: Optional[float]
 
 
 @dataclass(frozen=True)
@@ -50,12 +45,27 @@ class Run:
     phases: pd.DataFrame
     #: timeseries.csv (CAL and TLB per CPU during the phases); empty for older runs
     timeseries: pd.DataFrame = field(default_factory=pd.DataFrame)
-    #: cost.csv (collect --cost); empty without it
-    cost: pd.DataFrame = field(default_factory=pd.DataFrame)
-    latency: Dict[str, Dict[int, LatencyStats]] = field(default_factory=dict)
-    latency_driver_cpu: Optional[int] = None
+    #: cyclictest's histograms (latency/*.json, collect --latency), for the plots
     histograms: List[Histogram] = field(default_factory=list)
     warnings: List[str] = field(default_factory=list)
+    #: the observers' sections read so far, by summary.json key (see section())
+    _sections: Dict[str, Any] = field(default_factory=dict, repr=False)
+    #: the observers' CSV files read so far, by name (see csv())
+    _csvs: Dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
+
+    def section(self, kind: Type[S]) -> Optional[S]:
+        """An observer's section of summary.json as its typed record
+        (rundir/sections.py: ``run.section(CostSection)``), or None for a run without it."""
+        if kind.KEY not in self._sections:
+            self._sections[kind.KEY] = kind.of(self.summary, str(self.path / "summary.json"))
+        return self._sections[kind.KEY]
+
+    def csv(self, name: str, columns: Sequence[str], numeric: Sequence[str] = ()) -> pd.DataFrame:
+        """An observer's CSV file of the run directory (cost.csv), checked for its columns;
+        an empty frame when the run has none."""
+        if name not in self._csvs:
+            self._csvs[name] = _load_csv(self.path / name, columns, numeric)
+        return self._csvs[name]
 
     # --- facts the report uses everywhere ---------------------------------------------
     @property
@@ -147,9 +157,10 @@ def load_run(path: Path) -> Run:
     repeats = _repeats(path / "summary.json", summary)
     phases = _load_phases(path / "phases.csv")
     run = Run(path=path, run_yaml=run_yaml, summary=summary, repeats=repeats, phases=phases,
-              timeseries=_load_timeseries(path / "timeseries.csv"),
-              cost=_load_csv(path / "cost.csv", COST_COLUMNS, ("count", "total_ns", "p50_ns", "p99_ns", "max_ns")))
-    _load_latency(run)
+              timeseries=_load_timeseries(path / "timeseries.csv"))
+    for kind in SECTIONS:  # a damaged section is named now, not halfway through a report
+        run.section(kind)
+    _load_histograms(run)
     return run
 
 
@@ -245,47 +256,10 @@ def _load_csv(p: Path, columns: Sequence[str], numeric: Sequence[str]) -> pd.Dat
     return df
 
 
-def _load_latency(run: Run) -> None:
-    """summary.json `latency` (percentiles per phase and CPU) and cyclictest JSON histograms
-    (latency/<tag>.json, read with cyclictest.py's parser, the one the collector uses).
-
-    Both are optional: a run without --latency has neither, and the report says nothing
-    about latency for it. Two layouts of ``latency`` are read:
-
-    * tlbprobe/measure/latency.py's: ``{"driver_cpu", "aggregate": {kind: {cpu: figures}},
-      "phases": {"r0-workload": {cpu: figures}}, ...}``; the report uses ``aggregate``
-      (each phase kind pooled over the repeats) and falls back to ``phases``;
-    * the plain ``{phase: {cpu: figures}, "driver_cpu": n}``.
-    """
-    lat = run.summary.get("latency")
-    p = run.path / "summary.json"
-    if lat is not None and not isinstance(lat, dict):
-        raise InputError(f"{p}: damaged: 'latency' should be an object")
-    if isinstance(lat, dict):
-        drv = lat.get("driver_cpu")
-        run.latency_driver_cpu = int(drv) if isinstance(drv, int) and not isinstance(drv, bool) else None
-        if isinstance(lat.get("aggregate"), dict) and lat["aggregate"]:
-            by_phase = lat["aggregate"]
-        elif isinstance(lat.get("phases"), dict):
-            by_phase = lat["phases"]
-        else:
-            by_phase = lat
-        for phase, per_cpu in by_phase.items():
-            if not isinstance(per_cpu, dict):
-                continue
-            stats: Dict[int, LatencyStats] = {}
-            for cpu, v in per_cpu.items():
-                if not isinstance(v, dict) or not str(cpu).lstrip("-").isdigit():
-                    continue
-                try:
-                    stats[int(cpu)] = LatencyStats(
-                        *(None if v.get(k) is None else float(v[k])
-                          for k in ("samples", "cycles_lost", "p50_us", "p99_us", "p999_us", "max_us"))
-                    )
-                except (TypeError, ValueError):
-                    raise InputError(f"{p}: damaged: latency {phase}.{cpu} holds non-numbers") from None
-            if stats:
-                run.latency[str(phase)] = stats
+def _load_histograms(run: Run) -> None:
+    """cyclictest's JSON histograms (latency/<tag>.json, read with cyclictest.py's parser,
+    the one the collector uses); none for a run without --latency. Its figures are
+    summary.json's ``latency`` section (Run.section(LatencySection))."""
     d = run.path / "latency"
     if not d.is_dir():
         return

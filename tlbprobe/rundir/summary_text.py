@@ -1,4 +1,7 @@
-"""The one-screen summary printed at the end of `tlbprobe collect`."""
+"""The one-screen summary printed at the end of `tlbprobe collect` (and kept as
+summary.txt of a guest's run): the phases' counts, then what each observer measured,
+from its view (tlbprobe/report/views/: pure, no pandas, so a guest's small root can print
+it)."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ from . import sync_count
 from ..ui.numbers import format_cpulist, format_number, summarize_per_cpu
 from ..ui.tables import MAX_CPU_COLUMNS
 from ..vocab import IDLE_PHASE, SYNC_FUNCTION, WORKLOAD_PHASE
+from ..report import views
 
 
 def per_cpu_line(name: str, values: Dict[str, int]) -> str:
@@ -92,48 +96,9 @@ def render_summary(summary: Dict[str, Any], path: Path) -> str:
         where = "; ".join(summary.get("trace_errors", [])) or f"{summary.get('trace_lost_events')} event(s) dropped"
         lines.append(f"warning: the trace buffer missed part of the run ({where}): the received counts are short; "
                      f"{exact}")
-    if summary.get("latency"):
-        lines.append("")
-        lines.extend(latency_lines(summary["latency"], summary.get("repeats_done", 0)))
+    lines.extend(views.summary_lines(summary))  # the observers' (report/views/): latency, cost, victim
     notes = {ph.get("note") for r in summary["repeats"] for ph in r["phases"].values() if ph.get("note")}
     lines.extend(f"note: {n}" for n in sorted(notes))
     if summary.get("error"):
         lines.append(f"error: {summary['error']}")
     return "\n".join(lines)
-
-
-LATENCY_FIELDS = ("samples", "cycles_lost", "p50_us", "p99_us", "p999_us", "max_us")
-
-
-def _latency_row(kind: str, cpu: str, role: str, fig: Dict[str, Any]) -> str:
-    cells = ["-" if fig.get(k) is None else str(fig[k]) for k in LATENCY_FIELDS]
-    return f"{kind:<9}{cpu:>5} {role:<9}" + "".join(f"{c:>9}" for c in cells)
-
-
-def latency_lines(lat: Dict[str, Any], repeats_done: int) -> List[str]:
-    """cyclictest per phase kind (idle vs workload) and CPU (driver vs receivers), pooled
-    over repeats. Beyond 16 CPUs the receiving CPUs share one row: the sum of samples and
-    lost cycles, the worst CPU's percentiles."""
-    lines = [f"latency (cyclictest every {lat.get('interval_us', '?')} us, microseconds, "
-             f"{repeats_done} repeat(s) pooled):",
-             f"{'phase':<9}{'CPU':>5} {'role':<9}{'samples':>9}{'lost':>9}{'p50':>9}{'p99':>9}"
-             f"{'p99.9':>9}{'max':>9}"]
-    for kind, cpus in lat.get("aggregate", {}).items():
-        if len(cpus) <= MAX_CPU_COLUMNS:
-            lines.extend(_latency_row(kind, c, f.get("role", ""), f) for c, f in cpus.items())
-            continue
-        driver = {c: f for c, f in cpus.items() if f.get("role") == "driver"}
-        lines.extend(_latency_row(kind, c, "driver", f) for c, f in driver.items())
-        recv = [f for c, f in cpus.items() if c not in driver]
-        worst: Dict[str, Any] = {k: sum(f.get(k) or 0 for f in recv) for k in ("samples", "cycles_lost")}
-        for k in LATENCY_FIELDS[2:]:
-            vals = [f[k] for f in recv if f.get(k) is not None]
-            worst[k] = max(vals) if vals else None
-        lines.append(_latency_row(kind, f"{len(recv)}x", "receivers", worst))
-    if not lat.get("aggregate"):
-        lines.append("no cyclictest results")
-    for tag, why in lat.get("missing", {}).items():
-        lines.append(f"latency missing for {tag}: {why}")
-    for tag, why in lat.get("damaged", {}).items():
-        lines.append(f"latency incomplete for {tag}: {why}")
-    return lines

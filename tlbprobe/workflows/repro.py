@@ -14,17 +14,13 @@ import json
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..errors import InputError
-from ..run.job import build_job, find_job_file
-from ..report import ReportOptions, build_report
-from ..report import render_json, render_lkml
+from ..run.job import COMMON, Job, build_job, find_job_file
 from ..vocab import KERNEL_VARIANTS as VARIANTS
 from ..vm.guest import GuestSpec
-from ..kernel import asuser
 from ..kernel.build import BuiltKernel, KernelSpec, variant_patches
-from ..vm.collect import guest_failure, run_jobs
 from ..workloads import default_name
 
 if TYPE_CHECKING:
@@ -36,23 +32,34 @@ if TYPE_CHECKING:
 DEFAULT_JOBS: Tuple[str, ...] = ("collapse-1G", "collapse-1G-threads", "hugetlb-unshare-1G")
 
 
-def resolve_jobs(names: Sequence[str] = ()) -> List[Tuple[str, List[str]]]:
-    """Job names or files (``default``: DEFAULT_JOBS) -> (run name, the guest's collect
-    options). Each file is loaded and checked here, on the host, before a kernel is built;
-    the guest reads it by its absolute path (its root is the host's, read-only)."""
+@dataclass(frozen=True)
+class ReproJob:
+    """One job of the A/B: its run's name, the guest's collect options, and the job they
+    describe, resolved on the host (its size sizes the guest: commands/qemu.py
+    guest_memory_for_jobs)."""
+
+    name: str
+    args: List[str]
+    job: Job
+
+
+def resolve_jobs(names: Sequence[str] = ()) -> List[ReproJob]:
+    """Job names or files (``default``: DEFAULT_JOBS) -> the A/B's jobs. Each file is
+    loaded and checked here, on the host, before a kernel is built; the guest reads it by
+    its absolute path (its root is the host's, read-only)."""
     wanted: List[str] = []
     for n in names or ("default",):
         wanted.extend(DEFAULT_JOBS if n == "default" else [n])
-    jobs: List[Tuple[str, List[str]]] = []
+    jobs: List[ReproJob] = []
     for n in wanted:
         path = find_job_file(n)
         job = build_job({}, str(path))  # one clear error for a missing or malformed job
         if job.kernel_variant is not None:
             raise InputError(f"{path}: sets kernel_variant, which the A/B sets for each guest: remove it")
         name = path.stem if path.suffix == ".yaml" else path.name
-        if any(name == other for other, _ in jobs):
+        if any(name == other.name for other in jobs):
             raise InputError(f"job {name!r} is named twice")
-        jobs.append((name, ["--job", str(path.resolve())]))
+        jobs.append(ReproJob(name, ["--job", str(path.resolve())], job))
     return jobs
 
 
@@ -75,6 +82,8 @@ def build_variants(kernel_spec: KernelSpec, patches: Sequence[Path], timings: Di
                    log: Callable[[str], None], status: Callable[[str], None]) -> Dict[str, BuiltKernel]:
     """Baseline and patched kernels, built or taken from the cache (one build directory:
     the second build is incremental)."""
+    from ..kernel import asuser
+
     kernels: Dict[str, BuiltKernel] = {}
     for variant in VARIANTS:
         spec = KernelSpec(kernel_spec.source, kernel_spec.fragments, variant_patches(variant, list(patches)),
@@ -90,9 +99,12 @@ def build_variants(kernel_spec: KernelSpec, patches: Sequence[Path], timings: Di
 
 
 def run_repro(kernel_spec: KernelSpec, guest: GuestSpec, out: Path, patches: Sequence[Path] = (),
-              jobs: Optional[List[Tuple[str, List[str]]]] = None, log: Callable[[str], None] = print,
+              jobs: Optional[List[ReproJob]] = None, log: Callable[[str], None] = print,
               status: Callable[[str], None] = lambda s: None) -> ReproResult:
-    jobs = jobs or resolve_jobs()
+    from ..report import ReportOptions, build_report, render_json, render_lkml  # the verdicts, at the end
+    from ..vm.collect import guest_failure, run_jobs
+
+    jobs = [(j.name, j.args) for j in (jobs or resolve_jobs())]
     guest = replace(guest)  # the accelerator may change after the first boot: not in the caller's spec
     timings: Dict[str, float] = {}
     kernels = build_variants(kernel_spec, patches, timings, log, status)
@@ -185,9 +197,19 @@ class SweepResult:
     timings: Dict[str, float] = field(default_factory=dict)
 
 
+def _sweep_params(size: str) -> Dict[str, Any]:
+    return {"workload": default_name(), "size": size, "repeat": 1, "idle_seconds": 1, "cpu": 0}
+
+
 def sweep_job(size: str) -> List[str]:
     """The job a sweep runs at every N: one collapse (the default workload) of ``size``, one repeat."""
-    return ["--workload", default_name(), "--size", size, "--repeat", "1", "--idle-seconds", "1", "--cpu", "0"]
+    return [word for key, value in _sweep_params(size).items() for word in (COMMON[key].flag_name, str(value))]
+
+
+def seed_job(size: str) -> ReproJob:
+    """That collapse as the one job of an A/B (repro --smp N --size S: the seed's experiment)."""
+    params = {key: COMMON[key].coerce(value, "repro --size") for key, value in _sweep_params(size).items()}
+    return ReproJob(f"{default_name()}-{size}", sweep_job(size), build_job(params))
 
 
 def run_sweep(kernel_spec: KernelSpec, guest: GuestSpec, smps: Sequence[int], size: str, out: Path,
@@ -195,6 +217,7 @@ def run_sweep(kernel_spec: KernelSpec, guest: GuestSpec, smps: Sequence[int], si
               status: Callable[[str], None] = lambda s: None) -> SweepResult:
     """The same collapse at each vCPU count on both kernels; a table and a plot across N."""
     from ..report.sweep import render_table, sweep_rows, write_plot
+    from ..vm.collect import guest_failure, run_jobs
 
     guest = replace(guest)
     timings: Dict[str, float] = {}

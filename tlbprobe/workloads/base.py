@@ -1,4 +1,4 @@
-"""The interface between the collector and a workload driver, and the Option record.
+"""The interface between the collector and a workload driver.
 
 A driver receives the resolved job: the ``Job`` of tlbprobe/run/job.py, every parameter
 explicit, its workload's options in ``job.options``. This module does not import it
@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple
 
-from ..errors import InputError
+from ..options import Option  # noqa: F401 (one class for common and workload options; imported from here too)
 if TYPE_CHECKING:  # types only
     from ..measure.host import HostFacts
     from ..measure.sysstate import SystemState
@@ -35,49 +35,6 @@ class PhaseOutcome:
     @property
     def result(self) -> str:
         return "ok" if self.ops >= self.ops_expected and not self.note else "partial"
-
-
-@dataclass(frozen=True)
-class Option:
-    """An option a workload declares: one key in job files and run.yaml, one --flag on the
-    command line (underscores become dashes), checked the same way from either."""
-
-    key: str
-    help: str
-    kind: type = str                        # str or int; a switch: flag=True
-    default: Any = None                     # None: the workload's resolve() chooses
-    flag: bool = False                      # --control: a switch that sets True
-    choices: Optional[Tuple[str, ...]] = None
-    low: Optional[int] = None
-    high: Optional[int] = None
-    metavar: Optional[str] = None
-
-    @property
-    def flag_name(self) -> str:
-        return "--" + self.key.replace("_", "-")
-
-    def coerce(self, value: Any, source: str) -> Any:
-        """A job file's or a flag's value, checked: one InputError naming what is wrong."""
-        if value is None:
-            return None
-        if self.flag or self.kind is bool:
-            if not isinstance(value, bool):
-                raise InputError(f"{source}: {self.key}: {value!r} is not valid (expected true or false)")
-            return value
-        if self.kind is int:
-            try:
-                if isinstance(value, bool) or int(value) != float(value):
-                    raise ValueError
-                value = int(value)
-            except (TypeError, ValueError, OverflowError):
-                raise InputError(f"{source}: {self.key}: {value!r} is not valid (expected a whole number)") from None
-            if (self.low is not None and value < self.low) or (self.high is not None and value > self.high):
-                raise InputError(f"{self.flag_name} {value} is out of range ({self.low}..{self.high})")
-            return value
-        value = str(value)
-        if self.choices and value not in self.choices:
-            raise InputError(f"{self.flag_name} {value!r} is unknown: choose one of {', '.join(self.choices)}")
-        return value
 
 
 class _FromSpec:
