@@ -34,7 +34,7 @@ from tlbprobe.rundir.cyclictest import (CpuLatency, CyclictestOutput, ThreadLate
 from tlbprobe.rundir.reader import load_run
 from tlbprobe.rundir.sections import LatencySection
 from tlbprobe.report.views.latency import latency_lines
-from tlbprobe.rundir.summary_text import render_summary
+from tlbprobe.report.summary_text import render_summary
 
 DATA = Path(__file__).parent / "data"
 RECORDED = DATA / "cyclictest-x86-kvm-2cpu.json"

@@ -15,7 +15,7 @@ from tlbprobe.report import ReportOptions, build_report, render_html, render_jso
 from tlbprobe.report import render_text, views
 from tlbprobe.report.views.base import View
 from tlbprobe.rundir.sections import CostSection
-from tlbprobe.rundir.summary_text import render_summary
+from tlbprobe.report.summary_text import render_summary
 
 REPO = Path(__file__).resolve().parents[1]
 NATIVE = dict(online_cpus=4, flush_mode="native", flush_evidence="no PV TLB flush in dmesg", hypervisor=None)
@@ -98,7 +98,7 @@ def test_a_new_view_is_shown_by_every_renderer_and_the_summary(ab, monkeypatch):
 
 def test_views_import_nothing_that_measures_nor_pandas():
     """collect prints its summary through the views, on a guest whose root may lack pandas."""
-    code = ("import sys; import tlbprobe.rundir.summary_text, tlbprobe.report.views; "
+    code = ("import sys; import tlbprobe.report.summary_text, tlbprobe.report.views; "
             "print(sorted(m for m in sys.modules if m.startswith(('pandas', 'matplotlib', 'tlbprobe.measure', "
             "'tlbprobe.report.analyze', 'tlbprobe.rundir.reader', 'tlbprobe.model'))))")
     res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)

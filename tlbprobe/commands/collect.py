@@ -86,7 +86,7 @@ def job_from_args(args: argparse.Namespace):
 
 def main(args: argparse.Namespace) -> int:
     from ..run.collector import Collector, default_out
-    from ..rundir.summary_text import render_summary
+    from ..report.summary_text import render_summary
     from ..ui import Console
 
     job = job_from_args(args)

@@ -219,11 +219,12 @@ def _cost(args: argparse.Namespace, run, pred: "Prediction") -> int:
     """--cost-from: the projection, which measured figure each line rests on, and where
     the figures do not transfer."""
     from ..model import project_cost
+    from ..rundir.sections import CostSection
     from ..ui.numbers import fmt_num
 
     host = run.host
     emulated = bool((run.run_yaml.get("qemu") or {}).get("accel") == "tcg") or host.get("hypervisor") == "tcg"
-    proj = project_cost(pred, run.summary.get("cost") or {}, run.online_cpus, str(run.summary.get("flush_mode")),
+    proj = project_cost(pred, run.section(CostSection), run.online_cpus, str(run.summary.get("flush_mode")),
                         emulated)
     if args.format == "json":
         print(json.dumps({"projection": dataclasses.asdict(proj), "scenario": dataclasses.asdict(pred.scenario),

@@ -36,7 +36,7 @@ def project_cost(pred: "Prediction", cost: "CostSection | Mapping[str, Any] | No
                  flush_mode: str, emulated: bool) -> CostProjection:
     """Project a run's measured cost figures (its summary.json ``cost``: ``run.section(CostSection)``,
     or the section's dict) onto ``pred``'s machine and operation count."""
-    if isinstance(cost, Mapping):
+    if isinstance(cost, Mapping):  # the section's dict form (tests, callers without a Run)
         cost = CostSection.from_dict("summary.json", cost) if cost else None
     if cost is None or cost.per_ipi_ns_corrected is None:
         raise InputError("the run has no handler time per sync IPI (collect it with --cost, on a kernel that "

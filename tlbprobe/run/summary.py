@@ -1,6 +1,6 @@
 """From measured phases to the figures of summary.json (doc/run-format.md): the phases,
 the repeats and the run's totals; the observers add their sections (run/collector.py),
-and rundir/summary_text.py prints the one-screen summary at the end of a collect.
+and report/summary_text.py prints the one-screen summary at the end of a collect.
 
 Sync IPIs are CAL minus TLB on the CPUs that did not run the driver: on x86 the CAL line
 counts every function-call IPI, including the TLB-shootdown ones (flush_tlb_func runs as

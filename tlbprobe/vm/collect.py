@@ -14,7 +14,7 @@ import yaml
 
 from ..errors import TlbprobeError
 from ..rundir import RunDir, atomic_write, read_summary
-from ..rundir.summary_text import render_summary
+from ..report.summary_text import render_summary
 from .guest import GUEST_OUT, GuestResult, GuestSpec, check_spec, guest_python, run_guest
 
 

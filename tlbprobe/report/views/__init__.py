@@ -1,6 +1,6 @@
 """The views: one per observer, each saying what its section of summary.json shows in a
 report and in collect's end-of-run summary (views/base.py View). The renderers, the A/B's
-per-repeat figures and its FIGURES rows, the JSON report and rundir/summary_text.py loop
+per-repeat figures and its FIGURES rows, the JSON report and report/summary_text.py loop
 over VIEWS through the functions here; none of them knows an observer by name.
 
 Pure: a view reads the typed sections (tlbprobe/rundir/sections.py) and imports nothing

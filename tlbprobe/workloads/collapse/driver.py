@@ -7,7 +7,7 @@ GUP-fast walker still looks at the old page table; that call IPIs every other on
 (smp_call_function(tlb_remove_table_smp_sync, ...)). So a collapse of S bytes sends
 S / 2 MiB broadcasts.
 
-The driver follows what FACTS.md found on real kernels:
+The driver does what MADV_COLLAPSE needs on real kernels (mm/khugepaged.c madvise_collapse()):
 * private anonymous memory (MAP_PRIVATE|MAP_ANONYMOUS): Python's mmap gives MAP_SHARED
   shmem, which MADV_COLLAPSE refuses for this purpose;
 * the range aligned to 2 MiB by us, so every PMD range is whole;

@@ -8,11 +8,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, List
 
-from . import sync_count
+from ..rundir import sync_count
 from ..ui.numbers import format_cpulist, format_number, summarize_per_cpu
 from ..ui.tables import MAX_CPU_COLUMNS
 from ..vocab import IDLE_PHASE, SYNC_FUNCTION, WORKLOAD_PHASE
-from ..report import views
+from . import views
 
 
 def per_cpu_line(name: str, values: Dict[str, int]) -> str:
