@@ -3,7 +3,7 @@
 
 For every run directory given (default: analysis/runs/*) whose summary has a traced
 tlb_remove_table_smp_sync count, this prints the CAL-only figures the report would use
-with tracing off (report/analyze.py: the point estimate, raw CAL-TLB minus the pooled
+with tracing off (report/verdict.py: the point estimate, raw CAL-TLB minus the pooled
 idle rate times the duration, and the interval [raw - background_max, raw]) beside the
 traced count, grouped by idle-window length and CPU count, and whether the interval
 holds the traced count. Nothing is measured anew: it reads recorded runs.
@@ -20,7 +20,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from tlbprobe.model import load_params  # noqa: E402
-from tlbprobe.report.analyze import cal_bounds, traced_sync  # noqa: E402
+from tlbprobe.report.figures import traced_sync  # noqa: E402
+from tlbprobe.report.verdict import cal_bounds  # noqa: E402
 from tlbprobe.rundir.reader import load_run  # noqa: E402
 
 

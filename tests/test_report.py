@@ -13,7 +13,7 @@ from runfactory import make_run
 from tlbprobe.cli import main as cli_main
 from tlbprobe.errors import InputError
 from tlbprobe.report import ReportOptions, build_report
-from tlbprobe.report.analyze import parse_variant_pattern
+from tlbprobe.report.scenario import parse_variant_pattern
 from tlbprobe.report.stats import betainc, describe, ranges_overlap, t_ppf, t_sf, welch
 
 NATIVE = dict(online_cpus=4, flush_mode="native", flush_evidence="no PV TLB flush in dmesg", hypervisor=None)

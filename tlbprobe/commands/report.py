@@ -63,7 +63,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from ..report import ReportOptions, build_report
-    from ..report.analyze import parse_variant_pattern
+    from ..report.scenario import parse_variant_pattern
 
     options = ReportOptions(
         allow_incomplete=args.allow_incomplete,

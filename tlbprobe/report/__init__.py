@@ -17,7 +17,8 @@ from ..errors import InputError
 if TYPE_CHECKING:  # imported by build_report: importing this package (report.views) stays light
     from ..model import ModelParams
     from ..rundir.reader import Run
-    from .analyze import RunAnalysis, VariantPattern
+    from .analyze import RunAnalysis
+    from .scenario import VariantPattern
     from .compare import Comparison
 
 

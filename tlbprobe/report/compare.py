@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 from typing import List, Optional, Sequence, Tuple
 
 from ..vocab import SYNC_FUNCTION
-from .analyze import RunAnalysis, all_queued, is_traced
+from .analyze import RunAnalysis
+from .figures import all_queued, is_traced
 from .stats import ALPHA, Spread, Welch, describe, ranges_overlap, welch
 from .views import FIGURES as VIEW_FIGURES
-from .views.latency import LatencyRow, latency_rows, latency_table  # noqa: F401 (the A/B's latency rows)
+from .views.latency import LatencyRow, latency_rows
 
 #: (key, label, unit, digits); order is the order of the table. A workload adds its own
 #: after these (WorkloadSpec.report_figures, see figures_for).

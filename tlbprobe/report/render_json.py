@@ -12,7 +12,8 @@ import math
 from typing import Any, Dict, Optional
 
 from . import Report, views
-from .analyze import RunAnalysis, all_queued
+from .analyze import RunAnalysis
+from .figures import all_queued
 from .compare import Comparison
 from .rows import per_cpu_rows
 from .stats import Spread

@@ -7,7 +7,8 @@ from typing import List
 from ..ui.numbers import fmt_num, fmt_pct
 from ..ui.tables import table_lines
 from . import Report, views
-from .analyze import FLUSH_FUNCTION, SYNC_FUNCTION, RunAnalysis
+from ..vocab import FLUSH_FUNCTION, SYNC_FUNCTION
+from .analyze import RunAnalysis
 from .compare import Comparison
 from .rows import (
     comparison_rows,
@@ -98,7 +99,7 @@ def verdict_text(a: RunAnalysis) -> str:
     if v.basis == "traced" or v.bounds is None:
         where = f"within ±{fmt_num(v.tolerance, 1)}" if v.status == "matches" else f"outside ±{fmt_num(v.tolerance, 1)}"
         where += f" ({_basis(v)})"
-    else:  # CAL only: an interval, not a subtraction (report/analyze.py)
+    else:  # CAL only: an interval, not a subtraction (report/verdict.py)
         where = (f"{'in' if v.status == 'matches' else 'outside'} {fmt_num(v.bounds.low)}..{fmt_num(v.bounds.high)} "
                  f"±{fmt_num(v.tolerance - v.bounds.background_max, 1)} (CAL minus TLB, background 0.."
                  f"{fmt_num(v.bounds.background_max)})")

@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from typing import List, Mapping, Optional, Sequence, Tuple
 
 from ..ui.numbers import fmt_num, fmt_p, fmt_pct
-from .analyze import SYNC_FUNCTION, RunAnalysis, all_queued
+from ..vocab import SYNC_FUNCTION
+from .analyze import RunAnalysis
+from .figures import all_queued
 from .stats import Spread
 
 

@@ -36,7 +36,7 @@ def sync_count(figures: Mapping[str, Any]) -> int:
     """The traced sync count of a summary.json object (a phase, a repeat or the whole run):
     the calls queued for the other CPUs where the run traced them (``queued``), else the
     calls they ran (``attributed``: csd_function_entry or kprobes). The one place this rule
-    lives; the report applies it per repeat (report/analyze.py traced_sync_of())."""
+    lives; the report applies it per repeat (report/figures.py traced_sync_of())."""
     counts = figures.get("queued") if figures.get("queued") is not None else figures.get("attributed")
     return int((counts or {}).get(SYNC_FUNCTION, 0))
 
