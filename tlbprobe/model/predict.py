@@ -106,8 +106,8 @@ def with_workload_rules(params: ModelParams, specs: Iterable[WorkloadSpec]) -> M
 
 def predict(scenario: Scenario, params: ModelParams) -> Prediction:
     """Apply the rules of ``params`` to ``scenario``."""
-    s = scenario.validated()
-    spec = workload_spec(s.workload)
+    spec = workload_spec(scenario.workload)  # an old spelling (its aliases) becomes the name
+    s = spec.validate(replace(scenario.checked(), workload=spec.name))
     params = with_workload_rules(params, (spec,))
     notes: List[str] = []
     base, base_rules, base_why = _unpatched_broadcasts(s, spec, params, notes)

@@ -2,7 +2,9 @@
 
 A workload's spec (tlbprobe/workloads/<name>/spec.py) says how a Scenario is made from a
 recorded run (``scenario_from_run``) or from `tlbprobe model`'s flags
-(``scenario_from_flags``), and checks the fields only it uses (``validate``).
+(``scenario_from_flags``), and checks the fields only it uses (``validate``, applied by
+predict.py after :meth:`Scenario.checked`). This module knows no workload: the specs
+import it, not the other way round.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from typing import Optional
 
 from ..errors import InputError
 from ..vocab import FLUSH_MODES, HUGETLB_ERAS, KERNEL_VARIANTS, PUD_SIZE
-from ..workloads import spec as workload_spec
 
 
 @dataclass(frozen=True)
@@ -42,11 +43,10 @@ class Scenario:
     #: hugetlb-db: client exits that left the tables exclusive, as the driver counted them
     exclusive_ops: Optional[int] = None
 
-    def validated(self) -> "Scenario":
-        """A normalised copy; InputError for anything the model cannot reason about. The
-        workload's name may be an old spelling (its spec's aliases); its spec checks the
-        fields only it uses (WorkloadSpec.validate)."""
-        spec = workload_spec(self.workload)
+    def checked(self) -> "Scenario":
+        """A normalised copy; InputError for anything the model cannot reason about in
+        any workload. The fields only one workload uses are its spec's to check
+        (WorkloadSpec.validate, which predict.py applies next)."""
         if self.flush_mode not in FLUSH_MODES:
             raise InputError(f"unknown flush mode {self.flush_mode!r}: use one of {', '.join(FLUSH_MODES)}")
         if self.variant is not None and self.variant not in KERNEL_VARIANTS:
@@ -63,9 +63,8 @@ class Scenario:
             raise InputError(f"PMD tables per operation must be at least 1, got {self.tables_per_op}")
         if self.hugetlb_unshare is not None and self.hugetlb_unshare not in HUGETLB_ERAS:
             raise InputError(f"unknown hugetlb unshare behaviour {self.hugetlb_unshare!r}: use {', '.join(HUGETLB_ERAS)}")
-        return spec.validate(replace(
+        return replace(
             self,
-            workload=spec.name,
             ops=int(self.ops),
             online_cpus=int(self.online_cpus),
             mm_cpus=int(self.mm_cpus),
@@ -73,7 +72,7 @@ class Scenario:
             sharers=int(self.sharers),
             control=bool(self.control),
             exclusive_ops=None if self.exclusive_ops is None else int(self.exclusive_ops),
-        ))
+        )
 
 
 def tables_from_size(size: int) -> int:

@@ -34,7 +34,8 @@ import sys
 from typing import Dict, List, Optional, Type
 
 from ..errors import InputError, InternalError
-from .base import Option, PhaseOutcome, Workload
+from ..options import Option
+from .base import PhaseOutcome, Workload
 from .spec import ReportFigure, WorkloadSpec
 
 #: the entry-point group of workloads from other packages

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple
 
-from ..options import Option  # noqa: F401 (one class for common and workload options; imported from here too)
+from ..options import Option
 if TYPE_CHECKING:  # types only
     from ..measure.host import HostFacts
     from ..measure.sysstate import SystemState

@@ -29,12 +29,14 @@ from typing import TYPE_CHECKING, Any, List, Mapping, Optional, Sequence, Tuple
 from ..errors import InputError
 from ..units import format_size
 from ..ui.numbers import fmt_num
-from .base import Option
+from ..options import Option
 
 if TYPE_CHECKING:
-    from ..model.rules import ModelParams, Rule
-    from ..model.scenario import Scenario
     from ..rundir.reader import Run
+# "Scenario", "ModelParams" and "Rule" in the annotations below are the model's records
+# (tlbprobe/model/scenario.py, model/rules.py). They are not imported, not even for type
+# checking: the model's engine (model/predict.py) asks the specs, so the specs stand
+# below the model and receive its records as arguments.
 
 #: (broadcasts an unpatched kernel sends, the rules behind the number, why): a model answer
 Count = Tuple[float, Tuple[str, ...], str]

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Sequence, Tuple
 
-from .base import Figure, Table, View
+from .base import Analysed, Figure, Table, View
 from .cost import CostView
 from .latency import LatencyView
 from .victim import VictimView
 
 if TYPE_CHECKING:
     from ...rundir.reader import Run
-    from ..analyze import RunAnalysis
 
 VIEWS: Tuple[View, ...] = (LatencyView(), CostView(), VictimView())
 
@@ -38,12 +37,12 @@ def per_repeat(run: "Run") -> Dict[str, List[float]]:
     return out
 
 
-def run_lines(a: "RunAnalysis") -> List[Tuple[str, str]]:
+def run_lines(a: "Analysed") -> List[Tuple[str, str]]:
     """(label, line) of every view's lines for a run, without the notes."""
     return [(v.label, line) for v in VIEWS for line in v.lines(a)]
 
 
-def notes(runs: Sequence["RunAnalysis"]) -> List[str]:
+def notes(runs: Sequence["Analysed"]) -> List[str]:
     """What the figures shown cannot see: each note once, of the views that showed lines."""
     out: List[str] = []
     for v in VIEWS:
@@ -52,7 +51,7 @@ def notes(runs: Sequence["RunAnalysis"]) -> List[str]:
     return out
 
 
-def fact_lines(a: "RunAnalysis") -> List[Tuple[str, str]]:
+def fact_lines(a: "Analysed") -> List[Tuple[str, str]]:
     """(row name, text) among a run's facts (text, Markdown, HTML reports): a view's label
     on the first of its lines (and not again for the next view of the same label), then
     the notes."""
@@ -64,7 +63,7 @@ def fact_lines(a: "RunAnalysis") -> List[Tuple[str, str]]:
     return out + [("", n) for n in notes([a])] if out else out
 
 
-def fields(runs: Sequence["RunAnalysis"]) -> List[Tuple[str, List[str]]]:
+def fields(runs: Sequence["Analysed"]) -> List[Tuple[str, List[str]]]:
     """(label, lines) over several runs, for the LKML report's fields: each run's lines
     (prefixed with its label when there are several runs), then the notes once."""
     by_label: Dict[str, List[str]] = {}
@@ -77,11 +76,11 @@ def fields(runs: Sequence["RunAnalysis"]) -> List[Tuple[str, List[str]]]:
     return out
 
 
-def tables(a: "RunAnalysis") -> List[Table]:
+def tables(a: "Analysed") -> List[Table]:
     return [t for v in VIEWS if (t := v.table(a)) is not None]
 
 
-def json_parts(a: "RunAnalysis", slot: str) -> Dict[str, Any]:
+def json_parts(a: "Analysed", slot: str) -> Dict[str, Any]:
     """The views' keys of a run's JSON object that go in ``slot`` ("figures", "detail")."""
     out: Dict[str, Any] = {}
     for v in VIEWS:

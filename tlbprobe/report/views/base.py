@@ -5,13 +5,23 @@ the views; this module is the interface they share."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Dict, List, Mapping, Optional, Tuple, Type
+from typing import TYPE_CHECKING, Any, ClassVar, Dict, List, Mapping, Optional, Protocol, Tuple, Type
 
 from ...rundir.sections import Section
 
 if TYPE_CHECKING:
     from ...rundir.reader import Run
-    from ..analyze import RunAnalysis
+
+
+class Analysed(Protocol):
+    """What a view reads of a run's analysis (report/analyze.py RunAnalysis): the run and
+    its letter. A protocol, so that the views, which the analysis itself asks for the
+    observers' figures, need not import it back."""
+
+    run: "Run"
+
+    @property
+    def label(self) -> str: ...
 
 #: A row of the comparison table: (per-repeat key, label, unit, digits), as
 #: report/compare.py FIGURES.
@@ -50,16 +60,16 @@ class View:
     figures: ClassVar[Tuple[Figure, ...]] = ()
     json_slot: ClassVar[str] = "figures"
 
-    def lines(self, a: "RunAnalysis") -> List[str]:
+    def lines(self, a: "Analysed") -> List[str]:
         return []
 
-    def table(self, a: "RunAnalysis") -> Optional[Table]:
+    def table(self, a: "Analysed") -> Optional[Table]:
         return None
 
     def per_repeat(self, run: "Run") -> Dict[str, List[float]]:
         return {}
 
-    def json(self, a: "RunAnalysis") -> Dict[str, Any]:
+    def json(self, a: "Analysed") -> Dict[str, Any]:
         """The section as summary.json holds it, under its key; nothing without it."""
         sec = a.run.section(self.section)
         return {} if sec is None else {self.section.KEY: sec.to_dict()}

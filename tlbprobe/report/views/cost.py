@@ -10,11 +10,10 @@ from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional
 from ...rundir.schema import COST_COLUMNS
 from ...rundir.sections import CostSection
 from ...vocab import WORKLOAD_PHASE
-from .base import View
+from .base import Analysed, View
 
 if TYPE_CHECKING:
     from ...rundir.reader import Run
-    from ..analyze import RunAnalysis
 
 #: What neither the handler times nor the victim's loop can see (said once after them).
 NOT_SEEN = ("not seen: the IPI's delivery before its handler (a guest's VM exit), leaving idle, "
@@ -58,7 +57,7 @@ class CostView(View):
     figures = (("handler_us_per_sync_ipi", "handler us per sync IPI", "us", 2),
                ("initiator_us_p50", "initiator wait us, p50", "us", 1))
 
-    def lines(self, a: "RunAnalysis") -> List[str]:
+    def lines(self, a: "Analysed") -> List[str]:
         return cost_lines(a.run.section(CostSection))
 
     def summary_lines(self, summary: Mapping[str, Any]) -> List[str]:

@@ -14,11 +14,10 @@ from ...rundir.sections import LatencyCpu, LatencySection
 from ...ui.numbers import fmt_num
 from ...ui.tables import MAX_CPU_COLUMNS
 from ...vocab import IDLE_PHASE, WORKLOAD_PHASE
-from .base import Table, View
+from .base import Analysed, Table, View
 
 if TYPE_CHECKING:
     from ...rundir.reader import Run
-    from ..analyze import RunAnalysis
 
 METRICS = ("samples", "cycles_lost", "p50_us", "p99_us", "p999_us", "max_us")
 
@@ -73,7 +72,7 @@ class LatencyRow:
     other: Optional[float]
 
 
-def latency_rows(base: "RunAnalysis", other: "RunAnalysis") -> List[LatencyRow]:
+def latency_rows(base: "Analysed", other: "Analysed") -> List[LatencyRow]:
     """Percentiles side by side: the driver CPU, and the worst of the CPUs that only receive.
 
     The driver CPU starves under a collapse loop (with preempt=none, cyclictest's thread
@@ -151,7 +150,7 @@ class LatencyView(View):
     section = LatencySection
     json_slot = "detail"
 
-    def table(self, a: "RunAnalysis") -> Optional[Table]:
+    def table(self, a: "Analysed") -> Optional[Table]:
         """Every phase kind and CPU of the run, the driver's CPU marked."""
         table = stats(a.run)
         if not table:
@@ -163,7 +162,7 @@ class LatencyView(View):
         return Table("latency (cyclictest):", ("phase", "CPU", "samples", "lost", "p50 us", "p99 us", "p99.9 us",
                                                "max us"), rows, "llrrrrrr")
 
-    def json(self, a: "RunAnalysis") -> Dict[str, Any]:
+    def json(self, a: "Analysed") -> Dict[str, Any]:
         """``latency``: phase -> CPU -> percentiles, null without --latency."""
         table = latency_table(a.run)
         return {self.section.KEY: {p: {str(c): s for c, s in per.items()} for p, per in table.items()} or None}

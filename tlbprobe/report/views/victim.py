@@ -7,12 +7,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional
 
 from ...rundir.sections import VictimSection
-from .base import View
+from .base import Analysed, View
 from .cost import NOT_SEEN
 
 if TYPE_CHECKING:
     from ...rundir.reader import Run
-    from ..analyze import RunAnalysis
 
 
 def victim_lines(v: Optional[VictimSection]) -> List[str]:
@@ -38,7 +37,7 @@ class VictimView(View):
     note = NOT_SEEN
     figures = (("victim_extra_irq_per_s", "victim interruptions/s", "", 0),)
 
-    def lines(self, a: "RunAnalysis") -> List[str]:
+    def lines(self, a: "Analysed") -> List[str]:
         return victim_lines(a.run.section(VictimSection))
 
     def summary_lines(self, summary: Mapping[str, Any]) -> List[str]:

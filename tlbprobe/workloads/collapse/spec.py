@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ...vocab import PMD_SIZE
-from ..base import Option
+from ...options import Option
 from ..spec import WorkloadSpec, size_text
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Dict, Optional
 
 from ...ui.numbers import fmt_num
-from ..base import Option
+from ...options import Option
 from ..spec import ReportFigure, WorkloadSpec, median
 
 #: how pages are pinned -> what the report says of it; workload_figures' gup_path is the

@@ -16,7 +16,7 @@ from typing import List
 
 from ...errors import InputError
 from ...ui.numbers import fmt_num
-from ..base import Option
+from ...options import Option
 from ..spec import WorkloadSpec, median, plain, size_text, total
 
 CLIENT_TOUCH = ("all", "part")

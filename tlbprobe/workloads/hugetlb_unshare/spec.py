@@ -24,7 +24,7 @@ from typing import List
 
 from ...errors import InputError
 from ...vocab import HUGETLB_ERAS, HUGETLB_OPERATION_ALIASES, HUGETLB_OPERATIONS
-from ..base import Option
+from ...options import Option
 from ..spec import WorkloadSpec, plain, size_text
 
 #: Cycles per repeat. Measured here (1G, 2 sharers): ~0.1 ms per cycle (exit: ~0.8 ms), so

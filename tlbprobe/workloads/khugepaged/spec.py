@@ -17,7 +17,7 @@ from typing import Dict, List, Optional
 
 from ...errors import InputError
 from ...vocab import PMD_SIZE
-from ..base import Option
+from ...options import Option
 from ..spec import WorkloadSpec, median, plain, size_text
 from ...ui.numbers import fmt_num
 
