@@ -200,4 +200,5 @@ def test_each_observer_has_its_job_switch_its_section_and_its_view():
 
     assert [s for s, _ in OBSERVERS] == list(SECTIONS) == [v.section for v in VIEWS]
     for section, _ in OBSERVERS:
-        assert COMMON[section.KEY].flag and getattr(Job(), section.KEY) is False
+        assert COMMON[section.KEY] is section.SWITCH and COMMON[section.KEY].flag
+        assert Job().value(section.KEY) is False and Job().to_dict()[section.KEY] is False

@@ -146,18 +146,22 @@ def test_threads_all_means_one_per_other_cpu():
 
 def test_common_options_are_declared_once_and_feed_the_job_the_parser_and_run_yaml():
     """Each common option is one Option record (run/job.py COMMON_OPTIONS): a Job field of
-    the same name holds its value and default, the parser gets its flag from the record,
-    and run.yaml's job keys are the fields."""
+    the same name holds its value and default (an observer's switch: its key in
+    Job.observers), the parser gets its flag from the record, and run.yaml's job keys are
+    the fields, each observer's switch where Job.observers stands."""
     import argparse
     import dataclasses
 
     from tlbprobe.commands.collect import add_collect_options
-    from tlbprobe.run.job import COMMON_OPTIONS, Job
+    from tlbprobe.run.job import COMMON_OPTIONS, OBSERVER_KEYS, Job
+    from tlbprobe.rundir.sections import SECTIONS
 
     fields = [f.name for f in dataclasses.fields(Job)]
     keys = [o.key for o in COMMON_OPTIONS]
-    assert set(fields) == set(keys) | {"options", "job_file", "description"}
-    assert list(Job().to_dict()) == [f for f in fields if f != "options"]
+    assert set(fields) == set(keys) - OBSERVER_KEYS | {"options", "observers", "job_file", "description"}
+    switches = [s.KEY for s in SECTIONS]
+    at = fields.index("observers")
+    assert list(Job().to_dict()) == [f for f in fields[:at]] + switches + [f for f in fields[at + 1:] if f != "options"]
     p = argparse.ArgumentParser()
     add_collect_options(p)
     flags = {a.dest: a.option_strings for a in p._actions}

@@ -15,13 +15,14 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, FrozenSet, Optional, Tuple
 
 import yaml
 
 from ..datafiles import locate
 from ..errors import InputError
 from ..options import Option
+from ..rundir.sections import SECTIONS
 from ..units import parse_size
 from ..vocab import FLUSH_MODES, KERNEL_VARIANTS
 from ..workloads import all_options, default_name, names
@@ -89,14 +90,12 @@ COMMON_OPTIONS: Tuple[Option, ...] = (
     Option("flush_mode", "override the detected TLB flush mode (recorded as given)",
            choices=tuple(m for m in FLUSH_MODES if m != "unknown"), show_choices=True,
            message="{key} {value!r}: choose native, pv or invlpgb"),
-    Option("latency", "run cyclictest on every online CPU beside each phase", flag=True),
-    Option("cost", "time what the broadcast costs: the receivers' function-call handlers (irq_vectors and "
-                   "csd trace events) and the initiator's wait in tlb_remove_table_sync_one (kprobes); the "
-                   "events cost time themselves (benchmarks/cost_observer.py)", flag=True),
-    Option("victim", "run a pinned work loop on every other CPU and report the throughput it loses in the "
-                     "workload phases and its longest gap (needs a C compiler)", flag=True),
+    # each observer's switch (--latency, --cost, --victim), declared with its section
+    *(section.SWITCH for section in SECTIONS),
 )
 COMMON = {o.key: o for o in COMMON_OPTIONS}
+#: the observers' switches by key (a job key and a flag each, not a Job field)
+OBSERVER_KEYS = frozenset(section.KEY for section in SECTIONS)
 
 
 @dataclass
@@ -118,9 +117,9 @@ class Job:
     trace: bool = True
     trace_buffer_kb: Optional[int] = None   # per CPU; None: sized from the job (trace.TracePlan)
     sync_counter: str = "perf"          # perf: count the sync calls in the kernel; trace: in the buffer
-    latency: bool = False               # cyclictest beside every phase (measure/latency.py)
-    cost: bool = False                  # handler times and the initiator's wait (measure/cost.py)
-    victim: bool = False                # a victim loop on every other CPU (measure/victim.py)
+    #: the observers' switches (rundir/sections.py SECTIONS: latency, cost, victim) that are
+    #: on; run.yaml writes each switch here by its key, true or false
+    observers: FrozenSet[str] = frozenset()
     kernel_variant: Optional[str] = None
     flush_mode: Optional[str] = None    # override of the detected flush mode
     #: the workload's own options (its spec's ``options``, tlbprobe/workloads/<name>/spec.py), by key
@@ -135,14 +134,20 @@ class Job:
         for f in dataclasses.fields(self):
             if f.name == "options":
                 out.update(self.options)
+            elif f.name == "observers":
+                out.update({s.KEY: s.KEY in self.observers for s in SECTIONS})
             else:
                 out[f.name] = getattr(self, f.name)
         return out
 
+    def value(self, key: str) -> Any:
+        """A common option's value by its key (an observer's switch: whether it is on)."""
+        return key in self.observers if key in OBSERVER_KEYS else getattr(self, key)
+
     def validate(self) -> None:
         """Every common option checked by its record (range, choices), one InputError."""
         for opt in COMMON_OPTIONS:
-            opt.check(getattr(self, opt.key))
+            opt.check(self.value(opt.key))
 
 
 def resolve_common(job: Job, online_cpus: int) -> Job:
@@ -153,8 +158,9 @@ def resolve_common(job: Job, online_cpus: int) -> Job:
     return job
 
 
-#: job-file keys that are Job fields; description is free text, job_file is set by --job
-_FIELDS = {f.name: f for f in dataclasses.fields(Job) if f.name != "options"}
+#: job-file keys that are Job fields or observer switches; description is free text,
+#: job_file is set by --job
+_FIELDS = {f.name for f in dataclasses.fields(Job) if f.name not in ("options", "observers")} | OBSERVER_KEYS
 
 
 def _coerce(name: str, value: Any, source: str) -> Any:
@@ -252,6 +258,7 @@ def build_job(cli: Dict[str, Any], job_file: Optional[str] = None) -> Job:
             raise InputError(f"{sources.get(key, 'job')}: unknown key {key!r}; known: {', '.join(known)}")
     for key, opt in own.items():
         options.setdefault(key, opt.default)
-    job = Job(**params, options=options)
+    observers = frozenset(key for key in OBSERVER_KEYS if params.pop(key, None))
+    job = Job(**params, options=options, observers=observers)
     job.validate()
     return job

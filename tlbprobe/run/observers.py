@@ -6,11 +6,12 @@ cost observer's ring buffers follow the operations one phase asks for, whatever 
 workload, with or without --size).
 
 Each entry of OBSERVERS is the observer's section record (rundir/sections.py: its
-``KEY`` is both the job switch, a Job field of that name, and the key of its section in
-summary.json) and the function that builds the observer; they run in this order. Adding an observer: its module in tlbprobe/measure/ (the Observer
-protocol of measure/observer.py), its section record in tlbprobe/rundir/sections.py,
-its line here with its switch in run/job.py COMMON_OPTIONS and a Job field, its view in
-tlbprobe/report/views/, and its section in doc/run-format.md.
+``KEY`` is both the key of its section in summary.json and its job switch, ``SWITCH``,
+on in ``Job.observers``) and the function that builds the observer; they run in this
+order. Adding an observer: its module in tlbprobe/measure/ (the Observer protocol of
+measure/observer.py), its section record in tlbprobe/rundir/sections.py (with its
+switch), its line here, its view in tlbprobe/report/views/, and its section in
+doc/run-format.md.
 """
 
 from __future__ import annotations
@@ -65,4 +66,4 @@ OBSERVERS: Tuple[Tuple[Type[Section], Callable[[ObserverPlan], "Observer"]], ...
 def observers_for(job: Job, workload: "Workload", paths: KernelPaths = REAL) -> List["Observer"]:
     """The observers a resolved job asks for, built for its workload."""
     plan = ObserverPlan(job, workload.planned_ops(), paths)
-    return [build(plan) for section, build in OBSERVERS if getattr(job, section.KEY)]
+    return [build(plan) for section, build in OBSERVERS if section.KEY in job.observers]

@@ -16,9 +16,9 @@ older run lacks takes the value the observer would have written, anything of the
 type is one InputError naming the file and the key.
 
 Adding an observer: its module in tlbprobe/measure/, its section record here (with
-``KEY``, ``from_dict``, ``to_dict``, and its class in SECTIONS), its entry in
-tlbprobe/run/observers.py, its view in tlbprobe/report/views/, and its section in
-doc/run-format.md.
+``KEY``, its job switch ``SWITCH``, ``from_dict``, ``to_dict``, and its class in
+SECTIONS), its entry in tlbprobe/run/observers.py, its view in tlbprobe/report/views/
+(found there by itself), and its section in doc/run-format.md.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Dict, List, Mapping, Optional, Tuple, Type, TypeVar, Union
 
 from ..errors import InputError
+from ..options import Option
 from ..vocab import IDLE_PHASE, WORKLOAD_PHASE
 
 Number = Union[int, float]
@@ -39,6 +40,9 @@ class Section:
     dict form both ways."""
 
     KEY: ClassVar[str] = ""
+    #: the job switch that turns the observer on: an Option whose key is KEY (collect
+    #: --help, job files and run.yaml take it from here, run/job.py COMMON_OPTIONS)
+    SWITCH: ClassVar[Option]
 
     @classmethod
     def from_dict(cls: Type[S], where: str, d: Any) -> S:  # pragma: no cover - each record has its own
@@ -115,6 +119,7 @@ class LatencySection(Section):
     """summary.json ``latency``: cyclictest beside every phase (measure/latency.py)."""
 
     KEY: ClassVar[str] = "latency"
+    SWITCH: ClassVar[Option] = Option("latency", "run cyclictest on every online CPU beside each phase", flag=True)
 
     tool: str = "cyclictest"
     interval_us: Optional[int] = None
@@ -203,6 +208,10 @@ class CostSection(Section):
     (measure/cost.py); the headline figures only when the workload phases handled sync IPIs."""
 
     KEY: ClassVar[str] = "cost"
+    SWITCH: ClassVar[Option] = Option(
+        "cost", "time what the broadcast costs: the receivers' function-call handlers (irq_vectors and csd trace "
+                "events) and the initiator's wait in tlb_remove_table_sync_one (kprobes); the events cost time "
+                "themselves (benchmarks/cost_observer.py)", flag=True)
 
     tracepoint_ns: Optional[Number] = None
     #: phase kind -> kind (COST_KINDS) -> figures
@@ -357,6 +366,9 @@ class VictimSection(Section):
     """summary.json ``victim``: a pinned work loop on every other CPU (measure/victim.py)."""
 
     KEY: ClassVar[str] = "victim"
+    SWITCH: ClassVar[Option] = Option(
+        "victim", "run a pinned work loop on every other CPU and report the throughput it loses in the workload "
+                  "phases and its longest gap (needs a C compiler)", flag=True)
 
     slice_ms: Optional[Number] = None
     gap_ns: Optional[Number] = None

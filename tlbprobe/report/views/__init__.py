@@ -7,23 +7,37 @@ Pure: a view reads the typed sections (tlbprobe/rundir/sections.py) and imports 
 that measures, nor pandas, so collect may print its summary through them on a guest
 with a small root, and the report runs anywhere.
 
-Adding an observer's view: a module here with a View subclass, and its instance in VIEWS
-(in the observers' order, tlbprobe/run/observers.py).
+Adding an observer's view: a module here with a View subclass; VIEWS finds it, in the
+order of the observers' sections (rundir/sections.py SECTIONS).
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Sequence, Tuple
 
+from ...rundir.sections import SECTIONS
 from .base import Analysed, Figure, Table, View
-from .cost import CostView
-from .latency import LatencyView
-from .victim import VictimView
 
 if TYPE_CHECKING:
     from ...rundir.reader import Run
 
-VIEWS: Tuple[View, ...] = (LatencyView(), CostView(), VictimView())
+
+def _discover() -> Tuple[View, ...]:
+    """One instance of every View subclass defined in this package's modules, in the order
+    of their observers' sections (rundir/sections.py SECTIONS): found, not listed."""
+    found: List[View] = []
+    for info in pkgutil.iter_modules(__path__):
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        for obj in vars(module).values():
+            if isinstance(obj, type) and issubclass(obj, View) and obj is not View and obj.__module__ == module.__name__:
+                found.append(obj())
+    order = {section: i for i, section in enumerate(SECTIONS)}
+    return tuple(sorted(found, key=lambda v: order.get(v.section, len(order))))
+
+
+VIEWS: Tuple[View, ...] = _discover()
 
 #: The views' rows of the A/B comparison table, in the views' order (report/compare.py FIGURES).
 FIGURES: Tuple[Figure, ...] = tuple(f for v in VIEWS for f in v.figures)
