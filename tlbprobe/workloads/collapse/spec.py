@@ -10,9 +10,19 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ...vocab import PMD_SIZE
 from ...options import Option
-from ..spec import WorkloadSpec, size_text
+from ...units import format_size, parse_size
+from ...ui.numbers import fmt_num
+from ...vocab import PMD_SIZE
+from ..spec import WorkloadSpec, median, size_text, total
+
+
+def _window(value) -> int:
+    """A window size ('1G' or bytes): whole 2 MiB ranges."""
+    size = parse_size(str(value))
+    if size % PMD_SIZE:
+        raise ValueError(f"{format_size(size)} is not a whole number of 2 MiB ranges")
+    return size
 
 
 class CollapseSpec(WorkloadSpec):
@@ -28,7 +38,20 @@ class CollapseSpec(WorkloadSpec):
         return f"MADV_COLLAPSE: {s.ops} collapse{'s' if s.ops != 1 else ''}"
 
     def report_what(self, run, s) -> str:
-        return f"MADV_COLLAPSE of {size_text(run)}"
+        window = run.job.get("window")
+        streamed = f", streamed {format_size(int(window))} at a time" if isinstance(window, int) else ""
+        return f"MADV_COLLAPSE of {size_text(run)}{streamed}"
+
+    def figures_line(self, figs, run, s, race):
+        """A streamed collapse says what its steps between windows cost; else the race line."""
+        if not any("stream_windows" in f for f in figs):
+            return super().figures_line(figs, run, s, race)
+        line = (f"streamed in {fmt_num(median(figs, 'stream_windows'))} windows: the populate and free steps "
+                f"between them took {total(figs, 'stream_step_seconds'):.2f} s and received "
+                f"{fmt_num(total(figs, 'stream_step_cal'))} CAL and {fmt_num(total(figs, 'stream_step_tlb'))} TLB "
+                f"on the other CPUs (counted in the workload phase's CAL and TLB; the traced count is the "
+                f"collapses' own sync calls)")
+        return f"{line}; {race}" if race else line
 
 
 SPEC = CollapseSpec(
@@ -43,6 +66,11 @@ SPEC = CollapseSpec(
         Option("race", "walker threads on the other CPUs pin pages of the range with GUP-fast while it "
                "collapses and store to it, checking their stores; the range's pattern is checked after every "
                "repeat and the kernel log scanned (workloads/race.py)", flag=True, default=False),
+        Option("window", "stream the range: populate, collapse and free (MADV_DONTNEED) one window of this "
+               "size at a time, e.g. 1G, so that memory holds the window, not the whole --size; each 2 MiB "
+               "collapse is one collapse_huge_page() and one broadcast whatever the window; the populate and "
+               "free steps' own IPIs are counted and said (default: the whole range at once)",
+               kind=int, parse=_window, metavar="SIZE", low=PMD_SIZE),
     ),
     refused_label="collapses refused",
 )
