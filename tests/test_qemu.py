@@ -322,7 +322,13 @@ def test_guest_memory_follows_the_jobs_size_and_the_host_must_have_it(monkeypatc
 
     assert cmd.guest_memory_for(None) == "4G" and cmd.guest_memory_for(256 << 20) == "4G"
     assert cmd.guest_memory_for(12 << 30) == "14G" and cmd.guest_memory_for(20 << 30) == "22G"
-    monkeypatch.setattr(cmd, "read_meminfo", lambda: {"MemAvailable": 23 << 30})
+    from tlbprobe.measure import procfs
+    from tlbprobe.run.job import build_job
+
+    # a streamed collapse holds its window: 20G through 1G boots a 4G guest
+    assert cmd.guest_memory_for_jobs([build_job({"size": 20 << 30, "window": 1 << 30})]) == "4G"
+    assert cmd.guest_memory_for_jobs([build_job({"size": 20 << 30, "window": 6 << 30})]) == "8G"
+    monkeypatch.setattr(procfs, "read_meminfo", lambda: {"MemAvailable": 23 << 30})
     cmd.check_host_memory("22G")
     with pytest.raises(PreflightError, match="needs --memory 23G .* MemAvailable is 23.0G"):
         cmd.check_host_memory("23G")

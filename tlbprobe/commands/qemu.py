@@ -92,8 +92,12 @@ def guest_memory_for(size: Optional[int]) -> str:
 def guest_memory_for_jobs(jobs: Sequence[Job]) -> str:
     """The memory of a guest that runs these jobs, when --memory is not given: for the
     largest, as each job is resolved on the host (flags and its --job file alike), so a
-    job file of 12G boots a 14G guest rather than one its own preflight then refuses."""
-    return guest_memory_for(max((j.size or 0 for j in jobs), default=0) or None)
+    job file of 12G boots a 14G guest rather than one its own preflight then refuses. What
+    a job holds in memory at once is its workload's to say (WorkloadSpec.memory_for: a
+    streamed collapse, its window)."""
+    from ..workloads import spec
+
+    return guest_memory_for(max((spec(j.workload).memory_for(j) or 0 for j in jobs), default=0) or None)
 
 
 def check_host_memory(memory: str) -> None:

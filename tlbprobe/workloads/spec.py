@@ -98,6 +98,13 @@ class WorkloadSpec:
     #: the report's race line: what its ``collapses_refused`` figure counts under --race
     refused_label: str = "operations not counted"
 
+    # -- the guest ------------------------------------------------------------------------
+    def memory_for(self, job: Any) -> Optional[int]:
+        """The bytes a resolved job holds in memory at once (None: not known before the
+        host sizes it): its size, unless the workload holds less (a streamed collapse).
+        Sizes the QEMU guest (commands/qemu.py guest_memory_for_jobs)."""
+        return job.size
+
     # -- the model ------------------------------------------------------------------------
     def ops_from_size(self, size: int) -> int:
         """Operations a size in bytes implies (`tlbprobe model --size`). Default 0."""

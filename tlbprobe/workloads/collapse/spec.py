@@ -26,6 +26,11 @@ def _window(value) -> int:
 
 
 class CollapseSpec(WorkloadSpec):
+    def memory_for(self, job):
+        """Streamed (--window), the window is all the range holds at once."""
+        window = job.options.get("window")
+        return min(window, job.size) if window and job.size else job.size
+
     def ops_from_size(self, size: int) -> int:
         """One collapse per 2 MiB range (HPAGE_PMD_SIZE)."""
         return size // PMD_SIZE
