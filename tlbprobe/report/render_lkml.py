@@ -19,8 +19,10 @@ from .compare import Comparison, figures_for
 from .rows import (
     expected_per_repeat,
     fmt_mean_ci,
-    host_line,
+    prov,
+    provenance_warnings,
     reproduce_commands,
+    reproduce_notes,
     short_source,
     shown_sync,
     workload_line,
@@ -34,9 +36,7 @@ def render(report: Report) -> str:
     runs = report.runs
     lines: List[str] = ["Performance numbers (tlbprobe %s)" % report.tool_version, ""]
     lines += _field("Host:", _hosts(runs))
-    lines += _field("Kernels:", [f"{a.label} {a.run.kernel_release} ({a.variant.value or 'variant unknown'}"
-                                 f"{', ' + short_source(a.variant.source) if a.variant.value else ''})"
-                                 for a in runs])
+    lines += _field("Kernels:", _kernels(runs))
     lines += _field("Flush:", _flush(runs))
     incomplete = [a for a in runs if not a.run.complete]
     if incomplete:
@@ -46,6 +46,11 @@ def render(report: Report) -> str:
     for label, field_lines in views.fields(runs):  # the observers' (collect --cost, --victim): report/views/
         lines += _field(f"{label.capitalize()}:", field_lines)
     lines += _reproduce(report)
+    warned = provenance_warnings(runs)
+    if warned:
+        lines.append("")
+        for w in warned:
+            lines += textwrap.wrap(f"WARNING: {w}", WIDTH, subsequent_indent="  ")
     for c in report.comparisons:
         lines.append("")
         lines += _comparison(c)
@@ -89,10 +94,24 @@ def _unique(values: Sequence[str]) -> List[str]:
 
 
 def _hosts(runs: Sequence[RunAnalysis]) -> List[str]:
-    hosts = [host_line(a) for a in runs]
-    if len(set(hosts)) == 1:
-        return [hosts[0]]
-    return [f"{a.label} {h}" for a, h in zip(runs, hosts)]
+    """Where the runs were measured (report/provenance.py), once when they agree."""
+    one = [prov(a).where() for a in runs]
+    if len(set(one)) == 1:
+        return [prov(runs[0]).where(plural=len(runs) > 1)]
+    return [f"{a.label} {h}" for a, h in zip(runs, one)]
+
+
+def _kernels(runs: Sequence[RunAnalysis]) -> List[str]:
+    """Each run's kernel: release, variant (and where the report learned it), cache key,
+    patch series with the patches' subjects below it."""
+    out: List[str] = []
+    for a in runs:
+        p = prov(a)
+        how = f" ({short_source(a.variant.source)})" if a.variant.value else ""
+        out.append(f"{a.label} " + p.kernel(a.variant.value).replace(f" {a.variant.value}", f" {a.variant.value}{how}", 1)
+                   if a.variant.value else f"{a.label} {p.kernel(None)}")
+        out += [f"  {s}" for s in p.patch_lines()]
+    return out
 
 
 def _flush(runs: Sequence[RunAnalysis]) -> List[str]:
@@ -115,20 +134,33 @@ def out_names(runs) -> List[str]:
 
 
 def _reproduce(report: Report) -> List[str]:
-    """The recorded collect command(s), then the report command, each wrapped to 72 columns."""
-    cmds = reproduce_commands(report.runs)
+    """The command(s) that made the runs (the repro or qemu collect line for guest runs,
+    report/provenance.py), how that was learned, then the report command; 72 columns."""
+    runs = report.runs
+    cmds = reproduce_commands(runs)
     pad = " " * KEY
+    guest = any(prov(a).guest_of_qemu for a in runs)
     if not cmds:
         out = ["Reproduce:".ljust(KEY) + "(run.yaml records no command)"]
     elif len(cmds) == 1:
-        who = "on each kernel, as root:" if len(report.runs) > 1 else "as root:"
+        who = ("as root:" if guest else "on each kernel, as root:" if len(runs) > 1 else "as root:")
         out = ["Reproduce:".ljust(KEY) + who]
         out += wrap_command(cmds[0] + " --out DIR", WIDTH, pad + "  ", pad + "    ")
     else:
         out = ["Reproduce:".ljust(KEY) + "as root, one per kernel:"]
-        for name, cmd in zip(out_names(report.runs), cmds):
+        names = out_names(runs)
+        seen = []
+        for name, a in zip(names, runs):
+            cmd = prov(a).reproduce
+            if not cmd or cmd in seen:
+                continue
+            seen.append(cmd)
             out += wrap_command(cmd + f" --out {name}", WIDTH, pad + "  ", pad + "    ")
-    names = " ".join(out_names(report.runs))
+    for note in reproduce_notes(runs):
+        if note.startswith("as root") or note.startswith("as recorded"):
+            continue
+        out += textwrap.wrap(f"({note})", WIDTH - KEY - 2, initial_indent=pad + "  ", subsequent_indent=pad + "  ")
+    names = " ".join(out_names(runs))
     out += wrap_command(f"tlbprobe report {names} --format lkml", WIDTH, pad + "then ", pad + "    ")
     return out
 

@@ -17,6 +17,7 @@ from .rows import (
     measured_lines,
     ops_line,
     per_cpu_rows,
+    prov,
     shown_sync,
     workload_figures_line,
     workload_line,
@@ -54,6 +55,11 @@ def run_lines(a: RunAnalysis) -> List[str]:
 
     field("host", host_line(a))
     field("kernel", f"{kernel_line(a)}; variant from {a.variant.source}")
+    p = prov(a)
+    if p.reproduce:
+        field("made by", f"{p.reproduce} ({p.reproduce_note})")
+    for w in p.warnings:
+        field("", f"warning: {w}")
     field("flush", f"{a.flush.value} from {a.flush.source}")
     field("workload", workload_line(a))
     extra = workload_figures_line(a)

@@ -9,7 +9,6 @@ collect summary and `tlbprobe diff`.
 
 from __future__ import annotations
 
-import shlex
 from dataclasses import dataclass
 from typing import List, Mapping, Optional, Sequence, Tuple
 
@@ -96,7 +95,8 @@ def workload_line(a: RunAnalysis) -> str:
     threads = int(run.job.get("threads") or 0)
     what = a.spec.report_what(run, s)
     reps = run.summary.get("repeats_planned", len(run.repeats))
-    return f"{what} on CPU {run.driver_cpu}, {threads} thread{'s' if threads != 1 else ''}, {reps} repeats"
+    return (f"{what} on CPU {run.driver_cpu}, {threads} thread{'s' if threads != 1 else ''}, "
+            f"{reps} repeat{'s' if reps != 1 else ''}")
 
 
 def ops_line(a: RunAnalysis) -> str:
@@ -105,14 +105,22 @@ def ops_line(a: RunAnalysis) -> str:
 
 
 def host_line(a: RunAnalysis) -> str:
-    h = a.run.host
-    hv = h.get("hypervisor")
-    where = f"{hv.upper() if isinstance(hv, str) and len(hv) <= 4 else hv} guest" if hv else "bare metal"
-    return f"{h.get('cpu_model') or 'unknown CPU'}, {a.run.online_cpus} CPUs, {where}"
+    """Where the run was measured (report/provenance.py): host, guest and its flush mode,
+    or the QEMU guest with its vCPUs, TCG threading and the host's cores."""
+    return prov(a).where()
 
 
 def kernel_line(a: RunAnalysis) -> str:
-    return f"{a.run.kernel_release} ({a.variant.value or 'variant unknown'})"
+    """The kernel by release and variant, its cache key and its patch series."""
+    p = prov(a)
+    subjects = p.patch_lines()
+    return p.kernel(a.variant.value) + (": " + "; ".join(subjects) if subjects else "")
+
+
+def prov(a: RunAnalysis):
+    from .provenance import provenance
+
+    return a.provenance if a.provenance is not None else provenance(a.run)
 
 
 def short_source(source: str) -> str:
@@ -126,31 +134,36 @@ def short_source(source: str) -> str:
 
 
 def reproduce_commands(runs: Sequence[RunAnalysis]) -> List[str]:
-    """The collect command(s) as recorded in run.yaml, without --out, once if all agree."""
+    """The command(s) that made the runs, once each (report/provenance.py): the repro or
+    qemu collect line of a guest run, the collect line of a host run; no --out, job files
+    by job name."""
     cmds: List[str] = []
     for a in runs:
-        cmd = a.run.run_yaml.get("command")
-        if not isinstance(cmd, list) or not cmd:
-            continue
-        words = [str(w) for w in cmd]
-        cleaned: List[str] = []
-        skip = False
-        for w in words:
-            if skip:
-                skip = False
-                continue
-            if w in ("--out", "-o"):
-                skip = True
-                continue
-            if w.startswith("--out="):
-                continue
-            cleaned.append(w)
-        if cleaned and cleaned[0].endswith("tlbprobe"):
-            cleaned[0] = "tlbprobe"
-        line = shlex.join(cleaned)
-        if line not in cmds:
+        line = prov(a).reproduce
+        if line and line not in cmds:
             cmds.append(line)
     return cmds
+
+
+def reproduce_notes(runs: Sequence[RunAnalysis]) -> List[str]:
+    """How each reproduce line was learned ('as recorded', 'reconstructed from ...'), once each."""
+    notes: List[str] = []
+    for a in runs:
+        n = prov(a).reproduce_note
+        if n and n not in notes:
+            notes.append(n)
+    return notes
+
+
+def provenance_warnings(runs: Sequence[RunAnalysis]) -> List[str]:
+    """What the runs' run.yaml does not record, once each, with the runs it concerns."""
+    seen: dict = {}
+    for a in runs:
+        for w in prov(a).warnings:
+            seen.setdefault(w, []).append(a.label)
+    if len(runs) == 1:
+        return list(seen)
+    return [f"{', '.join(labels)}: {w}" for w, labels in seen.items()]
 
 
 def comparison_rows(c) -> List[Tuple[str, ...]]:

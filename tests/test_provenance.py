@@ -1,0 +1,113 @@
+"""Where each run was measured, said in every format (report/provenance.py), and what a
+new guest run records for it (vm/collect.py _record_guest): issue 22's provenance rules."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tlbprobe.report import ReportOptions, build_report, render_html, render_json, render_lkml, render_markdown
+from tlbprobe.report import render_text
+from tlbprobe.report.provenance import provenance
+
+REPO = Path(__file__).resolve().parents[1]
+RUNS = REPO / "analysis" / "runs"
+TCG64 = [str(RUNS / "tcg64-baseline-collapse-12G-traced"), str(RUNS / "tcg64-patched-collapse-12G-traced")]
+
+
+def test_a_new_guest_run_records_host_command_and_series(tmp_path):
+    """_record_guest on a fake guest result (no QEMU boot) writes every new qemu key."""
+    from tlbprobe.vm.collect import GuestOrigin, _record_guest
+    from tlbprobe.vm.guest import GuestResult, GuestSpec
+
+    entry = tmp_path / "cache" / "kernels" / "0123456789abcdef"
+    entry.mkdir(parents=True)
+    (entry / "bzImage").write_bytes(b"x")
+    patch = tmp_path / "0001-mm-skip.patch"
+    patch.write_text("From 1 Mon Sep 17 00:00:00 2001\nSubject: [PATCH 1/1] mm/mmu_gather: skip the sync\n\n"
+                     "---\n+++ b/mm/x.c\n")
+    (entry / "meta.json").write_text(json.dumps({
+        "key": "0123456789abcdef", "release": "6.12.117", "source": "/usr/src/linux-source-6.12.tar.xz",
+        "fragments": ["/x/tlbprobe-guest.config"], "patches": [str(patch)]}))
+    share = tmp_path / "share"
+    share.mkdir()
+    (share / "console.log").write_text("boot\n")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.yaml").write_text(yaml.safe_dump({"format": "tlbprobe-run/1", "host": {}}))
+    spec = GuestSpec(kernel=entry / "bzImage", smp=64, memory="14G", accel="tcg", tcg_thread="single")
+    result = GuestResult([0], share / "console.log", "tcg", ["qemu-system-x86_64"], 12.0)
+    _record_guest(run, spec, result, GuestOrigin("repro", ["tlbprobe", "repro", "--smp", "64", "--size", "12G"]))
+    q = yaml.safe_load((run / "run.yaml").read_text())["qemu"]
+    assert q["smp"] == 64 and q["tcg_thread"] == "single" and q["accel"] == "tcg"
+    assert isinstance(q["host"]["cpus"], int) and q["host"]["cpus"] >= 1 and "cpu_model" in q["host"]
+    assert q["started_by"] == {"command": "repro", "argv": ["tlbprobe", "repro", "--smp", "64", "--size", "12G"]}
+    kb = q["kernel_build"]
+    assert kb["key"] == "0123456789abcdef" and kb["release"] == "6.12.117"
+    assert kb["series"]["patches"] == [{"file": "0001-mm-skip.patch", "subject": "mm/mmu_gather: skip the sync"}]
+    assert len(kb["series"]["key"]) == 16
+
+
+def test_a_recorded_guest_run_reports_its_new_keys(tmp_path):
+    """A run that records them is reported with them: host cores, the command, the series."""
+    dst = tmp_path / "tcg64-patched"
+    shutil.copytree(TCG64[1], dst)
+    data = yaml.safe_load((dst / "run.yaml").read_text())
+    data["qemu"]["host"] = {"hostname": "lab-a", "cpus": 2, "cpu_model": "AMD EPYC"}
+    data["qemu"]["started_by"] = {"command": "repro", "argv": ["tlbprobe", "repro", "--smp", "64", "--size", "12G",
+                                                             "--out", "/tmp/x"]}
+    data["qemu"]["kernel_build"] = {"key": "695f0115740beccf", "release": "6.12.117", "series": {
+        "key": "aaaabbbbccccdddd", "patches": [{"file": "0001-x.patch", "subject": "mm/mmu_gather: skip the sync"}]}}
+    (dst / "run.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    text = render_lkml.render(build_report([str(dst)]))
+    assert "host of 2 CPUs (AMD EPYC)" in text
+    assert "mm/mmu_gather: skip the sync" in text and "aaaabbbbccccdddd" in text
+    assert "tlbprobe repro --smp 64 --size 12G" in text and "/tmp/x" not in text
+    assert "not recorded" not in text.split("Reproduce:")[0].split("Kernels:")[0]
+
+
+def test_the_tcg64_pair_says_where_it_ran():
+    report = build_report(TCG64)
+    text = render_lkml.render(report)
+    head = " ".join(text.split("\n\n")[1].split())  # the lines above the table, unwrapped
+    assert "QEMU TCG guests started by tlbprobe repro" in head
+    assert "64 vCPUs" in head and "single-threaded TCG" in head
+    assert "ecd3bb8cfb017f17" in head and "695f0115740beccf" in head
+    assert "host's cores not recorded" in head
+    assert "series not recorded" in head
+    assert "bare metal" not in text and "unknown guest" not in text
+    repro = head.split("Reproduce:")[1]
+    assert "tlbprobe repro --smp 64 --accel tcg --size 12G --out DIR" in repro
+    assert "tlbprobe collect" not in repro and "/" not in repro.split("then")[0]
+    for render in (render_text, render_markdown, render_html):
+        out = render.render(report)
+        assert "QEMU TCG" in out and "ecd3bb8cfb017f17" in out and "not recorded" in out
+    runs = json.loads(render_json.render(report))["runs"]
+    p = runs[0]["provenance"]
+    assert p["environment"] == "qemu-tcg" and p["vcpus"] == 64 and p["tcg_thread"] == "single"
+    assert p["started_by"]["command"] == "repro" and p["host_cpus"] is None
+    assert p["kernel_key"] == "ecd3bb8cfb017f17" and p["series"] is None
+    assert any("not recorded" in w for w in p["warnings"])
+
+
+def test_bare_metal_is_never_a_guess(tmp_path):
+    """A run.yaml without host: says unknown (with a warning), not bare metal."""
+    dst = tmp_path / "run"
+    shutil.copytree(RUNS / "host-collapse-256M", dst)
+    data = yaml.safe_load((dst / "run.yaml").read_text())
+    del data["host"]
+    (dst / "run.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    a = build_report([str(dst)]).runs[0]
+    p = provenance(a.run)
+    assert p.environment == "unknown" and "bare metal" not in p.where()
+    assert p.warnings
+    assert "bare metal" not in render_lkml.render(build_report([str(dst)]))
+
+
+def test_kvm_guest_says_its_flush_mode():
+    p = provenance(build_report([str(RUNS / "host-collapse-256M")]).runs[0].run)
+    assert p.environment == "kvm-guest" and "KVM guest" in p.where() and "pv" in p.where()
