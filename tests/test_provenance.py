@@ -111,3 +111,46 @@ def test_bare_metal_is_never_a_guess(tmp_path):
 def test_kvm_guest_says_its_flush_mode():
     p = provenance(build_report([str(RUNS / "host-collapse-256M")]).runs[0].run)
     assert p.environment == "kvm-guest" and "KVM guest" in p.where() and "pv" in p.where()
+
+
+# -- verdicts that point the right way (issue 22, finding 8) -------------------------------
+
+def test_flush_override_says_what_was_given_and_what_is_recorded():
+    a = build_report([str(RUNS / "tcg-patched-collapse-1G")], ReportOptions(flush_override="pv")).runs[0]
+    assert a.verdict.status == "differs"
+    assert "the report assumed pv (--flush-mode), the run records native" in a.verdict.reason
+
+
+def test_a_pattern_that_makes_every_run_patched_warns():
+    from tlbprobe.report.scenario import parse_variant_pattern
+
+    report = build_report([str(RUNS / "host-collapse-256M"), str(RUNS / "host-collapse-256M-threads")],
+                          ReportOptions(variant_patterns=(parse_variant_pattern(r"patched=6\.18"),)))
+    assert any("every run is patched" in w for w in report.warnings)
+    assert "every run is patched" in " ".join(render_lkml.render(report).split())
+    assert json.loads(render_json.render(report))["warnings"] == report.warnings
+
+
+def test_the_patched_run_first_is_warned_about():
+    report = build_report([str(RUNS / "tcg-patched-collapse-1G"), str(RUNS / "tcg-baseline-collapse-1G")])
+    assert any("is the comparison's baseline, but it is the patched kernel" in w for w in report.warnings)
+    for render in (render_text, render_markdown, render_html):
+        assert "the patched kernel" in " ".join(render.render(report).split())
+    assert not build_report([str(RUNS / "tcg-baseline-collapse-1G"), str(RUNS / "tcg-patched-collapse-1G")]).warnings
+
+
+# -- failed checks by their cause (issue 22, finding 4) ------------------------------------
+
+def test_a_failed_race_check_shows_its_counts_per_repeat():
+    run = REPO / "analysis" / "fault-injection" / "tcg-debug-broken-collapse-race"
+    report = build_report([str(run)])
+    v = report.runs[0].verdict
+    assert v.status == "differs" and v.failed_check and v.measured == 0.0
+    assert "lost writes 144 (64, 64, 16 per repeat)" in v.reason
+    assert any("TLB shootdowns: 1,221 expected" in w and "0 measured" in w for w in v.warnings)
+    text = render_text.render(report)
+    assert "- in total" not in text and "±-" not in text and "phases.csv's note" not in text
+    assert "traced tlb_remove_table_smp_sync calls 0 in total" in text
+    ops = next(line for line in text.splitlines() if line.strip().startswith("ops"))
+    assert "407 of 384" in ops and "not khugepaged (THP was never for the run" in ops
+    assert "(14, 3, 6 per repeat)" in ops

@@ -60,7 +60,7 @@ def render(report: Report) -> str:
         parts.append(f"<h2>Reproduce</h2><pre>{e(text)}</pre>")
         parts += [f"<p>({e(n)})</p>" for n in reproduce_notes(report.runs)
                   if not n.startswith(("as root", "as recorded"))]
-    parts += [f"<p><b>Warning:</b> {e(w)}</p>" for w in provenance_warnings(report.runs)]
+    parts += [f"<p><b>Warning:</b> {e(w)}</p>" for w in list(report.warnings) + provenance_warnings(report.runs)]
     for c in report.comparisons:
         parts.append(comparison_html(c))
     for a in report.runs:

@@ -41,6 +41,7 @@ def to_dict(report: Report) -> Dict[str, Any]:
         "format": FORMAT,
         "tool_version": report.tool_version,
         "model_params": report.params.source,
+        "warnings": list(report.warnings),
         "runs": [run_dict(a) for a in report.runs],
         "comparisons": [comparison_dict(c) for c in report.comparisons],
         "plots": [{"path": str(p.path), "kind": p.kind, "run": p.run, "title": p.title} for p in report.plots],

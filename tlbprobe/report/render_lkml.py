@@ -30,6 +30,17 @@ from .rows import (
 
 WIDTH = 72
 KEY = 11  # width of "Reproduce: "
+#: what mail readers and `git send-email` show as themselves: the format is ASCII only
+ASCII = {"±": "+-", "−": "-", "–": "-", "—": "-", "µ": "u", "×": "x", "…": "...", "≥": ">=", "≤": "<=",
+         "’": "'", "‘": "'", "“": '"', "”": '"', "\u00a0": " "}
+
+
+def ascii_text(text: str) -> str:
+    """The text with each non-ASCII character spelled in ASCII (ASCII above, else '?')."""
+    if text.isascii():
+        return text
+    out = "".join(ASCII.get(ch, ch) for ch in text)
+    return out.encode("ascii", "replace").decode("ascii")
 
 
 def render(report: Report) -> str:
@@ -46,7 +57,7 @@ def render(report: Report) -> str:
     for label, field_lines in views.fields(runs):  # the observers' (collect --cost, --victim): report/views/
         lines += _field(f"{label.capitalize()}:", field_lines)
     lines += _reproduce(report)
-    warned = provenance_warnings(runs)
+    warned = list(report.warnings) + provenance_warnings(runs)
     if warned:
         lines.append("")
         for w in warned:
@@ -60,14 +71,14 @@ def render(report: Report) -> str:
     lines.append("")
     lines += _model(runs)
     lines.append("")
-    latency_note = ("Latency: cyclictest percentiles pooled over all repeats, driver CPU and "
+    latency_note = ("Latency: cyclictest percentiles pooled over all repeats, the CPU running the operation (op CPU) and "
                     "the worst other CPU; no test. " if any(c.latency for c in report.comparisons) else "")
     lines += textwrap.wrap(
         latency_note +
-        "Mean ±95% CI over the repeats (mean alone with fewer than 3). "
+        "Mean +-95% CI over the repeats (mean alone with fewer than 3). "
         "* marks a change with Welch's t-test p<0.05 whose [min,max] ranges "
         "do not overlap; ? too few repeats to test. Sync IPIs are CAL minus "
-        "TLB on the CPUs other than the driver, less the idle background; "
+        "TLB on the CPUs other than the one running the workload, less the idle background; "
         "traced sync calls count tlb_remove_table_smp_sync for those CPUs "
         "with tracefs, so they do not depend on the background.",
         WIDTH,
@@ -177,7 +188,7 @@ def _comparison(c: Comparison) -> List[str]:
                      fmt_pct(f.change_pct), f.mark))
     body.append(("model, per repeat", fmt_num(expected_per_repeat(a), 1), fmt_num(expected_per_repeat(b), 1),
                   "", ""))
-    lines = table_lines(head, body, "lrrrl")
+    lines = _table(head, body, "lrrrl")
     for w in c.warnings:
         lines = textwrap.wrap(f"WARNING: {w}", WIDTH) + [""] + lines
     if c.latency:
@@ -187,10 +198,11 @@ def _comparison(c: Comparison) -> List[str]:
             if r.metric not in ("p99_us", "max_us"):
                 continue
             change = fmt_pct((r.other - r.base) / r.base * 100) if r.base and r.other is not None else "-"
-            lbody.append((f"{r.phase} {r.role} {r.metric.replace('_us', '')}", fmt_num(r.base, 1),
+            role = {"driver": "op CPU"}.get(r.role, r.role)  # the CPU running the operation
+            lbody.append((f"{r.phase} {role} {r.metric.replace('_us', '')}", fmt_num(r.base, 1),
                           fmt_num(r.other, 1), change, ""))
         if lbody:
-            lines += [""] + table_lines(lhead, lbody, "lrrrl")
+            lines += [""] + _table(lhead, lbody, "lrrrl")
     return lines
 
 
@@ -199,7 +211,7 @@ def _single(a: RunAnalysis) -> List[str]:
     body = [(_short(label), fmt_mean_ci(a.stats.get(key), digits))
             for key, label, _unit, digits in figures_for(a) if key in a.stats and key != "background_rate"]
     body.append(("model, per repeat", fmt_num(expected_per_repeat(a), 1)))
-    return table_lines(head, body, "lr")
+    return _table(head, body, "lr")
 
 
 def _model(runs: Sequence[RunAnalysis]) -> List[str]:
@@ -211,6 +223,8 @@ def _model(runs: Sequence[RunAnalysis]) -> List[str]:
             tail = f"matches ({v.ratio:.3f}x)" if v.ratio is not None else "matches"
         elif v.status == "differs":
             tail = f"DIFFERS: {v.reason}"
+            if v.failed_check:
+                tail = f"DIFFERS: {v.reason.replace('; the sync count', '. The sync count')}"
         else:
             tail = v.reason or v.status
         reps = len(a.run.repeats)
@@ -220,6 +234,20 @@ def _model(runs: Sequence[RunAnalysis]) -> List[str]:
         for w in v.warnings:
             out += textwrap.wrap(f"warning: {w}", WIDTH - 2, initial_indent="   ", subsequent_indent="     ")
     return ["Model:"] + ["  " + line for line in out]
+
+
+def _table(head, body, align: str) -> List[str]:
+    """table_lines in ASCII and within WIDTH: cells are spelled in ASCII before the columns
+    are laid out (so they stay aligned), and a table too wide loses label characters, not
+    columns, so no marker is wrapped onto a line of its own."""
+    head = tuple(ascii_text(str(c)) for c in head)
+    body = [tuple(ascii_text(str(c)) for c in row) for row in body]
+    lines = table_lines(head, body, align)
+    over = max((len(line.rstrip()) for line in lines), default=0) - WIDTH
+    if over > 0:
+        keep = max(10, max(len(r[0]) for r in [head, *body]) - over)
+        lines = table_lines((head[0][:keep], *head[1:]), [(r[0][:keep], *r[1:]) for r in body], align)
+    return lines
 
 
 _SHORT = {SYNC_FUNCTION: "traced sync calls"}
@@ -233,7 +261,7 @@ def _fit(lines: Sequence[str]) -> List[str]:
     """Last line of defence: nothing leaves this renderer wider than 72 columns."""
     out: List[str] = []
     for line in lines:
-        line = line.rstrip().replace("\t", "    ")
+        line = ascii_text(line.rstrip().replace("\t", "    "))
         if len(line) <= WIDTH:
             out.append(line)
             continue

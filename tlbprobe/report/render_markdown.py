@@ -37,7 +37,7 @@ def render(report: Report) -> str:
         out += ["tlbprobe report " + " ".join(a.run.name for a in report.runs), "```", ""]
         out += [f"({n})" for n in reproduce_notes(report.runs) if not n.startswith(("as root", "as recorded"))]
         out += [""]
-    for w in provenance_warnings(report.runs):
+    for w in list(report.warnings) + provenance_warnings(report.runs):
         out += [f"**Warning:** {w}", ""]
     for c in report.comparisons:
         out += comparison_md(c)

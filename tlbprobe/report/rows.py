@@ -101,7 +101,8 @@ def workload_line(a: RunAnalysis) -> str:
 
 def ops_line(a: RunAnalysis) -> str:
     unit = a.run.summary.get("ops_unit") or "operations"
-    return f"{a.run.ops:,} of {a.run.ops_expected:,} {unit}"
+    note = a.spec.ops_note(a.run)  # why they differ, when the workload knows (WorkloadSpec.ops_note)
+    return f"{a.run.ops:,} of {a.run.ops_expected:,} {unit}" + (f" ({note})" if note else "")
 
 
 def host_line(a: RunAnalysis) -> str:
