@@ -154,3 +154,26 @@ def test_a_failed_race_check_shows_its_counts_per_repeat():
     ops = next(line for line in text.splitlines() if line.strip().startswith("ops"))
     assert "407 of 384" in ops and "not khugepaged (THP was never for the run" in ops
     assert "(14, 3, 6 per repeat)" in ops
+
+
+# -- the fleet table (issue 22, finding 14) ------------------------------------------------
+
+def test_runs_of_two_machines_get_one_table_first(capsys):
+    from tlbprobe.cli import main
+
+    paths = [str(RUNS / n) for n in ("host-collapse-256M", "tcg-baseline-collapse-1G", "tcg-patched-collapse-1G")]
+    assert main(["report", *paths, "--format", "lkml"]) == 0
+    out = capsys.readouterr().out
+    assert out.index("sync/op/CPU") < out.index("host AMD EPYC, 2 CPUs: 1 run") < \
+        out.index("host QEMU TCG guest, 4 vCPUs: 2 runs")
+    table = out.split("\n\n")[0].splitlines()
+    assert len(table) == 1 + 3 and all(len(line) <= 72 and line.isascii() for line in out.splitlines())
+    tcg = [line for line in table if "patched" in line][0]
+    assert "-100.0%" in tcg and "native" in tcg
+    assert main(["report", *paths, "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [r["run"] for r in data["fleet"]] == [Path(p).name for p in paths]
+    assert data["fleet"][0]["flush_mode"] == "pv" and data["fleet"][2]["model_per_op_per_cpu"] == 0.0
+    for fmt in ("markdown", "html", "text"):
+        assert main(["report", *paths, "--format", fmt]) == 0
+        assert "sync/op/CPU" in capsys.readouterr().out

@@ -329,3 +329,16 @@ def _guest_line(run: Run, q: Dict[str, Any], by: Optional[StartedBy], thread: Op
         guest += ["--memory", str(q["memory"])]
     line = shlex.join(["tlbprobe", "qemu", "collect", "--kernel", "BZIMAGE", *guest, "--", *inner])
     return line, "reconstructed from run.yaml's guest facts: the command that started the guest is not recorded"
+
+
+def machine_name(run: Run) -> str:
+    """The machine a run was measured on, for grouping a fleet: its host name when a real
+    one is recorded, else its provenance's description of it."""
+    name = run.hostname
+    if name and name not in ("(none)", "localhost"):
+        return name
+    p = provenance(run)
+    if p.guest_of_qemu:
+        shape = f"QEMU {'TCG' if p.environment == 'qemu-tcg' else 'KVM'} guest, {p.vcpus or p.cpus} vCPUs"
+        return f"{p.host_name}: {shape}" if p.host_name else shape
+    return f"{p.cpu_model or 'unknown CPU'}, {p.cpus} CPUs"
