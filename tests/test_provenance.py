@@ -166,9 +166,12 @@ def test_runs_of_two_machines_get_one_table_first(capsys):
     out = capsys.readouterr().out
     assert out.index("sync/op/CPU") < out.index("host AMD EPYC, 2 CPUs: 1 run") < \
         out.index("host QEMU TCG guest, 4 vCPUs: 2 runs")
-    table = out.split("\n\n")[0].splitlines()
+    keys, table = out.split("\n\n")[:2]
+    assert keys.splitlines() == ["H1  AMD EPYC, 2 CPUs (1 run)", "H2  QEMU TCG guest, 4 vCPUs (2 runs)"]
+    table = table.splitlines()
     assert len(table) == 1 + 3 and all(len(line) <= 72 and line.isascii() for line in out.splitlines())
     tcg = [line for line in table if "patched" in line][0]
+    assert tcg.startswith("H2 ")
     assert "-100.0%" in tcg and "native" in tcg
     assert main(["report", *paths, "--format", "json"]) == 0
     data = json.loads(capsys.readouterr().out)

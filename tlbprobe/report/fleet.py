@@ -56,7 +56,7 @@ def fleet_rows(reports: Dict[str, Report]) -> List[FleetRow]:
             exp = a.prediction.sync_ipis.value
             n = a.run.ops * max(1, len(a.run.other_cpus))
             rows.append(FleetRow(host, a.run.name, a.run.online_cpus, a.flush.value or "unknown",
-                                 f"{a.run.kernel_release} {a.variant.value or '?'}", v,
+                                 f"{a.run.kernel_release} {a.variant.value or 'unknown'}", v,
                                  "traced" if traced_sync(a.run) is not None else "CAL-TLB", change,
                                  exp / n if exp is not None and n else None, a.verdict.status))
     return rows
@@ -65,9 +65,18 @@ def fleet_rows(reports: Dict[str, Report]) -> List[FleetRow]:
 HEADERS = ("host", "CPUs", "flush", "kernel", "sync/op/CPU", "change", "model")
 
 
-def _cells(r: FleetRow, width: int) -> tuple:
-    return (r.host[:width], str(r.cpus), r.flush_mode, r.kernel[:24], fmt_num(r.sync_per_op_per_cpu, 3),
+def _cells(r: FleetRow, host: str) -> tuple:
+    return (host, str(r.cpus), r.flush_mode, r.kernel[:26], fmt_num(r.sync_per_op_per_cpu, 3),
             fmt_pct(r.change_pct) if r.change_pct is not None else "", fmt_num(r.model_per_op_per_cpu, 3))
+
+
+def host_keys(rows: Sequence[FleetRow], width: int = 12) -> Dict[str, str]:
+    """The host column's text: the host names when they fit, else H1, H2, ... (named in
+    the lines above the table), so that no name is cut."""
+    hosts = list(dict.fromkeys(r.host for r in rows))
+    if all(len(h) <= width for h in hosts):
+        return {h: h for h in hosts}
+    return {h: f"H{i}" for i, h in enumerate(hosts, 1)}
 
 
 NOTE = ("Fleet: one row per run, grouped by host. sync/op/CPU: sync IPIs per operation per other CPU "
@@ -80,17 +89,18 @@ def render(rows: Sequence[FleetRow], fmt: str) -> str:
 
     if fmt == "markdown":
         lines = ["# Fleet", "", "| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
-        lines += ["| " + " | ".join(_cells(r, 40)) + " |" for r in rows]
+        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in _cells(r, r.host)) + " |" for r in rows]
         return "\n".join(lines + ["", NOTE, ""]) + "\n"
     if fmt == "html":
         head = "".join(f"<th>{html.escape(h)}</th>" for h in HEADERS)
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in _cells(r, 40)) + "</tr>" for r in rows)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in _cells(r, r.host)) + "</tr>"
+                       for r in rows)
         return f"<h1>Fleet</h1><table><tr>{head}</tr>{body}</table><p>{html.escape(NOTE)}</p>\n"
-    width = 16
-    lines = table_lines(HEADERS, [_cells(r, width) for r in rows], "lrllrrr")
-    while max(len(x) for x in lines) > 72 and width > 6:
-        width -= 2
-        lines = table_lines(HEADERS, [_cells(r, width) for r in rows], "lrllrrr")
+    keys = host_keys(rows)
+    counts = {h: sum(r.host == h for r in rows) for h in keys}
+    named = [f"{k}  {h} ({counts[h]} run{'s' if counts[h] != 1 else ''})" for h, k in keys.items() if k != h]
+    lines = [line for n in named for line in textwrap.wrap(n, 72, subsequent_indent="    ")]
+    lines += ([""] if named else []) + table_lines(HEADERS, [_cells(r, keys[r.host]) for r in rows], "lrllrrr")
     return "\n".join(lines + [""] + textwrap.wrap(NOTE, 72)) + "\n"
 
 
