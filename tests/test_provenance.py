@@ -180,3 +180,12 @@ def test_runs_of_two_machines_get_one_table_first(capsys):
     for fmt in ("markdown", "html", "text"):
         assert main(["report", *paths, "--format", fmt]) == 0
         assert "sync/op/CPU" in capsys.readouterr().out
+
+
+def test_reproduce_words_name_jobs_and_hide_the_makers_paths():
+    from tlbprobe.report.provenance import clean_words
+
+    words = ["/usr/local/bin/tlbprobe", "qemu", "collect", "--kernel", "/root/.cache/k/bzImage", "--out", "/tmp/o",
+             "--", "--job", "/work/main/workloads/collapse-1G.yaml", "--job=/srv/mine.yaml"]
+    assert clean_words(words) == ["tlbprobe", "qemu", "collect", "--kernel", "BZIMAGE", "--", "--job", "collapse-1G",
+                                  "--job=mine.yaml"]

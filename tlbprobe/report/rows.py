@@ -15,7 +15,7 @@ from typing import List, Mapping, Optional, Sequence, Tuple
 from ..ui.numbers import fmt_num, fmt_p, fmt_pct
 from ..vocab import SYNC_FUNCTION
 from .analyze import RunAnalysis
-from .figures import all_queued
+from .figures import all_queued, counted_in_kernel
 from .stats import Spread
 
 
@@ -192,7 +192,8 @@ def measured_lines(a) -> List[Tuple[str, str]]:
     if v.basis == "traced":
         if all_queued(a.run):
             received = a.run.function_totals().get(SYNC_FUNCTION, 0.0)
-            lines.append(("measured", f"traced tlb_remove_table_smp_sync calls {fmt_num(v.measured)} in total, "
+            how = " (counted in the kernel: perf counter on csd_queue_cpu)" if counted_in_kernel(a.run) else ""
+            lines.append(("measured", f"traced tlb_remove_table_smp_sync calls {fmt_num(v.measured)} in total{how}, "
                                       f"{fmt_num(received)} of them arrived as IPIs"))
         else:
             lines.append(("measured", f"traced tlb_remove_table_smp_sync IPIs {fmt_num(v.measured, 1)} in total"))

@@ -128,12 +128,12 @@ def judge(run: Run, scen: Scenario, pred: Prediction, params: ModelParams, bg_ra
     if run.ops == 0 and run.ops_expected > 0:
         # The model is fed the counted operations: 0 done would "match" 0 expected.
         return Verdict("no data", None, pred.sync_ipis.value, None, None,
-                       f"no operation happened (0 of {run.ops_expected}: {_partial_note(run) or 'see phases.csv'})", ())
+                       f"no operation happened (0 of {run.ops_expected}: {_partial_note(run) or 'the run records no reason'})", ())
     race = race_failure(run)  # corruption or a kernel splat fails the run, whatever the counts say
     if run.ops < run.ops_expected:
         warnings.append(
             f"partial: {run.ops} of {run.ops_expected} operations done "
-            f"({_partial_note(run) or 'see phases.csv note'})"
+            f"({_partial_note(run) or 'the run records no reason'})"
         )
     if ring_lost(run):
         what = f"{trace_lost(run)} trace events lost" if trace_lost(run) else "a trace marker was refused"
