@@ -189,3 +189,21 @@ def test_reproduce_words_name_jobs_and_hide_the_makers_paths():
              "--", "--job", "/work/main/workloads/collapse-1G.yaml", "--job=/srv/mine.yaml"]
     assert clean_words(words) == ["tlbprobe", "qemu", "collect", "--kernel", "BZIMAGE", "--", "--job", "collapse-1G",
                                   "--job=mine.yaml"]
+
+
+@pytest.mark.parametrize("host, env, says", [
+    ({"hypervisor": None, "cpu_flags": {"hypervisor": False}, "cpu_model": "Xeon"}, "bare-metal", "bare-metal host"),
+    ({"hypervisor": "microsoft", "flush_mode": "pv", "cpu_model": "EPYC"}, "hyperv-guest", "Hyper-V guest"),
+    ({"hypervisor": "xen", "flush_mode": "native"}, "xen-guest", "Xen guest"),
+    ({"hypervisor": "unknown"}, "guest", "unknown hypervisor"),
+    ({"hypervisor": None, "cpu_model": "Xeon"}, "unknown", "unknown machine"),
+])
+def test_where_a_host_run_was_measured(tmp_path, host, env, says):
+    dst = tmp_path / "run"
+    shutil.copytree(RUNS / "host-collapse-256M", dst)
+    data = yaml.safe_load((dst / "run.yaml").read_text())
+    data["host"] = {**{k: data["host"][k] for k in ("kernel_release", "online_cpus")}, **host}
+    (dst / "run.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    p = build_report([str(dst)]).runs[0].provenance
+    assert p.environment == env and says in p.where()
+    assert bool(p.warnings) == (env == "unknown")

@@ -24,8 +24,10 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..rundir.reader import Run
 
-#: run.yaml host.hypervisor -> how the report names it
-HYPERVISORS = {"kvm": "KVM", "xen": "Xen", "hyperv": "Hyper-V", "microsoft": "Hyper-V", "vmware": "VMware"}
+#: run.yaml host.hypervisor (measure/host.py detect_hypervisor: /sys/hypervisor/type, or the
+#: kernel's "Hypervisor detected: X" lowered) -> (environment id, how the report names it)
+HYPERVISORS = {"kvm": ("kvm", "KVM"), "xen": ("xen", "Xen"), "hyperv": ("hyperv", "Hyper-V"),
+               "microsoft": ("hyperv", "Hyper-V"), "vmware": ("vmware", "VMware")}
 #: the share directory of a guest in its init= path (vm/collect.py run_jobs)
 _SHARE = re.compile(r"init=(\S*/)?([^/\s]+)/\.([^/\s]+)\.guest-\d+/init\.sh")
 VARIANTS = ("baseline", "patched")
@@ -99,8 +101,9 @@ class Provenance:
         model = self.cpu_model or "CPU model not recorded"
         if self.environment == "bare-metal":
             return f"bare-metal host{s}, {model}, {self.cpus} CPUs"
-        if self.environment.endswith("-guest") and self.environment != "guest":
-            hv = HYPERVISORS.get(self.hypervisor or "", self.hypervisor or "?")
+        if self.environment.endswith("-guest") or (self.environment == "guest" and self.hypervisor
+                                                   and self.hypervisor != "unknown"):
+            hv = HYPERVISORS.get(self.hypervisor or "", (None, self.hypervisor))[1]
             return f"{hv} guest{s}, {model}, {self.cpus} vCPUs, flush {self.flush_mode or 'unknown'}"
         if self.environment == "guest":
             return f"guest{s} of an unknown hypervisor, {model}, {self.cpus} vCPUs, flush {self.flush_mode or 'unknown'}"
@@ -151,7 +154,7 @@ def provenance(run: Run) -> Provenance:
         env = "unknown"
         unknown["environment"] = "run.yaml records no host facts (damaged or truncated)"
     elif hv and hv != "unknown":
-        env = f"{hv}-guest" if hv in HYPERVISORS else "guest"
+        env = f"{HYPERVISORS[hv][0]}-guest" if hv in HYPERVISORS else "guest"
     elif hv == "unknown" or flags.get("hypervisor") is True:
         env = "guest"
     elif flags.get("hypervisor") is False:
