@@ -207,3 +207,42 @@ def test_where_a_host_run_was_measured(tmp_path, host, env, says):
     p = build_report([str(dst)]).runs[0].provenance
     assert p.environment == env and says in p.where()
     assert bool(p.warnings) == (env == "unknown")
+
+
+def test_run_jobs_passes_the_starting_command_to_each_run(tmp_path, monkeypatch):
+    """run_jobs (repro's and qemu collect's boot) records its origin in every run it brings
+    back; the guest is faked (no QEMU): it writes run-0 into the share."""
+    from tlbprobe.vm import collect
+    from tlbprobe.vm.guest import GuestResult, GuestSpec
+
+    kernel = tmp_path / "bzImage"
+    kernel.write_bytes(b"x")
+
+    def fake_guest(spec, commands, share, log=print, status=None):
+        (share / "run-0").mkdir()
+        (share / "run-0" / "run.yaml").write_text(yaml.safe_dump({"format": "tlbprobe-run/1", "host": {}}))
+        (share / "console.log").write_text("")
+        return GuestResult([0], share / "console.log", "tcg", ["qemu"], 1.0)
+
+    monkeypatch.setattr(collect, "run_guest", fake_guest)
+    monkeypatch.setattr(collect, "check_spec", lambda spec: None)
+    out = tmp_path / "out" / "patched" / "collapse-1G"
+    origin = collect.GuestOrigin("repro", ["tlbprobe", "repro", "--job", "collapse-1G"])
+    collect.run_jobs(GuestSpec(kernel=kernel, accel="tcg"), [("collapse-1G", ["--job", "x"])], [out],
+                     log=lambda s: None, origin=origin)
+    q = yaml.safe_load((out / "run.yaml").read_text())["qemu"]
+    assert q["started_by"]["command"] == "repro" and q["started_by"]["argv"][-1] == "collapse-1G"
+    assert q["kernel_build"] is None and q["host"]["cpus"]
+
+
+def test_the_cli_keeps_its_words_for_the_runs(monkeypatch):
+    from tlbprobe import cli
+
+    seen = {}
+    parser = cli.build_parser()
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    args = parser.parse_args(["report", "x"])
+    monkeypatch.setattr(parser, "parse_args", lambda argv: args)
+    args.func = lambda a: seen.setdefault("argv", a.command_argv) and 0
+    cli.main(["report", "x"])
+    assert seen["argv"] == ["tlbprobe", "report", "x"]
