@@ -297,7 +297,7 @@ def test_report_over_a_fleet_prints_one_report_per_host(tmp_path, capsys):
         paths.append(str(dst))
     assert main(["report", *paths, "--format", "lkml"]) == 0
     out = capsys.readouterr().out
-    assert out.count("host lab-a: 2 run(s)") == 1 and out.count("host lab-b: 1 run(s)") == 1
+    assert out.count("host lab-a: 2 runs") == 1 and out.count("host lab-b: 1 run\n") == 1
     assert out.index("lab-a") < out.index("lab-b")
     assert main(["report", *paths, "--format", "json"]) == 0
     data = json.loads(capsys.readouterr().out)

@@ -198,7 +198,7 @@ def test_the_recorded_fault_injection_run_fails_on_its_lost_writes():
     broken = REPO / "analysis" / "fault-injection" / "tcg-debug-broken-collapse-race"
     report = build_report([str(broken)])
     (a,) = report.runs
-    assert a.verdict.status == "differs" and "144 lost write(s)" in a.verdict.reason
+    assert a.verdict.status == "differs" and "lost writes 144 (64, 64, 16 per repeat)" in a.verdict.reason
     assert "0 lost writes" not in render(report)
     (b,) = build_report([str(REPO / "analysis" / "runs" / "tcg-debug-baseline-collapse-race")]).runs
     assert b.verdict.status == "matches"

@@ -60,6 +60,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
+        # the words of this command, for the runs it makes (run.yaml qemu.started_by)
+        args.command_argv = ["tlbprobe", *(sys.argv[1:] if argv is None else argv)]
         if not getattr(args, "func", None):
             parser.print_help()
             return 2

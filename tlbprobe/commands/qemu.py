@@ -127,7 +127,7 @@ def guest_spec_from_args(args: argparse.Namespace, kernel: Optional[Path] = None
 
 def main_collect(args: argparse.Namespace) -> int:
     from ..ui import terminal_status
-    from ..vm.collect import collect_in_guest, guest_failure
+    from ..vm.collect import GuestOrigin, collect_in_guest, guest_failure
 
     rest = list(args.collect_args)
     if rest[:1] == ["--"]:
@@ -148,7 +148,8 @@ def main_collect(args: argparse.Namespace) -> int:
     args.memory = args.memory or guest_memory_for_jobs([job])
     check_host_memory(args.memory)
     out, status = collect_in_guest(guest_spec_from_args(args), rest, args.out, workload=job.workload,
-                                   status=terminal_status())
+                                   status=terminal_status(),
+                                   origin=GuestOrigin("qemu collect", list(getattr(args, "command_argv", ()))))
     print((out / "summary.txt").read_text() if (out / "summary.txt").exists() else f"run directory: {out}")
     if status != 0:
         raise GuestCollectError(guest_failure(out, status))

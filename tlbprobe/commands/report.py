@@ -104,15 +104,17 @@ def _write(args: argparse.Namespace, text: str) -> int:
 
 
 def group_by_host(paths: List[str]) -> Dict[str, List[str]]:
-    """Runs by the host they were made on, in the order given. Runs recorded before the
-    host name was kept have none and stay with the first group, so a report of older
-    runs is one report, as it always was."""
+    """Runs by the machine they were measured on, in the order given: the host name in
+    run.yaml, else (runs recorded before it was kept, guests named "(none)") the machine
+    as its provenance describes it (report/provenance.py: 'QEMU TCG guest, 4 vCPUs',
+    'AMD EPYC, 2 CPUs'), so that two machines are never one report."""
+    from ..report.provenance import machine_name
     from ..rundir.reader import load_run
 
     groups: Dict[str, List[str]] = {}
     for p in paths:
         try:
-            name = load_run(Path(p)).hostname
+            name = machine_name(load_run(Path(p)))
         except InputError:
             name = ""  # build_report says what is wrong with it
         groups.setdefault(name, []).append(p)
@@ -123,20 +125,24 @@ def group_by_host(paths: List[str]) -> Dict[str, List[str]]:
 
 
 def render_fleet(groups: Dict[str, List[str]], options, fmt: str) -> str:
-    """One report per host; JSON gets {"hosts": [{"host", "report"}]}."""
+    """The fleet table (report/fleet.py: every run side by side), then one report per
+    host; JSON gets {"fleet": [rows], "hosts": [{"host", "report"}]}."""
     import json
 
     from ..report import build_report
+    from ..report import fleet
 
+    reports = {host: build_report(paths, options) for host, paths in groups.items()}
+    rows = fleet.fleet_rows(reports)
     if fmt == "json":
-        return json.dumps({"format": "tlbprobe-fleet/1", "hosts": [
-            {"host": host, "report": json.loads(_render(build_report(paths, options), "json"))}
-            for host, paths in groups.items()]}, indent=2) + "\n"
-    parts = []
-    for host, paths in groups.items():
-        title = f"host {host}: {len(paths)} run(s)"
+        return json.dumps({"format": "tlbprobe-fleet/1", "fleet": fleet.to_json(rows), "hosts": [
+            {"host": host, "report": json.loads(_render(r, "json"))}
+            for host, r in reports.items()]}, indent=2) + "\n"
+    parts = [fleet.render(rows, fmt)]
+    for host, report in reports.items():
+        title = f"host {host}: {len(report.runs)} run{'s' if len(report.runs) != 1 else ''}"
         rule = "=" * min(72, len(title))
-        parts.append(f"{rule}\n{title}\n{rule}\n\n" + _render(build_report(paths, options), fmt))
+        parts.append(f"{rule}\n{title}\n{rule}\n\n" + _render(report, fmt))
     return "\n".join(parts)
 
 

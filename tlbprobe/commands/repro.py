@@ -121,7 +121,8 @@ def main(args: argparse.Namespace) -> int:
         if f and not f.parent.is_dir():
             raise InputError(f"{f}: its directory does not exist")
     if sweep:
-        sw = run_sweep(kspec, guest, args.smp, size or "256M", out, patches=args.patch, status=terminal_status())
+        sw = run_sweep(kspec, guest, args.smp, size or "256M", out, patches=args.patch, status=terminal_status(),
+                       argv=getattr(args, "command_argv", ()))
         cases = [Case(f"smp{r.cpus}[{r.variant}]", r.verdict == "matches", f"{r.cpus} vCPUs, {r.variant}: {r.verdict}",
                       sw.table, sw.timings.get(f"smp{r.cpus}_{r.variant}_s", 0.0)) for r in sw.rows]
         write_results(args.junit, args.json_out, "tlbprobe repro sweep", cases,
@@ -131,7 +132,8 @@ def main(args: argparse.Namespace) -> int:
         print(f"timings: {format_timings(sw.timings)}")
         print(f"results: {out}   ({'every run matches the model' if sw.ok else 'MISMATCH: see above'})")
         return 0 if sw.ok else 1
-    res = run_repro(kspec, guest, out, patches=args.patch, jobs=jobs, status=terminal_status())
+    res = run_repro(kspec, guest, out, patches=args.patch, jobs=jobs, status=terminal_status(),
+                    argv=getattr(args, "command_argv", ()))
     cases = [Case(f"{job}[{variant}]", res.oks[job][variant], f"{job}, {variant} kernel: {v}", res.reports[job],
                   res.timings.get(f"guest_{variant}_s", 0.0))
              for job, d in res.verdicts.items() for variant, v in d.items()]

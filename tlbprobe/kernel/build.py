@@ -419,6 +419,43 @@ def variant_patches(variant: str, extra: Optional[List[Path]] = None) -> List[Pa
     return list(extra) if extra else list(OUR_PATCHES)
 
 
+def series_record(patches: List[Path]) -> dict:
+    """A patch series as a run records it: each patch's file name and Subject (its mail's
+    subject line, series.subject(); the file name for a plain diff without one) and the
+    series' key, a digest of the patches' contents in order, so two runs can be told to
+    carry the same series whatever the files were called. A patch no longer readable
+    keeps its name with the subject null."""
+    h = hashlib.sha256()
+    out = []
+    for p in patches:
+        try:
+            data = Path(p).read_bytes()
+        except OSError:
+            out.append({"file": Path(p).name, "subject": None})
+            h.update(b"\0unreadable" + str(p).encode())
+            continue
+        h.update(len(data).to_bytes(8, "little") + data)
+        out.append({"file": Path(p).name, "subject": series.subject(data.decode("utf-8", "replace")) or None})
+    return {"key": h.hexdigest()[:16] if patches else None, "patches": out}
+
+
+def kernel_record(bzimage: Path) -> Optional[dict]:
+    """What the kernel cache says about a bzImage it holds (kernels/<key>/meta.json: its
+    key, release, source and patch series, with the patches' subjects), for a run's
+    run.yaml ``qemu.kernel_build``; None for a kernel that did not come from the cache."""
+    meta_path = Path(bzimage).parent / "meta.json"
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(meta, dict):
+        return None
+    patches = [Path(p) for p in meta.get("patches") or [] if isinstance(p, str)]
+    return {"key": meta.get("key") or Path(bzimage).parent.name, "release": meta.get("release"),
+            "source": meta.get("source"), "fragments": [Path(f).name for f in meta.get("fragments") or []],
+            "series": series_record(patches)}
+
+
 def as_dict(k: BuiltKernel) -> dict:
     d = asdict(k)
     return {key: str(v) if isinstance(v, Path) else v for key, v in d.items()}

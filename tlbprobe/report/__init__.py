@@ -39,6 +39,8 @@ class Report:
     paths: List[str]
     tool_version: str = __version__
     plots: List["PlotFile"] = field(default_factory=list)  # noqa: F821 - filled by plots.write_plots
+    #: what the reader must know about the set of runs (which is the baseline, variants)
+    warnings: List[str] = field(default_factory=list)
 
 
 def build_report(paths: Sequence[str], options: ReportOptions = ReportOptions()) -> Report:
@@ -63,7 +65,29 @@ def build_report(paths: Sequence[str], options: ReportOptions = ReportOptions())
             # A hand-edited or foreign file with a value of the wrong type somewhere.
             raise InputError(f"{run.path}: summary.json or run.yaml holds a value of the wrong type "
                              f"({type(e).__name__}: {e})") from None
-    return Report(analyses, compare_all(analyses) if len(analyses) > 1 else [], params, [str(p) for p in paths])
+    return Report(analyses, compare_all(analyses) if len(analyses) > 1 else [], params, [str(p) for p in paths],
+                  warnings=order_warnings(analyses, options))
+
+
+def order_warnings(runs: Sequence["RunAnalysis"], options: ReportOptions) -> List[str]:
+    """The comparison's direction, said when it may not be what was meant: the first run
+    given is the baseline, so a patched run first (or no baseline at all) is warned about,
+    and a --variant-pattern that makes every run the same variant too."""
+    out: List[str] = []
+    if len(runs) < 2:
+        return out
+    variants = [a.variant.value for a in runs]
+    first = runs[0]
+    if first.variant.value == "patched" and "baseline" in variants[1:]:
+        b = next(a for a in runs if a.variant.value == "baseline")
+        out.append(f"the first run given ({first.label}, {first.run.name}) is the comparison's baseline, but it is "
+                   f"the patched kernel; {b.label} ({b.run.name}) is the baseline kernel: give it first")
+    patterned = [a for a in runs if a.variant.source.startswith("kernel release")]
+    if patterned and len(set(variants)) == 1 and variants[0] is not None:
+        out.append(f"every run is {variants[0]} ({', '.join(a.label for a in patterned)} by --variant-pattern "
+                   f"{' '.join(sorted({p.text for p in options.variant_patterns}))}): the comparison is not "
+                   f"baseline against patched; make the pattern match one kernel's release only")
+    return out
 
 
 def refuse_incomplete(runs: Sequence[Run], allow: bool) -> None:

@@ -13,6 +13,7 @@ from ..rundir.reader import Run
 from ..workloads import WorkloadSpec
 from ..workloads import spec as workload_spec
 from .figures import per_repeat_figures
+from .provenance import Provenance, provenance
 from .scenario import Sourced, VariantPattern, resolve_flush, resolve_variant, scenario_for
 from .stats import Spread, describe
 from .verdict import Verdict, judge
@@ -30,6 +31,7 @@ class RunAnalysis:
     stats: Dict[str, Spread] = field(default_factory=dict)
     per_repeat: Dict[str, List[float]] = field(default_factory=dict)
     background_rate: Optional[Spread] = None  # per second, summed over the other CPUs
+    provenance: Optional[Provenance] = None  # where it was measured, how to make it again
 
     @property
     def label(self) -> str:
@@ -59,4 +61,4 @@ def analyze_run(
     stats = {k: s for k, v in per_repeat.items() if (s := describe(v)) is not None}
     bg = describe(per_repeat.get("background_rate", []))
     verdict = judge(run, scen, pred, params, bg)
-    return RunAnalysis(run, index, variant, flush, scen, pred, verdict, stats, per_repeat, bg)
+    return RunAnalysis(run, index, variant, flush, scen, pred, verdict, stats, per_repeat, bg, provenance(run))

@@ -24,7 +24,9 @@ from .rows import (
     measured_lines,
     ops_line,
     per_cpu_cells,
+    provenance_warnings,
     reproduce_commands,
+    reproduce_notes,
     workload_figures_line,
     workload_line,
 )
@@ -56,6 +58,9 @@ def render(report: Report) -> str:
         text = "\n".join(c + " --out DIR" for c in cmds)
         text += "\ntlbprobe report " + " ".join(a.run.name for a in report.runs)
         parts.append(f"<h2>Reproduce</h2><pre>{e(text)}</pre>")
+        parts += [f"<p>({e(n)})</p>" for n in reproduce_notes(report.runs)
+                  if not n.startswith(("as root", "as recorded"))]
+    parts += [f"<p><b>Warning:</b> {e(w)}</p>" for w in list(report.warnings) + provenance_warnings(report.runs)]
     for c in report.comparisons:
         parts.append(comparison_html(c))
     for a in report.runs:

@@ -15,7 +15,7 @@ from . import Report, views
 from .analyze import RunAnalysis
 from .figures import all_queued
 from .compare import Comparison
-from .rows import per_cpu_rows
+from .rows import per_cpu_rows, prov
 from .stats import Spread
 
 FORMAT = "tlbprobe-report/1"
@@ -41,6 +41,7 @@ def to_dict(report: Report) -> Dict[str, Any]:
         "format": FORMAT,
         "tool_version": report.tool_version,
         "model_params": report.params.source,
+        "warnings": list(report.warnings),
         "runs": [run_dict(a) for a in report.runs],
         "comparisons": [comparison_dict(c) for c in report.comparisons],
         "plots": [{"path": str(p.path), "kind": p.kind, "run": p.run, "title": p.title} for p in report.plots],
@@ -61,6 +62,7 @@ def run_dict(a: RunAnalysis) -> Dict[str, Any]:
         "repeats_done": len(run.repeats),
         "workload": a.scenario.workload,
         "kernel_release": run.kernel_release,
+        "provenance": prov(a).to_dict(),  # where it was measured, how to make it again (report/provenance.py)
         "variant": {"value": a.variant.value, "source": a.variant.source},
         "flush_mode": {"value": a.flush.value, "source": a.flush.source},
         "online_cpus": run.online_cpus,

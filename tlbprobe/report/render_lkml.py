@@ -19,8 +19,10 @@ from .compare import Comparison, figures_for
 from .rows import (
     expected_per_repeat,
     fmt_mean_ci,
-    host_line,
+    prov,
+    provenance_warnings,
     reproduce_commands,
+    reproduce_notes,
     short_source,
     shown_sync,
     workload_line,
@@ -28,15 +30,24 @@ from .rows import (
 
 WIDTH = 72
 KEY = 11  # width of "Reproduce: "
+#: what mail readers and `git send-email` show as themselves: the format is ASCII only
+ASCII = {"±": "+-", "−": "-", "–": "-", "—": "-", "µ": "u", "×": "x", "…": "...", "≥": ">=", "≤": "<=",
+         "’": "'", "‘": "'", "“": '"', "”": '"', "\u00a0": " "}
+
+
+def ascii_text(text: str) -> str:
+    """The text with each non-ASCII character spelled in ASCII (ASCII above, else '?')."""
+    if text.isascii():
+        return text
+    out = "".join(ASCII.get(ch, ch) for ch in text)
+    return out.encode("ascii", "replace").decode("ascii")
 
 
 def render(report: Report) -> str:
     runs = report.runs
     lines: List[str] = ["Performance numbers (tlbprobe %s)" % report.tool_version, ""]
     lines += _field("Host:", _hosts(runs))
-    lines += _field("Kernels:", [f"{a.label} {a.run.kernel_release} ({a.variant.value or 'variant unknown'}"
-                                 f"{', ' + short_source(a.variant.source) if a.variant.value else ''})"
-                                 for a in runs])
+    lines += _field("Kernels:", _kernels(runs))
     lines += _field("Flush:", _flush(runs))
     incomplete = [a for a in runs if not a.run.complete]
     if incomplete:
@@ -46,6 +57,11 @@ def render(report: Report) -> str:
     for label, field_lines in views.fields(runs):  # the observers' (collect --cost, --victim): report/views/
         lines += _field(f"{label.capitalize()}:", field_lines)
     lines += _reproduce(report)
+    warned = list(report.warnings) + provenance_warnings(runs)
+    if warned:
+        lines.append("")
+        for w in warned:
+            lines += textwrap.wrap(f"WARNING: {w}", WIDTH, subsequent_indent="  ")
     for c in report.comparisons:
         lines.append("")
         lines += _comparison(c)
@@ -55,14 +71,14 @@ def render(report: Report) -> str:
     lines.append("")
     lines += _model(runs)
     lines.append("")
-    latency_note = ("Latency: cyclictest percentiles pooled over all repeats, driver CPU and "
+    latency_note = ("Latency: cyclictest percentiles pooled over all repeats, the CPU running the operation (op CPU) and "
                     "the worst other CPU; no test. " if any(c.latency for c in report.comparisons) else "")
     lines += textwrap.wrap(
         latency_note +
-        "Mean ±95% CI over the repeats (mean alone with fewer than 3). "
+        "Mean +-95% CI over the repeats (mean alone with fewer than 3). "
         "* marks a change with Welch's t-test p<0.05 whose [min,max] ranges "
         "do not overlap; ? too few repeats to test. Sync IPIs are CAL minus "
-        "TLB on the CPUs other than the driver, less the idle background; "
+        "TLB on the CPUs other than the one running the workload, less the idle background; "
         "traced sync calls count tlb_remove_table_smp_sync for those CPUs "
         "with tracefs, so they do not depend on the background.",
         WIDTH,
@@ -89,10 +105,24 @@ def _unique(values: Sequence[str]) -> List[str]:
 
 
 def _hosts(runs: Sequence[RunAnalysis]) -> List[str]:
-    hosts = [host_line(a) for a in runs]
-    if len(set(hosts)) == 1:
-        return [hosts[0]]
-    return [f"{a.label} {h}" for a, h in zip(runs, hosts)]
+    """Where the runs were measured (report/provenance.py), once when they agree."""
+    one = [prov(a).where() for a in runs]
+    if len(set(one)) == 1:
+        return [prov(runs[0]).where(plural=len(runs) > 1)]
+    return [f"{a.label} {h}" for a, h in zip(runs, one)]
+
+
+def _kernels(runs: Sequence[RunAnalysis]) -> List[str]:
+    """Each run's kernel: release, variant (and where the report learned it), cache key,
+    patch series with the patches' subjects below it."""
+    out: List[str] = []
+    for a in runs:
+        p = prov(a)
+        how = f" ({short_source(a.variant.source)})" if a.variant.value else ""
+        out.append(f"{a.label} " + p.kernel(a.variant.value).replace(f" {a.variant.value}", f" {a.variant.value}{how}", 1)
+                   if a.variant.value else f"{a.label} {p.kernel(None)}")
+        out += [f"  {s}" for s in p.patch_lines()]
+    return out
 
 
 def _flush(runs: Sequence[RunAnalysis]) -> List[str]:
@@ -115,20 +145,33 @@ def out_names(runs) -> List[str]:
 
 
 def _reproduce(report: Report) -> List[str]:
-    """The recorded collect command(s), then the report command, each wrapped to 72 columns."""
-    cmds = reproduce_commands(report.runs)
+    """The command(s) that made the runs (the repro or qemu collect line for guest runs,
+    report/provenance.py), how that was learned, then the report command; 72 columns."""
+    runs = report.runs
+    cmds = reproduce_commands(runs)
     pad = " " * KEY
+    guest = any(prov(a).guest_of_qemu for a in runs)
     if not cmds:
         out = ["Reproduce:".ljust(KEY) + "(run.yaml records no command)"]
     elif len(cmds) == 1:
-        who = "on each kernel, as root:" if len(report.runs) > 1 else "as root:"
+        who = ("as root:" if guest else "on each kernel, as root:" if len(runs) > 1 else "as root:")
         out = ["Reproduce:".ljust(KEY) + who]
         out += wrap_command(cmds[0] + " --out DIR", WIDTH, pad + "  ", pad + "    ")
     else:
         out = ["Reproduce:".ljust(KEY) + "as root, one per kernel:"]
-        for name, cmd in zip(out_names(report.runs), cmds):
+        names = out_names(runs)
+        seen = []
+        for name, a in zip(names, runs):
+            cmd = prov(a).reproduce
+            if not cmd or cmd in seen:
+                continue
+            seen.append(cmd)
             out += wrap_command(cmd + f" --out {name}", WIDTH, pad + "  ", pad + "    ")
-    names = " ".join(out_names(report.runs))
+    for note in reproduce_notes(runs):
+        if note.startswith("as root") or note.startswith("as recorded"):
+            continue
+        out += textwrap.wrap(f"({note})", WIDTH - KEY - 2, initial_indent=pad + "  ", subsequent_indent=pad + "  ")
+    names = " ".join(out_names(runs))
     out += wrap_command(f"tlbprobe report {names} --format lkml", WIDTH, pad + "then ", pad + "    ")
     return out
 
@@ -145,7 +188,7 @@ def _comparison(c: Comparison) -> List[str]:
                      fmt_pct(f.change_pct), f.mark))
     body.append(("model, per repeat", fmt_num(expected_per_repeat(a), 1), fmt_num(expected_per_repeat(b), 1),
                   "", ""))
-    lines = table_lines(head, body, "lrrrl")
+    lines = _table(head, body, "lrrrl")
     for w in c.warnings:
         lines = textwrap.wrap(f"WARNING: {w}", WIDTH) + [""] + lines
     if c.latency:
@@ -155,10 +198,11 @@ def _comparison(c: Comparison) -> List[str]:
             if r.metric not in ("p99_us", "max_us"):
                 continue
             change = fmt_pct((r.other - r.base) / r.base * 100) if r.base and r.other is not None else "-"
-            lbody.append((f"{r.phase} {r.role} {r.metric.replace('_us', '')}", fmt_num(r.base, 1),
+            role = {"driver": "op CPU"}.get(r.role, r.role)  # the CPU running the operation
+            lbody.append((f"{r.phase} {role} {r.metric.replace('_us', '')}", fmt_num(r.base, 1),
                           fmt_num(r.other, 1), change, ""))
         if lbody:
-            lines += [""] + table_lines(lhead, lbody, "lrrrl")
+            lines += [""] + _table(lhead, lbody, "lrrrl")
     return lines
 
 
@@ -167,7 +211,7 @@ def _single(a: RunAnalysis) -> List[str]:
     body = [(_short(label), fmt_mean_ci(a.stats.get(key), digits))
             for key, label, _unit, digits in figures_for(a) if key in a.stats and key != "background_rate"]
     body.append(("model, per repeat", fmt_num(expected_per_repeat(a), 1)))
-    return table_lines(head, body, "lr")
+    return _table(head, body, "lr")
 
 
 def _model(runs: Sequence[RunAnalysis]) -> List[str]:
@@ -179,6 +223,8 @@ def _model(runs: Sequence[RunAnalysis]) -> List[str]:
             tail = f"matches ({v.ratio:.3f}x)" if v.ratio is not None else "matches"
         elif v.status == "differs":
             tail = f"DIFFERS: {v.reason}"
+            if v.failed_check:
+                tail = f"DIFFERS: {v.reason.replace('; the sync count', '. The sync count')}"
         else:
             tail = v.reason or v.status
         reps = len(a.run.repeats)
@@ -188,6 +234,20 @@ def _model(runs: Sequence[RunAnalysis]) -> List[str]:
         for w in v.warnings:
             out += textwrap.wrap(f"warning: {w}", WIDTH - 2, initial_indent="   ", subsequent_indent="     ")
     return ["Model:"] + ["  " + line for line in out]
+
+
+def _table(head, body, align: str) -> List[str]:
+    """table_lines in ASCII and within WIDTH: cells are spelled in ASCII before the columns
+    are laid out (so they stay aligned), and a table too wide loses label characters, not
+    columns, so no marker is wrapped onto a line of its own."""
+    head = tuple(ascii_text(str(c)) for c in head)
+    body = [tuple(ascii_text(str(c)) for c in row) for row in body]
+    lines = table_lines(head, body, align)
+    over = max((len(line.rstrip()) for line in lines), default=0) - WIDTH
+    if over > 0:
+        keep = max(10, max(len(r[0]) for r in [head, *body]) - over)
+        lines = table_lines((head[0][:keep], *head[1:]), [(r[0][:keep], *r[1:]) for r in body], align)
+    return lines
 
 
 _SHORT = {SYNC_FUNCTION: "traced sync calls"}
@@ -201,7 +261,7 @@ def _fit(lines: Sequence[str]) -> List[str]:
     """Last line of defence: nothing leaves this renderer wider than 72 columns."""
     out: List[str] = []
     for line in lines:
-        line = line.rstrip().replace("\t", "    ")
+        line = ascii_text(line.rstrip().replace("\t", "    "))
         if len(line) <= WIDTH:
             out.append(line)
             continue

@@ -18,7 +18,10 @@ from .rows import (
     measured_lines,
     ops_line,
     per_cpu_cells,
+    prov,
+    provenance_warnings,
     reproduce_commands,
+    reproduce_notes,
     workload_figures_line,
     workload_line,
 )
@@ -28,9 +31,14 @@ def render(report: Report) -> str:
     out: List[str] = [f"# tlbprobe report ({len(report.runs)} run{'s' if len(report.runs) != 1 else ''})", ""]
     cmds = reproduce_commands(report.runs)
     if cmds:
-        out += ["Reproduce (as root, on each kernel):", "", "```"]
+        out += ["Reproduce (as root" + ("" if any(prov(a).guest_of_qemu for a in report.runs) else ", on each kernel")
+                + "):", "", "```"]
         out += [c + " --out DIR" for c in cmds]
         out += ["tlbprobe report " + " ".join(a.run.name for a in report.runs), "```", ""]
+        out += [f"({n})" for n in reproduce_notes(report.runs) if not n.startswith(("as root", "as recorded"))]
+        out += [""]
+    for w in list(report.warnings) + provenance_warnings(report.runs):
+        out += [f"**Warning:** {w}", ""]
     for c in report.comparisons:
         out += comparison_md(c)
     for a in report.runs:

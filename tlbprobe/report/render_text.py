@@ -17,6 +17,7 @@ from .rows import (
     measured_lines,
     ops_line,
     per_cpu_rows,
+    prov,
     shown_sync,
     workload_figures_line,
     workload_line,
@@ -31,6 +32,7 @@ def render(report: Report) -> str:
     n = len(report.runs)
     lines.append(f"tlbprobe {report.tool_version} report: {n} run{'s' if n != 1 else ''}"
                  + (" (A is the baseline of the comparison)" if n > 1 else ""))
+    lines += [f"WARNING: {w}" for w in report.warnings]
     for a in report.runs:
         lines.append("")
         lines.extend(run_lines(a))
@@ -54,6 +56,11 @@ def run_lines(a: RunAnalysis) -> List[str]:
 
     field("host", host_line(a))
     field("kernel", f"{kernel_line(a)}; variant from {a.variant.source}")
+    p = prov(a)
+    if p.reproduce:
+        field("made by", f"{p.reproduce} ({p.reproduce_note})")
+    for w in p.warnings:
+        field("", f"warning: {w}")
     field("flush", f"{a.flush.value} from {a.flush.source}")
     field("workload", workload_line(a))
     extra = workload_figures_line(a)
@@ -94,6 +101,9 @@ def verdict_text(a: RunAnalysis) -> str:
     v = a.verdict
     if v.status not in ("matches", "differs"):
         return f"{v.status.upper()}: {v.reason}"
+    if v.failed_check:  # a safety check failed it: say that first, then what the counts say
+        return (f"DIFFERS: {v.reason}; measured {shown_sync(v)} "
+                f"{'traced' if v.basis == 'traced' else 'CAL-TLB'}, {fmt_num(v.expected)} expected")
     ratio = (f"measured/expected {v.ratio:.3f}" if v.ratio is not None
              else f"{shown_sync(v)} vs 0 expected")
     if v.basis == "traced" or v.bounds is None:

@@ -9,14 +9,13 @@ collect summary and `tlbprobe diff`.
 
 from __future__ import annotations
 
-import shlex
 from dataclasses import dataclass
 from typing import List, Mapping, Optional, Sequence, Tuple
 
 from ..ui.numbers import fmt_num, fmt_p, fmt_pct
 from ..vocab import SYNC_FUNCTION
 from .analyze import RunAnalysis
-from .figures import all_queued
+from .figures import all_queued, counted_in_kernel
 from .stats import Spread
 
 
@@ -96,23 +95,33 @@ def workload_line(a: RunAnalysis) -> str:
     threads = int(run.job.get("threads") or 0)
     what = a.spec.report_what(run, s)
     reps = run.summary.get("repeats_planned", len(run.repeats))
-    return f"{what} on CPU {run.driver_cpu}, {threads} thread{'s' if threads != 1 else ''}, {reps} repeats"
+    return (f"{what} on CPU {run.driver_cpu}, {threads} thread{'s' if threads != 1 else ''}, "
+            f"{reps} repeat{'s' if reps != 1 else ''}")
 
 
 def ops_line(a: RunAnalysis) -> str:
     unit = a.run.summary.get("ops_unit") or "operations"
-    return f"{a.run.ops:,} of {a.run.ops_expected:,} {unit}"
+    note = a.spec.ops_note(a.run)  # why they differ, when the workload knows (WorkloadSpec.ops_note)
+    return f"{a.run.ops:,} of {a.run.ops_expected:,} {unit}" + (f" ({note})" if note else "")
 
 
 def host_line(a: RunAnalysis) -> str:
-    h = a.run.host
-    hv = h.get("hypervisor")
-    where = f"{hv.upper() if isinstance(hv, str) and len(hv) <= 4 else hv} guest" if hv else "bare metal"
-    return f"{h.get('cpu_model') or 'unknown CPU'}, {a.run.online_cpus} CPUs, {where}"
+    """Where the run was measured (report/provenance.py): host, guest and its flush mode,
+    or the QEMU guest with its vCPUs, TCG threading and the host's cores."""
+    return prov(a).where()
 
 
 def kernel_line(a: RunAnalysis) -> str:
-    return f"{a.run.kernel_release} ({a.variant.value or 'variant unknown'})"
+    """The kernel by release and variant, its cache key and its patch series."""
+    p = prov(a)
+    subjects = p.patch_lines()
+    return p.kernel(a.variant.value) + (": " + "; ".join(subjects) if subjects else "")
+
+
+def prov(a: RunAnalysis):
+    from .provenance import provenance
+
+    return a.provenance if a.provenance is not None else provenance(a.run)
 
 
 def short_source(source: str) -> str:
@@ -126,31 +135,36 @@ def short_source(source: str) -> str:
 
 
 def reproduce_commands(runs: Sequence[RunAnalysis]) -> List[str]:
-    """The collect command(s) as recorded in run.yaml, without --out, once if all agree."""
+    """The command(s) that made the runs, once each (report/provenance.py): the repro or
+    qemu collect line of a guest run, the collect line of a host run; no --out, job files
+    by job name."""
     cmds: List[str] = []
     for a in runs:
-        cmd = a.run.run_yaml.get("command")
-        if not isinstance(cmd, list) or not cmd:
-            continue
-        words = [str(w) for w in cmd]
-        cleaned: List[str] = []
-        skip = False
-        for w in words:
-            if skip:
-                skip = False
-                continue
-            if w in ("--out", "-o"):
-                skip = True
-                continue
-            if w.startswith("--out="):
-                continue
-            cleaned.append(w)
-        if cleaned and cleaned[0].endswith("tlbprobe"):
-            cleaned[0] = "tlbprobe"
-        line = shlex.join(cleaned)
-        if line not in cmds:
+        line = prov(a).reproduce
+        if line and line not in cmds:
             cmds.append(line)
     return cmds
+
+
+def reproduce_notes(runs: Sequence[RunAnalysis]) -> List[str]:
+    """How each reproduce line was learned ('as recorded', 'reconstructed from ...'), once each."""
+    notes: List[str] = []
+    for a in runs:
+        n = prov(a).reproduce_note
+        if n and n not in notes:
+            notes.append(n)
+    return notes
+
+
+def provenance_warnings(runs: Sequence[RunAnalysis]) -> List[str]:
+    """What the runs' run.yaml does not record, once each, with the runs it concerns."""
+    seen: dict = {}
+    for a in runs:
+        for w in prov(a).warnings:
+            seen.setdefault(w, []).append(a.label)
+    if len(runs) == 1:
+        return list(seen)
+    return [f"{', '.join(labels)}: {w}" for w, labels in seen.items()]
 
 
 def comparison_rows(c) -> List[Tuple[str, ...]]:
@@ -178,7 +192,8 @@ def measured_lines(a) -> List[Tuple[str, str]]:
     if v.basis == "traced":
         if all_queued(a.run):
             received = a.run.function_totals().get(SYNC_FUNCTION, 0.0)
-            lines.append(("measured", f"traced tlb_remove_table_smp_sync calls {fmt_num(v.measured)} in total, "
+            how = " (counted in the kernel: perf counter on csd_queue_cpu)" if counted_in_kernel(a.run) else ""
+            lines.append(("measured", f"traced tlb_remove_table_smp_sync calls {fmt_num(v.measured)} in total{how}, "
                                       f"{fmt_num(received)} of them arrived as IPIs"))
         else:
             lines.append(("measured", f"traced tlb_remove_table_smp_sync IPIs {fmt_num(v.measured, 1)} in total"))

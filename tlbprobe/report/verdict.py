@@ -52,6 +52,7 @@ class Verdict:
     basis: str = "CAL-TLB"            # "traced": the tlb_remove_table_smp_sync count of the trace
     estimate: Optional[float] = None  # CAL minus TLB minus background, whatever the basis (may be < 0)
     bounds: Optional["CalBounds"] = None  # what CAL minus TLB allows, whatever the basis
+    failed_check: Optional[str] = None  # the workload's safety check that failed it (WorkloadSpec.check_failure)
 
     @property
     def below_background(self) -> bool:
@@ -114,18 +115,10 @@ def slack(expected: float, params: ModelParams) -> float:
 
 
 def race_failure(run: Run) -> Optional[str]:
-    """Why a --race run failed its safety check (corrupted bytes, lost writes, kernel
-    reports), or None."""
-    bad = lost = reports = 0.0
-    for r in run.repeats:
-        f = r.workload.workload_figures if r.workload else {}
-        bad += f.get("corrupted_bytes", 0.0)
-        lost += f.get("lost_writes", 0.0)
-        reports += f.get("kernel_reports", 0.0)
-    if not bad and not lost and not reports:
-        return None
-    return (f"the race check failed: {bad:.0f} corrupted byte(s), {lost:.0f} lost write(s), {reports:.0f} "
-            f"kernel report(s) (BUG/WARNING/KASAN/Bad page; the lines are in phases.csv's note)")
+    """Why the run failed its workload's safety check (WorkloadSpec.check_failure: for
+    --race, the lost writes, corrupted bytes and kernel reports per repeat), or None."""
+    figs = [dict(r.workload.workload_figures) if r.workload else {} for r in run.repeats]
+    return workload_spec(run.workload).check_failure(figs)
 
 
 def judge(run: Run, scen: Scenario, pred: Prediction, params: ModelParams, bg_rate: Optional[Spread]) -> Verdict:
@@ -135,14 +128,12 @@ def judge(run: Run, scen: Scenario, pred: Prediction, params: ModelParams, bg_ra
     if run.ops == 0 and run.ops_expected > 0:
         # The model is fed the counted operations: 0 done would "match" 0 expected.
         return Verdict("no data", None, pred.sync_ipis.value, None, None,
-                       f"no operation happened (0 of {run.ops_expected}: {_partial_note(run) or 'see phases.csv'})", ())
-    race = race_failure(run)
-    if race:  # corruption or a kernel splat under --race fails the run, whatever the counts say
-        return Verdict("differs", None, pred.sync_ipis.value, None, None, race, ())
+                       f"no operation happened (0 of {run.ops_expected}: {_partial_note(run) or 'the run records no reason'})", ())
+    race = race_failure(run)  # corruption or a kernel splat fails the run, whatever the counts say
     if run.ops < run.ops_expected:
         warnings.append(
             f"partial: {run.ops} of {run.ops_expected} operations done "
-            f"({_partial_note(run) or 'see phases.csv note'})"
+            f"({_partial_note(run) or 'the run records no reason'})"
         )
     if ring_lost(run):
         what = f"{trace_lost(run)} trace events lost" if trace_lost(run) else "a trace marker was refused"
@@ -170,6 +161,14 @@ def judge(run: Run, scen: Scenario, pred: Prediction, params: ModelParams, bg_ra
             reason += f"; the measurement fits {fitting[0]}"
         return Verdict("undetermined", measured, None, None, None, reason, tuple(warnings), basis, estimate, bounds)
     tol = slack(expected, params)
+    tlb = tlb_gap(run, pred, params)
+    if tlb:
+        warnings.append(tlb)
+    if race:
+        fit = "fits" if fits(expected) else "does not fit"
+        return Verdict("differs", measured, expected, measured / expected if expected else None, tol,
+                       f"{race}; the sync count {fit} the model", tuple(warnings), basis, estimate, bounds,
+                       failed_check=race)
     if traced is not None:
         # The trace counts the function itself: no background to allow for. The queued
         # count has been exact in every run; the small allowance covers another process's
@@ -202,6 +201,19 @@ def judge(run: Run, scen: Scenario, pred: Prediction, params: ModelParams, bg_ra
     return Verdict("differs", measured, expected, ratio, tol, reason, tuple(warnings), basis, estimate, bounds)
 
 
+def tlb_gap(run: Run, pred: Prediction, params: ModelParams) -> Optional[str]:
+    """The TLB shootdowns measured against the model's, when they are far apart: a flush
+    that reached fewer CPUs than the mm ran on (0 of 1,221 in a broken kernel's race run)
+    is the fault the sync was there to cover. TLB counts include the background, so only
+    a gap beyond the verdict's slack and half the expectation is flagged."""
+    measured = sum(r.tlb_other_cpus for r in run.repeats)
+    exp = pred.tlb_ipis.value
+    if exp is not None and exp > 0 and measured < 0.5 * exp - slack(exp, params):
+        return (f"TLB shootdowns: {exp:,.0f} expected ({pred.tlb_ipis.why}), {measured:,.0f} measured: "
+                f"the flushes reached fewer CPUs than the model's")
+    return None  # above the model: the background's own shootdowns (other mms) count there too
+
+
 def _likely_reason(
     run: Run,
     scen: Scenario,
@@ -216,15 +228,17 @@ def _likely_reason(
         v = predict(s, params).sync_ipis.value
         return v is not None and v != expected and admits(v)
 
+    recorded = run.host.get("flush_mode") or run.summary.get("flush_mode") or "no flush mode"
+    used = (f"the run records {recorded}" if recorded == scen.flush_mode else
+            f"the report assumed {scen.flush_mode} (--flush-mode), the run records {recorded}")
     for fm in ("native", "pv", "invlpgb"):
         if fm != scen.flush_mode and fits(replace(scen, flush_mode=fm)):
             if scen.variant == "patched" and fm == "native":
-                return (f"wrong flush mode? the sync was skipped as under native flush, but the run "
-                        f"records {scen.flush_mode}")
+                return f"wrong flush mode? the sync was skipped as under native flush, but {used}"
             if scen.variant == "patched":
                 return (f"wrong flush mode? the sync was not skipped, as under {fm} flush (PV flush or "
-                        f"INVLPGB keep it); the run records {scen.flush_mode}")
-            return f"wrong flush mode? the measurement fits {fm}, the run records {scen.flush_mode}"
+                        f"INVLPGB keep it); {used}")
+            return f"wrong flush mode? the measurement fits {fm}; {used}"
     for var in ("baseline", "patched"):
         if var != scen.variant and fits(replace(scen, variant=var)):
             return f"wrong kernel variant? the measurement fits a {var} kernel"

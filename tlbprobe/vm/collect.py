@@ -6,7 +6,9 @@ from __future__ import annotations
 import datetime as dt
 import os
 import shutil
+import socket
 import stat
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Tuple
 
@@ -18,8 +20,38 @@ from ..report.summary_text import render_summary
 from .guest import GUEST_OUT, GuestResult, GuestSpec, check_spec, guest_python, run_guest
 
 
-def _record_guest(run: Path, spec: GuestSpec, result: GuestResult) -> None:
-    """Add the QEMU facts to run.yaml and keep the console log beside the run."""
+@dataclass(frozen=True)
+class GuestOrigin:
+    """Which tlbprobe command started a guest, as the run should say it: ``repro`` (the
+    A/B, a sweep) or ``qemu collect``, and its words (``tlbprobe repro --smp 64 ...``).
+    The run's own run.yaml ``command`` is the collect the guest ran; a reviewer
+    reproduces the run with this one (report/provenance.py)."""
+
+    command: str
+    argv: List[str] = field(default_factory=list)
+
+
+def host_record() -> dict:
+    """The machine QEMU runs on: its name, its CPUs (os.cpu_count(): what the vCPUs
+    share; under single-threaded TCG one host thread runs them all) and its CPU model."""
+    from ..measure.host import read_cpuinfo
+
+    try:
+        model = read_cpuinfo()[0]
+    except OSError:
+        model = None
+    return {"hostname": socket.gethostname() or None, "cpus": os.cpu_count(),
+            "cpu_model": model if model and model != "unknown" else None}
+
+
+def _record_guest(run: Path, spec: GuestSpec, result: GuestResult, origin: Optional[GuestOrigin] = None,
+                  host: Optional[dict] = None) -> None:
+    """Add the QEMU facts to run.yaml and keep the console log beside the run: how the
+    guest ran (accelerator, vCPUs, TCG threading), on which host (``host``: its cores),
+    started by which command (``started_by``), with which kernel build (``kernel_build``:
+    the kernel cache's meta.json, its patch series with their subjects). doc/run-format.md."""
+    from ..kernel.build import kernel_record
+
     guest_dir = run / "guest"
     guest_dir.mkdir(exist_ok=True)
     share = result.console.parent
@@ -34,6 +66,9 @@ def _record_guest(run: Path, spec: GuestSpec, result: GuestResult) -> None:
         "tcg_thread": spec.tcg_thread if result.accel == "tcg" else "n/a (kvm)",
         "cmdline": result.qemu_cmdline, "seconds": round(result.seconds, 1), "notes": result.notes,
         "console_log": "guest/console.log",
+        "host": host if host is not None else host_record(),
+        "started_by": ({"command": origin.command, "argv": [str(w) for w in origin.argv]} if origin else None),
+        "kernel_build": kernel_record(spec.kernel),
     }
     atomic_write(run_yaml, yaml.safe_dump(data, sort_keys=False))
 
@@ -75,9 +110,10 @@ def copy_back(src: Path, out: Path, limit: int = COPY_LIMIT) -> List[str]:
 
 
 def run_jobs(spec: GuestSpec, jobs: Sequence[Tuple[str, List[str]]], outs: Sequence[Path],
-             log: Callable[[str], None] = print, status: Callable[[str], None] = lambda s: None
-             ) -> Tuple[List[int], GuestResult]:
-    """Boot once and run one collect per job; each run directory lands at its out path."""
+             log: Callable[[str], None] = print, status: Callable[[str], None] = lambda s: None,
+             origin: Optional[GuestOrigin] = None) -> Tuple[List[int], GuestResult]:
+    """Boot once and run one collect per job; each run directory lands at its out path,
+    its run.yaml saying which command (``origin``) started the guest."""
     for out in outs:
         if out.exists() and any(out.iterdir()):
             raise TlbprobeError(f"{out} already exists and is not empty; choose another --out")
@@ -98,7 +134,7 @@ def run_jobs(spec: GuestSpec, jobs: Sequence[Tuple[str, List[str]]], outs: Seque
                                     + f"; console log: {share / 'console.log'}")
             for note in copy_back(src, out):
                 log(f"warning: {note}")
-            _record_guest(out, spec, result)
+            _record_guest(out, spec, result, origin)
     except BaseException:
         log(f"guest files kept in {share}")
         raise
@@ -107,11 +143,12 @@ def run_jobs(spec: GuestSpec, jobs: Sequence[Tuple[str, List[str]]], outs: Seque
 
 
 def collect_in_guest(spec: GuestSpec, collect_args: List[str], out: Optional[Path], workload: str,
-                     log: Callable[[str], None] = print, status: Callable[[str], None] = lambda s: None
-                     ) -> Tuple[Path, int]:
+                     log: Callable[[str], None] = print, status: Callable[[str], None] = lambda s: None,
+                     origin: Optional[GuestOrigin] = None) -> Tuple[Path, int]:
     """`tlbprobe qemu collect`: one job in one boot. Returns the run directory and its exit status."""
     out = out or Path("runs") / f"{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}-qemu-{workload}"
-    statuses, result = run_jobs(spec, [(workload, collect_args)], [out], log, status)
+    statuses, result = run_jobs(spec, [(workload, collect_args)], [out], log, status,
+                                origin or GuestOrigin("qemu collect"))
     summary = read_summary(out)
     atomic_write(out / "summary.txt", render_summary(summary, out) + "\n")
     return out, statuses[0]

@@ -100,9 +100,10 @@ def build_variants(kernel_spec: KernelSpec, patches: Sequence[Path], timings: Di
 
 def run_repro(kernel_spec: KernelSpec, guest: GuestSpec, out: Path, patches: Sequence[Path] = (),
               jobs: Optional[List[ReproJob]] = None, log: Callable[[str], None] = print,
-              status: Callable[[str], None] = lambda s: None) -> ReproResult:
+              status: Callable[[str], None] = lambda s: None, argv: Sequence[str] = ()) -> ReproResult:
+    """``argv``: the repro command's words, recorded in each run (run.yaml qemu.started_by)."""
     from ..report import ReportOptions, build_report, render_json, render_lkml  # the verdicts, at the end
-    from ..vm.collect import guest_failure, run_jobs
+    from ..vm.collect import GuestOrigin, guest_failure, run_jobs
 
     jobs = [(j.name, j.args) for j in (jobs or resolve_jobs())]
     guest = replace(guest)  # the accelerator may change after the first boot: not in the caller's spec
@@ -116,7 +117,8 @@ def run_repro(kernel_spec: KernelSpec, guest: GuestSpec, out: Path, patches: Seq
         t = time.monotonic()
         spec = GuestSpec(kernels[variant].bzimage, guest.smp, guest.memory, guest.accel, guest.pv_tlb_flush,
                          guest.timeout, guest.extra_append, guest.tcg_thread)
-        statuses, result = run_jobs(spec, vjobs, outs, log=log, status=status)
+        statuses, result = run_jobs(spec, vjobs, outs, log=log, status=status,
+                                    origin=GuestOrigin("repro", list(argv)))
         timings[f"guest_{variant}_s"] = round(time.monotonic() - t, 1)
         # Both kernels must run under the same accelerator (and so the same flush mode):
         # whatever the first boot ended up with is what the second one uses.
@@ -214,10 +216,10 @@ def seed_job(size: str) -> ReproJob:
 
 def run_sweep(kernel_spec: KernelSpec, guest: GuestSpec, smps: Sequence[int], size: str, out: Path,
               patches: Sequence[Path] = (), memory: Optional[str] = None, log: Callable[[str], None] = print,
-              status: Callable[[str], None] = lambda s: None) -> SweepResult:
+              status: Callable[[str], None] = lambda s: None, argv: Sequence[str] = ()) -> SweepResult:
     """The same collapse at each vCPU count on both kernels; a table and a plot across N."""
     from ..report.sweep import render_table, sweep_rows, write_plot
-    from ..vm.collect import guest_failure, run_jobs
+    from ..vm.collect import GuestOrigin, guest_failure, run_jobs
 
     guest = replace(guest)
     timings: Dict[str, float] = {}
@@ -232,7 +234,7 @@ def run_sweep(kernel_spec: KernelSpec, guest: GuestSpec, smps: Sequence[int], si
             log(f"{n} vCPUs, {variant}: collapse of {size}")
             t = time.monotonic()
             statuses, result = run_jobs(spec, [(default_name(), sweep_job(size) + ["--kernel-variant", variant])], [o],
-                                        log=log, status=status)
+                                        log=log, status=status, origin=GuestOrigin("repro", list(argv)))
             timings[f"smp{n}_{variant}_s"] = round(time.monotonic() - t, 1)
             guest.accel = result.accel
             if statuses[0] != 0:

@@ -161,6 +161,30 @@ class WorkloadSpec:
         Default: the name."""
         return self.name
 
+    def check_failure(self, per_repeat: Sequence[Figures]) -> Optional[str]:
+        """Why the run failed its safety check, from its figures (one mapping per repeat,
+        {} for a repeat without any), or None. Default: the --race check of
+        workloads/race.py (corrupted bytes of the pattern, lost walker stores, kernel
+        reports), each count per repeat so that a reader sees what failed it where."""
+        keys = (("lost_writes", "lost writes"), ("corrupted_bytes", "corrupted bytes"),
+                ("kernel_reports", "kernel reports"))
+        if not any(f.get(k) for f in per_repeat for k, _ in keys):
+            return None
+        parts = []
+        for k, label in keys:
+            counts = [f.get(k, 0.0) for f in per_repeat]
+            per = ", ".join(fmt_num(c) for c in counts)
+            parts.append(f"{label} {fmt_num(sum(counts))}" + (f" ({per} per repeat)" if len(counts) > 1 else ""))
+        writes = total(per_repeat, "race_writes")
+        tail = f" of {fmt_num(writes)} walker stores" if writes else ""
+        return (f"the race check failed: {parts[0]}{tail}; {'; '.join(parts[1:])} (a lost store is a TLB "
+                f"flush that missed a walker's CPU; the kernel's report lines are in the run's phases.csv)")
+
+    def ops_note(self, run: "Run") -> Optional[str]:
+        """Why the counted operations differ from those asked for, when the workload knows
+        more than the phases' notes say (default: nothing to add)."""
+        return None
+
     def figures_line(self, figs: Sequence[Figures], run: "Run", s: "Scenario", race: str) -> Optional[str]:
         """The report's line of this workload's own figures (``figs``: one per repeat that
         has any; ``race``: the --race line, "" when it did not race). Default: the race

@@ -42,6 +42,27 @@ class CollapseSpec(WorkloadSpec):
     def model_what(self, s) -> str:
         return f"MADV_COLLAPSE: {s.ops} collapse{'s' if s.ops != 1 else ''}"
 
+    def ops_note(self, run):
+        """Collapses beyond the ranges asked for. thp_collapse_alloc (the count) counts
+        huge-page allocations: collapse_huge_page() (mm/khugepaged.c) allocates before it
+        isolates the pages, so an attempt that fails there is counted too. khugepaged is
+        not the cause when THP was set to ``never`` for the run (the driver does that, and
+        khugepaged does not scan then); a range refused and retried is (collapses_refused)."""
+        extra = run.ops - run.ops_expected
+        if extra <= 0:
+            return None
+        figs = [r.workload.workload_figures for r in run.repeats if r.workload]
+        refused = sum(f.get("collapses_refused", 0.0) for f in figs)
+        per = ", ".join(str(r.ops - r.ops_expected) for r in run.repeats)
+        if refused:
+            return (f"{extra} beyond those asked for ({per} per repeat): {refused:.0f} range(s) refused with "
+                    f"EAGAIN after the allocation and retried")
+        raced = run.job.get("race") is True
+        return (f"{extra} beyond those asked for ({per} per repeat): thp_collapse_alloc counts allocations; "
+                f"not khugepaged (THP was never for the run, so it does not scan) nor a refused range "
+                f"(0 refused){'; seen only with the walkers racing' if raced else ''}: the run does not "
+                f"record which attempt allocated them")
+
     def report_what(self, run, s) -> str:
         window = run.job.get("window")
         streamed = f", streamed {format_size(int(window))} at a time" if isinstance(window, int) else ""
