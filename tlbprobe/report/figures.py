@@ -120,6 +120,18 @@ def counted_in_kernel(run: Run) -> bool:
     return all_queued(run) and all(r.queued_by_counter for r in run.repeats)
 
 
+def emulated(run: Run) -> bool:
+    """Whether the run was measured in a QEMU TCG guest (run.yaml ``qemu.accel``, or host
+    facts that say TCG: the CPU model QEMU's TCG reports, a hypervisor recorded as tcg).
+    There the vCPUs take turns on the host's threads, so a time is the emulator's speed,
+    not the kernel's (vocab.py TIME)."""
+    qemu = run.run_yaml.get("qemu")
+    if isinstance(qemu, dict) and str(qemu.get("accel") or "").lower() == "tcg":
+        return True
+    host = run.host if isinstance(run.host, dict) else {}
+    return "TCG" in str(host.get("cpu_model") or "") or str(host.get("hypervisor") or "").lower() == "tcg"
+
+
 def is_traced(run: Run) -> bool:
     """Whether the run attributed IPIs with tracefs (attribution.csv is written only then)."""
     return run.job.get("trace") is not False and (run.path / "attribution.csv").exists()

@@ -137,6 +137,10 @@ def comparison_dict(c: Comparison) -> Dict[str, Any]:
             {
                 "key": f.key,
                 "label": f.label,
+                "kind": f.kind,
+                # why there is no test (report/compare.py: exact, emulated, few, noise, n=N, sd=0)
+                "untested": f.untested,
+                "emulated": f.emulated,
                 "base": spread_dict(f.base),
                 "other": spread_dict(f.other),
                 "change_pct": f.change_pct,
@@ -148,6 +152,8 @@ def comparison_dict(c: Comparison) -> Dict[str, Any]:
             }
             for f in c.figures
         ],
+        "emulated": c.emulated,
+        "notes": list(c.notes),
         "latency": [
             {"phase": r.phase, "role": r.role, "metric": r.metric, "base": r.base, "other": r.other}
             for r in c.latency

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from typing import List
 
 from ..ui.numbers import fmt_num, fmt_pct
@@ -11,6 +12,7 @@ from ..vocab import FLUSH_FUNCTION, SYNC_FUNCTION
 from .analyze import RunAnalysis
 from .compare import Comparison
 from .rows import (
+    MARKS,
     comparison_rows,
     host_line,
     kernel_line,
@@ -148,12 +150,14 @@ def _cpu_cells(r) -> tuple:
 
 def comparison_lines(c: Comparison) -> List[str]:
     a, b = c.base, c.other
-    out = [f"{b.label} against {a.label}: {b.run.name} vs {a.run.name}"
-           f"  (mean ±95% CI; * = Welch p<0.05 and [min,max] ranges do not overlap; ? = too few repeats)"]
+    out = [f"{b.label} against {a.label}: {b.run.name} vs {a.run.name}"]
     out += [f"  WARNING: {w}" for w in c.warnings]
-    head = ("figure", f"{a.label} {a.run.name}", f"{b.label} {b.run.name}", "change", "p", "")
+    head = ("figure, per repeat", f"{a.label} {a.run.name}", f"{b.label} {b.run.name}", "change", "p", "")
     body = comparison_rows(c)
     out.extend("  " + line for line in table_lines(head, body, "lrrrrl"))
+    out.extend("  " + line for line in textwrap.wrap(MARKS, 96))
+    for n in c.notes:
+        out.extend(textwrap.wrap(f"note: {n}", 96, initial_indent="  ", subsequent_indent="    "))
     if c.latency:
         out.append("  latency, us (driver CPU; worst other CPU):")
         lhead = ("phase", "CPU", "percentile", a.label, b.label, "change")
