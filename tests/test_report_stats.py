@@ -256,3 +256,24 @@ def test_the_table_says_it_is_per_repeat():
     report = build_report([str(RUNS / "tcg-baseline-collapse-1G"), str(RUNS / "tcg-patched-collapse-1G")])
     assert _table(render_lkml.render(report))[0].startswith("per repeat")
     assert "figure, per repeat" in render_text.render(report)
+
+
+def test_an_emulated_latency_gets_no_change(tmp_path):
+    """cyclictest's wake-up latency in a TCG guest is a time too: no change given."""
+    def spec(seed):
+        s = _timed("tcg", 2.0)
+        s.latency, s.seed = True, seed
+        return s
+    report = _pair(tmp_path, spec(1), spec(2))
+    assert report.comparisons[0].latency
+    for text in (render_text.render(report), render_lkml.render(report)):
+        rows = [line for line in text.splitlines() if line.strip().startswith(("idle", "workload"))
+                and ("p99" in line or "max" in line)]
+        assert rows and all("%" not in line and "emulated" in line for line in rows), rows
+
+
+def test_no_fractional_count_in_the_run_facts():
+    report = build_report([str(RUNS / "tcg64-baseline-collapse-12G-traced")])
+    text = render_text.render(report)
+    background = next(line for line in text.splitlines() if line.strip().startswith("background"))
+    assert not re.search(r"\d\.\d+ subtracted", background), background

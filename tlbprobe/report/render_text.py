@@ -66,7 +66,7 @@ def run_lines(a: RunAnalysis) -> List[str]:
         field(name, text)
     bg = a.background_rate
     bg_total = sum(r.background_sync_ipis for r in run.repeats)
-    field("background", f"{fmt_num(bg_total, 1)} subtracted"
+    field("background", f"{fmt_num(bg_total)} subtracted"
           + (f"; idle rate {fmt_num(bg.median, 2)}/s on the other CPUs" if bg else ""))
     exp = pred.sync_ipis
     field("model", f"{fmt_num(exp.value, 0) if exp.value is not None else 'no single answer'}: {exp.why}")
@@ -163,7 +163,8 @@ def comparison_lines(c: Comparison) -> List[str]:
         lhead = ("phase", "CPU", "percentile", a.label, b.label, "change")
         lbody = []
         for r in c.latency:
-            change = fmt_pct((r.other - r.base) / r.base * 100) if r.base and r.other is not None else "-"
+            change = ("emulated" if c.emulated else  # a TCG guest's latency is the emulator's
+                      fmt_pct((r.other - r.base) / r.base * 100) if r.base and r.other is not None else "-")
             lbody.append((r.phase, r.role, r.metric.replace("_us", ""), fmt_num(r.base, 1), fmt_num(r.other, 1), change))
         out.extend("    " + line for line in table_lines(lhead, lbody, "lllrrr"))
     return out
