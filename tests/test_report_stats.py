@@ -277,3 +277,17 @@ def test_no_fractional_count_in_the_run_facts():
     text = render_text.render(report)
     background = next(line for line in text.splitlines() if line.strip().startswith("background"))
     assert not re.search(r"\d\.\d+ subtracted", background), background
+
+
+def test_a_counts_interval_is_cut_at_zero_in_the_json(tmp_path):
+    report = _pair(tmp_path, RunSpec(repeats=3, seed=1), RunSpec(repeats=3, sync_per_op=0.0, background_rate=5.0,
+                                                                 seed=3))
+    data = json.loads(render_json.render(report))
+    for run in data["runs"]:
+        for key in ("sync_ipis", "cal_other_cpus", "tlb_other_cpus", "ops"):
+            ci = (run["stats"].get(key) or {}).get("ci95")
+            assert ci is None or min(ci) >= 0, (key, ci)
+    for f in data["comparisons"][0]["figures"]:
+        if f["kind"] in ("count", "exact"):
+            for side in ("base", "other"):
+                assert f[side]["ci95"] is None or min(f[side]["ci95"]) >= 0

@@ -12,10 +12,11 @@ import json
 import math
 from typing import Any, Dict, Optional
 
+from ..vocab import COUNT, EXACT, RATE
 from . import Report, views
 from .analyze import RunAnalysis
 from .figures import all_queued
-from .compare import Comparison
+from .compare import Comparison, figures_for
 from .rows import per_cpu_rows
 from .stats import Spread
 
@@ -102,7 +103,7 @@ def run_dict(a: RunAnalysis) -> Dict[str, Any]:
         },
         "attributed": attributed,
         "queued": queued,
-        "stats": {k: spread_dict(s) for k, s in a.stats.items()},
+        "stats": {k: spread_dict(s, _kinds(a).get(k, RATE)) for k, s in a.stats.items()},
         "per_repeat": a.per_repeat,
         "per_cpu": {
             str(r.cpu): {"role": r.role, "cal": r.cal, "tlb": r.tlb, "sync_raw": r.sync_raw,
@@ -120,11 +121,19 @@ def _shown_estimate(v) -> Optional[float]:
     return None if raw is None else max(raw, 0.0)
 
 
-def spread_dict(s: Optional[Spread]) -> Optional[Dict[str, Any]]:
+def _kinds(a: RunAnalysis) -> Dict[str, str]:
+    """Each compared figure's kind (report/compare.py figures_for), by its key."""
+    return {f.key: f.kind for f in figures_for(a)}
+
+
+def spread_dict(s: Optional[Spread], kind: str = RATE) -> Optional[Dict[str, Any]]:
+    """A spread; a count's 95% interval is cut at 0 (a count is never negative)."""
     if s is None:
         return None
-    return {"n": s.n, "mean": s.mean, "median": s.median, "min": s.min, "max": s.max, "sd": s.sd,
-            "ci95": list(s.ci95) if s.ci95 else None}
+    ci = list(s.ci95) if s.ci95 else None
+    if ci is not None and kind in (COUNT, EXACT):
+        ci = [max(ci[0], 0.0), max(ci[1], 0.0)]
+    return {"n": s.n, "mean": s.mean, "median": s.median, "min": s.min, "max": s.max, "sd": s.sd, "ci95": ci}
 
 
 def comparison_dict(c: Comparison) -> Dict[str, Any]:
@@ -141,8 +150,8 @@ def comparison_dict(c: Comparison) -> Dict[str, Any]:
                 # why there is no test (report/compare.py: exact, emulated, few, noise, n=N, sd=0)
                 "untested": f.untested,
                 "emulated": f.emulated,
-                "base": spread_dict(f.base),
-                "other": spread_dict(f.other),
+                "base": spread_dict(f.base, f.kind),
+                "other": spread_dict(f.other, f.kind),
                 "change_pct": f.change_pct,
                 "t": f.welch.t if f.welch else None,
                 "df": f.welch.df if f.welch else None,
