@@ -157,8 +157,7 @@ def _comparison(c: Comparison) -> List[str]:
     for n in c.notes:
         lines += [""] + textwrap.wrap(f"Note: {n}", WIDTH)
     if emulated:
-        lines += [""] + textwrap.wrap(EMULATED, WIDTH) + [""]
-        lines += table_lines(("emulator time", a.label, b.label), emulated, "lrr")
+        lines += ["", EMULATED] + table_lines(("", a.label, b.label), emulated, "lrr")
     if c.latency:
         lhead = ("latency, us", a.label, b.label, "change", "")
         lbody = []
@@ -174,10 +173,9 @@ def _comparison(c: Comparison) -> List[str]:
     return lines
 
 
-#: Why the emulated times stand apart (said once above their block).
-EMULATED = ("Emulator time, not the kernel's: made in a QEMU TCG guest, whose "
-            "vCPUs take turns on the host's threads, so a time measures the emulator. No change "
-            "is given; quote a host's run for these.")
+#: Why the emulated times stand apart: one line above their block.
+EMULATED = "Emulator time, not the kernel's (TCG vCPUs take turns on host threads):"
+
 
 #: The legend of the comparison table's marks (ASCII: report/rows.py MARKS is the others').
 LEGEND = ("Per repeat: the mean over the repeats, +-95% CI with 3 or more. "
@@ -200,7 +198,7 @@ def _single(a: RunAnalysis) -> List[str]:
     body.append(("model, per repeat", fmt_num(expected_per_repeat(a))))
     lines = table_lines(head, body, "lr")
     if times:
-        lines += [""] + textwrap.wrap(EMULATED, WIDTH) + [""] + table_lines(("emulator time", a.label), times, "lr")
+        lines += ["", EMULATED] + table_lines(("", a.label), times, "lr")
     return lines
 
 
