@@ -67,6 +67,10 @@ class RunSpec:
     cost: bool = False    # summary.json cost and cost.csv, as collect --cost writes them
     handler_ns: float = 1500.0  # --cost: one sync IPI's handler time on a receiving CPU
     victim: bool = False  # summary.json victim, as collect --victim writes it
+    #: run.yaml ``qemu`` section: the guest's accelerator ("tcg": an emulated run), None: no guest
+    qemu_accel: Optional[str] = None
+    #: the workload phase's duration per repeat, one per repeat (default: work_s each)
+    work_s_per_repeat: Optional[List[float]] = None
     seed: int = 0
     extra_job: Dict[str, Any] = field(default_factory=dict)
 
@@ -104,7 +108,8 @@ def make_run(base: Path, name: str, spec: Optional[RunSpec] = None, **kw: Any) -
     for r in range(done):
         phase_objs: Dict[str, Any] = {}
         idle_rate = 0.0
-        for phase, dur in (("idle", spec.idle_s), ("workload", spec.work_s)):
+        work_s = spec.work_s_per_repeat[r] if spec.work_s_per_repeat else spec.work_s
+        for phase, dur in (("idle", spec.idle_s), ("workload", work_s)):
             ops = spec.ops if phase == "workload" else 0
             cal: Dict[int, int] = {}
             tlb: Dict[int, int] = {}
@@ -264,6 +269,9 @@ def make_run(base: Path, name: str, spec: Optional[RunSpec] = None, **kw: Any) -
             "hz": 250,
         },
     }
+    if spec.qemu_accel is not None:
+        run_yaml["qemu"] = {"kernel": "/cache/kernels/0123456789abcdef/bzImage", "accel": spec.qemu_accel,
+                            "smp": spec.online_cpus, "memory": "4G"}
     if spec.complete:
         run_yaml["finished"] = "2026-11-26T12:00:40+00:00"
     (d / "run.yaml").write_text(yaml.safe_dump(run_yaml, sort_keys=False))

@@ -215,10 +215,56 @@ def test_guest_memory_comes_from_the_resolved_jobs_sizes(tmp_path):
     assert guest_memory_for_jobs([build_job({})]) == "4G"    # no size: the guest sizes its collapse to 4G
     assert guest_memory_for_jobs([j.job for j in resolve_jobs()]) == "4G"
     seed = seed_job("20G")
-    assert seed.args == sweep_job("20G") == ["--workload", "collapse", "--size", "20G", "--repeat", "1",
-                                             "--idle-seconds", "1", "--cpu", "0"]
-    assert (seed.name, seed.job.size, seed.job.repeat) == ("collapse-20G", 20 << 30, 1)
+    assert sweep_job("20G") == ["--workload", "collapse", "--size", "20G", "--repeat", "1",
+                                "--idle-seconds", "1", "--cpu", "0"]
+    assert (seed.name, seed.job.size, seed.job.repeat) == ("seed-20G", 20 << 30, 1)
     assert guest_memory_for_jobs([seed.job]) == "22G"
+    assert guest_memory_for_jobs([seed_job("12G").job]) == "14G"
+
+
+def test_repro_runs_the_seed_job_file_as_written():
+    """repro --smp N --size S runs workloads/seed-20G-64cpu.yaml (its 5 s idle window, its
+    one repeat), the size replaced; it used to run a job of its own (1 s idle windows)."""
+    from tlbprobe.workflows.repro import SEED_JOB, seed_job
+
+    seed = seed_job("12G")
+    path = Path(seed.args[1])
+    assert seed.args[0] == "--job" and path.is_absolute() and path.stem == SEED_JOB
+    assert seed.args[2:] == ["--size", "12G"]
+    written = build_job({}, str(path))
+    assert (seed.job.idle_seconds, seed.job.repeat, seed.job.cpu) == (written.idle_seconds, written.repeat,
+                                                                      written.cpu) == (5.0, 1, 0)
+    assert seed.job.size == 12 << 30
+
+
+def test_repro_repeat_replaces_every_jobs_repeat_and_nothing_else():
+    from tlbprobe.workflows.repro import resolve_jobs, seed_job, sweep_job
+
+    for j in resolve_jobs(["default", "khugepaged-fast"], repeat=4):
+        assert j.job.repeat == 4 and j.args[2:] == ["--repeat", "4"]
+        assert j.job.idle_seconds == build_job({}, j.args[1]).idle_seconds
+    assert seed_job("12G", 3).job.repeat == 3 and seed_job("12G", 3).args[-2:] == ["--repeat", "3"]
+    assert "--repeat 2" in " ".join(sweep_job("256M", 2))
+    with pytest.raises(InputError, match="repeat"):
+        resolve_jobs(["default"], repeat=0)
+
+
+def test_the_default_ab_jobs_run_at_least_three_repeats():
+    """The fewest repeats a significance test takes (report/compare.py MIN_REPEATS); the
+    seed's job may run fewer (a repeat takes minutes at 64 vCPUs), and the report then says n."""
+    from tlbprobe.report.compare import MIN_REPEATS
+    from tlbprobe.workflows.repro import resolve_jobs
+
+    for j in resolve_jobs():
+        assert j.job.repeat >= MIN_REPEATS, j.name
+
+
+def test_repro_help_offers_repeat_with_its_cost():
+    from tlbprobe.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if getattr(a, "choices", None) and "repro" in a.choices)
+    text = sub.choices["repro"].format_help()
+    assert "--repeat N" in text and "What a repeat costs" in text and "seed-20G-64cpu.yaml" in text
 
 
 def test_qemu_collect_with_a_job_file_sizes_the_guest_from_it(tmp_path, monkeypatch):

@@ -19,6 +19,20 @@ from typing import Dict, Tuple
 IDLE_PHASE = "idle"
 WORKLOAD_PHASE = "workload"
 
+#: What a compared figure is (report/compare.py FIGURES, the views' figures, a workload's
+#: WorkloadSpec.report_figures): it decides how the report writes, tests and words it.
+#: EXACT: counted, not sampled (traced calls, operations): exact integers, no spread, no test.
+#: COUNT: a noisy count (CAL, TLB, a CAL-TLB estimate): integers, never negative, spread and
+#: test, and no percent change on tiny counts. RATE: a ratio or a rate (per operation, per
+#: second). TIME: a duration (a time per operation, an initiator's wait, a handler's time,
+#: GUP-fast's time or throughput): under emulation (a QEMU TCG guest) it measures vCPUs taking
+#: turns on host threads, so it is never tested there nor shown as a saving.
+EXACT = "exact"
+COUNT = "count"
+RATE = "rate"
+TIME = "time"
+FIGURE_KINDS: Tuple[str, ...] = (EXACT, COUNT, RATE, TIME)
+
 #: The two kernels of an A/B: without and with the patch under test.
 KERNEL_VARIANTS: Tuple[str, ...] = ("baseline", "patched")
 

@@ -16,8 +16,9 @@ from .kernel import add_kernel_options, fragments_from_args, resolve_commits
 from .qemu import add_guest_options, check_host_memory, guest_memory_for_jobs, guest_spec_from_args
 
 EPILOG = """\
-Jobs are job files in workloads/ (edit them there). The default set (each with 2 repeats
-and a 2 s idle window, driver on CPU 0): collapse-1G, collapse-1G-threads (a touching
+Jobs are job files in workloads/ (edit them there), each run as it is written, idle
+windows included. The default set (each with 3 repeats, the fewest the report tests, and
+a 2 s idle window, driver on CPU 0): collapse-1G, collapse-1G-threads (a touching
 thread on every other vCPU: TLB shootdowns appear) and hugetlb-unshare-1G. --job picks
 others: khugepaged-fast (khugepaged's collapses with aggressive knobs), hugetlb-db-churn
 (a database's client sessions on a shared hugetlb segment), or a file of your own.
@@ -33,8 +34,17 @@ With --smp 4,16,64 (a list) it runs a sweep instead: one collapse (--size, defau
 256M) at each vCPU count on both kernels, and prints a table across N (sync IPIs per
 operation per other CPU, traced and CAL-TLB, the total CAL on the other CPUs, the
 model's figure, ms per operation) with a plot in OUT/sweep.png. With --smp N --size S
-it runs that one collapse: --smp 64 --size 20G is the seed's experiment (a guest of
-S + 2G; the host must have that plus 1G available).
+it runs the seed's job file, workloads/seed-20G-64cpu.yaml (one repeat, a 5 s idle
+window), with its size replaced by S: --smp 64 --size 20G is the seed's experiment (a
+guest of S + 2G; the host must have that plus 1G available).
+
+--repeat N replaces every job's repeat count. What a repeat costs under TCG on a 2-core
+host (per kernel, from the recorded runs in analysis/runs): collapse-1G about 4 s,
+collapse-1G-threads about 8-11 s, hugetlb-unshare-1G about 2 s (4 vCPUs): about 30 s
+for the default set on both kernels; the seed's job at --smp 64 --size 12G at most 5
+min on the baseline kernel and 2 min on the patched one (its recorded one-repeat runs,
+setup included; the collapses alone 107 s and 60 s), at 20G about 1.7 times that.
+With fewer than 3 repeats the report says n and tests nothing: --repeat 3 gives a test.
 
 examples:
   tlbprobe repro                          # our patch, Debian's linux-source
@@ -43,6 +53,7 @@ examples:
   tlbprobe repro --job default --job my-job.yaml
   tlbprobe repro --race                   # KASAN builds of both kernels, walkers racing collapse and unshare
   tlbprobe repro --smp 64 --size 12G      # the seed's shape, as large as 24 GiB allows
+  tlbprobe repro --smp 64 --size 12G --repeat 3   # the same with a test: up to 15 min more
   tlbprobe repro --patch 0001-a.patch --patch 0002-b.patch --source ~/linux
   tlbprobe repro --patch series.mbx       # b4 am / git format-patch --stdout output
   tlbprobe repro --source ~/linux --commits v6.12..my-series
@@ -62,6 +73,10 @@ def register(sub) -> None:
                    help="run this job in both guests instead of the default set (repeatable): a shipped job "
                         "(workloads/NAME.yaml, e.g. khugepaged-fast, hugetlb-db-churn) or your own job file; "
                         "'default' stands for the default set (" + ", ".join(DEFAULT_JOBS) + ")")
+    p.add_argument("--repeat", type=int, metavar="N",
+                   help="repeats of every job, replacing each job file's count (default: the file's; "
+                        "3 in the default set, 1 in the seed's job and a sweep's); the epilog says "
+                        "what a repeat costs")
     p.add_argument("--race", action="store_true",
                    help="the safety check: build the debug flavour of both kernels (--debug: KASAN, DEBUG_VM, "
                         "PAGE_TABLE_CHECK) and run the race jobs (collapse-race and hugetlb-db-race, or the --job ones) in "
@@ -106,13 +121,16 @@ def main(args: argparse.Namespace) -> int:
     kspec = KernelSpec(source=args.source, fragments=fragments_from_args(args))
     if args.jobs:
         kspec.jobs = args.jobs
+    if args.repeat is not None and not 1 <= args.repeat <= 1000:
+        raise InputError(f"--repeat {args.repeat}: give 1 to 1000 repeats")
     size = format_size(args.size) if args.size else None
     sweep = len(args.smp) > 1
     if not sweep and size and args.job_names:
         raise InputError("--size sizes the one collapse job of --smp N --size S; with --job the size is the job "
                          "file's: leave out one of them")
     # the jobs the guests run, resolved here (job files included): the largest sizes the guests
-    jobs = [seed_job(size or "256M")] if sweep else [seed_job(size)] if size else resolve_jobs(args.job_names)
+    jobs = ([seed_job(size or "256M", args.repeat)] if sweep else [seed_job(size, args.repeat)] if size
+            else resolve_jobs(args.job_names, args.repeat))
     memory = args.memory or guest_memory_for_jobs([j.job for j in jobs])
     check_host_memory(memory)
     # the kernel is filled in per variant by run_repro
@@ -122,7 +140,7 @@ def main(args: argparse.Namespace) -> int:
             raise InputError(f"{f}: its directory does not exist")
     if sweep:
         sw = run_sweep(kspec, guest, args.smp, size or "256M", out, patches=args.patch, status=terminal_status(),
-                       argv=getattr(args, "command_argv", ()))
+                       repeat=args.repeat, argv=getattr(args, "command_argv", ()))
         cases = [Case(f"smp{r.cpus}[{r.variant}]", r.verdict == "matches", f"{r.cpus} vCPUs, {r.variant}: {r.verdict}",
                       sw.table, sw.timings.get(f"smp{r.cpus}_{r.variant}_s", 0.0)) for r in sw.rows]
         write_results(args.junit, args.json_out, "tlbprobe repro sweep", cases,

@@ -21,7 +21,7 @@ def per_repeat_figures(run: Run) -> Dict[str, List[float]]:
     out: Dict[str, List[float]] = {
         "ops": [],
         "sync_ipis": [],
-        "sync_ipis_estimate": [],
+        "sync_ipis_estimate_raw": [],
         "sync_per_op_per_cpu": [],
         "cal_other_cpus": [],
         "tlb_other_cpus": [],
@@ -33,10 +33,10 @@ def per_repeat_figures(run: Run) -> Dict[str, List[float]]:
     for r in run.repeats:
         out["ops"].append(r.ops)
         # A background estimate larger than the raw count is no negative IPI count: the
-        # figure shows 0 (JSON keeps the raw estimate under sync_ipis_estimate).
+        # figure shows 0 (JSON keeps the raw estimate under sync_ipis_estimate_raw).
         shown = max(r.sync_ipis_measured, 0.0)
         out["sync_ipis"].append(shown)
-        out["sync_ipis_estimate"].append(r.sync_ipis_measured)
+        out["sync_ipis_estimate_raw"].append(r.sync_ipis_measured)
         if r.ops:
             out["sync_per_op_per_cpu"].append(shown / (r.ops * n_other))
         out["cal_other_cpus"].append(r.cal_other_cpus)
@@ -118,6 +118,18 @@ def ring_lost(run: Run) -> bool:
 def counted_in_kernel(run: Run) -> bool:
     """Whether every repeat's sync count came from the perf counter (tlbprobe/measure/perfcount.py)."""
     return all_queued(run) and all(r.queued_by_counter for r in run.repeats)
+
+
+def emulated(run: Run) -> bool:
+    """Whether the run was measured in a QEMU TCG guest (run.yaml ``qemu.accel``, or host
+    facts that say TCG: the CPU model QEMU's TCG reports, a hypervisor recorded as tcg).
+    There the vCPUs take turns on the host's threads, so a time is the emulator's speed,
+    not the kernel's (vocab.py TIME)."""
+    qemu = run.run_yaml.get("qemu")
+    if isinstance(qemu, dict) and str(qemu.get("accel") or "").lower() == "tcg":
+        return True
+    host = run.host if isinstance(run.host, dict) else {}
+    return "TCG" in str(host.get("cpu_model") or "") or str(host.get("hypervisor") or "").lower() == "tcg"
 
 
 def is_traced(run: Run) -> bool:

@@ -17,6 +17,7 @@ from .compare import Comparison
 from .render_text import verdict_text
 from .rows import (
     PER_CPU_HEADERS,
+    MARKS,
     comparison_rows,
     host_line,
     kernel_line,
@@ -94,10 +95,9 @@ def comparison_html(c: Comparison) -> str:
     rows = comparison_rows(c)
     out = [f"<h2>{html.escape(b.label)} {html.escape(b.run.name)} against {html.escape(a.label)} "
            f"{html.escape(a.run.name)}</h2>",
-           _table(("figure", f"{a.label} {a.variant.value or a.run.name}", f"{b.label} {b.variant.value or b.run.name}",
+           _table(("figure, per repeat", f"{a.label} {a.variant.value or a.run.name}", f"{b.label} {b.variant.value or b.run.name}",
                    "change", "p", ""), rows, "lrrrrl"),
-           "<p>Mean ±95% CI over repeats. * Welch's t-test p&lt;0.05 and [min,max] ranges do not overlap; "
-           "? too few repeats to test.</p>"]
+           f"<p>{html.escape(MARKS)}</p>", *(f"<p>Note: {html.escape(n)}</p>" for n in c.notes)]
     out[1:1] = [f"<p><b>Warning:</b> {html.escape(w)}</p>" for w in c.warnings]
     if c.latency:
         out.append("<h3>Latency, µs</h3>" + _table(("phase", "CPU", "percentile", a.label, b.label),

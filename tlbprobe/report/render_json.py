@@ -1,7 +1,8 @@
 """Machine-readable report: every run with its prediction and verdict, and the comparisons.
 
-Key names follow summary.json where they mean the same thing (``ops``,
-``sync_ipis_measured``, ``attributed``, ``queued``: null for runs without it) and the
+Key names follow summary.json where they mean the same thing (``ops``, ``attributed``,
+``queued``: null for runs without it; ``sync_ipis_measured`` is the shown estimate, never
+below 0, the raw one is ``sync_ipis_estimate_raw``) and the
 model's JSON where they are predictions (``sync_ipis_expected``, ``sync_broadcasts_expected``).
 """
 
@@ -11,10 +12,11 @@ import json
 import math
 from typing import Any, Dict, Optional
 
+from ..vocab import COUNT, EXACT, RATE
 from . import Report, views
 from .analyze import RunAnalysis
 from .figures import all_queued
-from .compare import Comparison
+from .compare import Comparison, figures_for
 from .rows import per_cpu_rows, prov
 from .stats import Spread
 
@@ -74,10 +76,12 @@ def run_dict(a: RunAnalysis) -> Dict[str, Any]:
         **views.json_parts(a, "figures"),  # summary.json cost, victim (report/views/)
         **({"workload_figures": [r.workload.workload_figures for r in run.repeats if r.workload]}
            if any(r.workload and r.workload.workload_figures for r in run.repeats) else {}),
-        "sync_ipis_measured": v.estimate if v.estimate is not None else v.measured,
-        # what the text shows (never below 0) and the interval a CAL-only verdict rests on
-        "sync_ipis_shown": v.measured if v.basis == "traced" else (
-            max(v.estimate, 0.0) if v.estimate is not None else v.measured),
+        # the CAL-TLB estimate as the text shows it (never below 0), the raw estimate beside
+        # it (below 0 when the idle background exceeded the count: doc/run-format.md), and
+        # the interval a CAL-only verdict rests on
+        "sync_ipis_measured": _shown_estimate(v),
+        "sync_ipis_estimate_raw": v.estimate if v.estimate is not None else v.measured,
+        "sync_ipis_shown": v.measured if v.basis == "traced" else _shown_estimate(v),
         "sync_ipis_bounds": ({"low": v.bounds.low, "high": v.bounds.high, "raw_cal_minus_tlb": v.bounds.raw,
                               "background": v.bounds.background, "background_max": v.bounds.background_max}
                              if v.bounds is not None else None),
@@ -101,7 +105,7 @@ def run_dict(a: RunAnalysis) -> Dict[str, Any]:
         },
         "attributed": attributed,
         "queued": queued,
-        "stats": {k: spread_dict(s) for k, s in a.stats.items()},
+        "stats": {k: spread_dict(s, _kinds(a).get(k, RATE)) for k, s in a.stats.items()},
         "per_repeat": a.per_repeat,
         "per_cpu": {
             str(r.cpu): {"role": r.role, "cal": r.cal, "tlb": r.tlb, "sync_raw": r.sync_raw,
@@ -114,11 +118,24 @@ def run_dict(a: RunAnalysis) -> Dict[str, Any]:
     }
 
 
-def spread_dict(s: Optional[Spread]) -> Optional[Dict[str, Any]]:
+def _shown_estimate(v) -> Optional[float]:
+    raw = v.estimate if v.estimate is not None else v.measured
+    return None if raw is None else max(raw, 0.0)
+
+
+def _kinds(a: RunAnalysis) -> Dict[str, str]:
+    """Each compared figure's kind (report/compare.py figures_for), by its key."""
+    return {f.key: f.kind for f in figures_for(a)}
+
+
+def spread_dict(s: Optional[Spread], kind: str = RATE) -> Optional[Dict[str, Any]]:
+    """A spread; a count's 95% interval is cut at 0 (a count is never negative)."""
     if s is None:
         return None
-    return {"n": s.n, "mean": s.mean, "median": s.median, "min": s.min, "max": s.max, "sd": s.sd,
-            "ci95": list(s.ci95) if s.ci95 else None}
+    ci = list(s.ci95) if s.ci95 else None
+    if ci is not None and kind in (COUNT, EXACT):
+        ci = [max(ci[0], 0.0), max(ci[1], 0.0)]
+    return {"n": s.n, "mean": s.mean, "median": s.median, "min": s.min, "max": s.max, "sd": s.sd, "ci95": ci}
 
 
 def comparison_dict(c: Comparison) -> Dict[str, Any]:
@@ -131,8 +148,12 @@ def comparison_dict(c: Comparison) -> Dict[str, Any]:
             {
                 "key": f.key,
                 "label": f.label,
-                "base": spread_dict(f.base),
-                "other": spread_dict(f.other),
+                "kind": f.kind,
+                # why there is no test (report/compare.py: exact, emulated, few, noise, n=N, sd=0)
+                "untested": f.untested,
+                "emulated": f.emulated,
+                "base": spread_dict(f.base, f.kind),
+                "other": spread_dict(f.other, f.kind),
                 "change_pct": f.change_pct,
                 "t": f.welch.t if f.welch else None,
                 "df": f.welch.df if f.welch else None,
@@ -142,6 +163,8 @@ def comparison_dict(c: Comparison) -> Dict[str, Any]:
             }
             for f in c.figures
         ],
+        "emulated": c.emulated,
+        "notes": list(c.notes),
         "latency": [
             {"phase": r.phase, "role": r.role, "metric": r.metric, "base": r.base, "other": r.other}
             for r in c.latency

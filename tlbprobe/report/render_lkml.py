@@ -12,10 +12,11 @@ from typing import List, Sequence
 
 from ..ui.numbers import fmt_num, fmt_pct
 from ..ui.tables import table_lines, wrap_command
-from ..vocab import SYNC_FUNCTION
+from ..vocab import SYNC_FUNCTION, TIME
 from . import Report, views
 from .analyze import RunAnalysis
 from .compare import Comparison, figures_for
+from .figures import emulated
 from .rows import (
     expected_per_repeat,
     fmt_mean_ci,
@@ -75,9 +76,9 @@ def render(report: Report) -> str:
                     "the worst other CPU; no test. " if any(c.latency for c in report.comparisons) else "")
     lines += textwrap.wrap(
         latency_note +
-        "Mean +-95% CI over the repeats (mean alone with fewer than 3). "
-        "* marks a change with Welch's t-test p<0.05 whose [min,max] ranges "
-        "do not overlap; ? too few repeats to test. Sync IPIs are CAL minus "
+        (LEGEND + " " if report.comparisons else "Per repeat: the mean over the repeats, +-95% CI with 3 "
+         "or more. ") +
+        "Sync IPIs are CAL minus "
         "TLB on the CPUs other than the one running the workload, less the idle background; "
         "traced sync calls count tlb_remove_table_smp_sync for those CPUs "
         "with tracefs, so they do not depend on the background.",
@@ -177,27 +178,37 @@ def _reproduce(report: Report) -> List[str]:
 
 
 def _comparison(c: Comparison) -> List[str]:
+    """The per-repeat table of a comparison; a time measured under emulation is left out of
+    it and set in a block of its own, labelled as the emulator's (report/compare.py)."""
     a, b = c.base, c.other
-    head = ("", f"{a.label} {a.variant.value or a.run.name}"[:18], f"{b.label} {b.variant.value or b.run.name}"[:18],
-            "change", "")
-    body = []
+    head = ("per repeat", f"{a.label} {a.variant.value or a.run.name}"[:18],
+            f"{b.label} {b.variant.value or b.run.name}"[:18], "change", "")
+    body, emulated = [], []
     for f in c.figures:
         if f.key in ("background_rate",):
             continue
-        body.append((_short(f.label), fmt_mean_ci(f.base, f.digits), fmt_mean_ci(f.other, f.digits),
-                     fmt_pct(f.change_pct), f.mark))
-    body.append(("model, per repeat", fmt_num(expected_per_repeat(a), 1), fmt_num(expected_per_repeat(b), 1),
+        cells = (_short(f.label), fmt_mean_ci(f.base, f.digits, f.kind), fmt_mean_ci(f.other, f.digits, f.kind))
+        if f.emulated:
+            emulated.append(cells)
+            continue
+        body.append(cells + (fmt_pct(f.change_pct), f.mark))
+    body.append(("model, per repeat", fmt_num(expected_per_repeat(a)), fmt_num(expected_per_repeat(b)),
                   "", ""))
     lines = _table(head, body, "lrrrl")
     for w in c.warnings:
         lines = textwrap.wrap(f"WARNING: {w}", WIDTH) + [""] + lines
+    for n in c.notes:
+        lines += [""] + textwrap.wrap(f"Note: {n}", WIDTH)
+    if emulated:
+        lines += ["", EMULATED] + _table(("", a.label, b.label), emulated, "lrr")
     if c.latency:
         lhead = ("latency, us", a.label, b.label, "change", "")
         lbody = []
         for r in c.latency:
             if r.metric not in ("p99_us", "max_us"):
                 continue
-            change = fmt_pct((r.other - r.base) / r.base * 100) if r.base and r.other is not None else "-"
+            change = ("emulated" if c.emulated else
+                      fmt_pct((r.other - r.base) / r.base * 100) if r.base and r.other is not None else "-")
             role = {"driver": "op CPU"}.get(r.role, r.role)  # the CPU running the operation
             lbody.append((f"{r.phase} {role} {r.metric.replace('_us', '')}", fmt_num(r.base, 1),
                           fmt_num(r.other, 1), change, ""))
@@ -206,12 +217,33 @@ def _comparison(c: Comparison) -> List[str]:
     return lines
 
 
+#: Why the emulated times stand apart: one line above their block.
+EMULATED = "Emulator time, not the kernel's (TCG vCPUs take turns on host threads):"
+
+
+#: The legend of the comparison table's marks (ASCII: report/rows.py MARKS is the others').
+LEGEND = ("Per repeat: the mean over the repeats, +-95% CI with 3 or more. "
+          "* marks a change with Welch's t-test p<0.05 whose [min,max] ranges "
+          "do not overlap; no mark: tested, inside the noise. Untested: n=N, fewer "
+          "than 3 repeats on a side (--repeat 3 or more gives a test); sd=0, neither side "
+          "varies; exact, counted not sampled; few, counts under 10 on both sides, "
+          "no change given; noise, a change within the counts' Poisson noise (2 sigma), "
+          "no change given. A count's change from a baseline under 10 is not given in percent.")
+
+
 def _single(a: RunAnalysis) -> List[str]:
-    head = ("", f"{a.label} {a.variant.value or a.run.name}"[:18])
-    body = [(_short(label), fmt_mean_ci(a.stats.get(key), digits))
-            for key, label, _unit, digits in figures_for(a) if key in a.stats and key != "background_rate"]
-    body.append(("model, per repeat", fmt_num(expected_per_repeat(a), 1)))
-    return _table(head, body, "lr")
+    head = ("per repeat", f"{a.label} {a.variant.value or a.run.name}"[:18])
+    body, times = [], []
+    for f in figures_for(a):
+        if f.key not in a.stats or f.key == "background_rate":
+            continue
+        cells = (_short(f.label), fmt_mean_ci(a.stats.get(f.key), f.digits, f.kind))
+        (times if f.kind == TIME and emulated(a.run) else body).append(cells)
+    body.append(("model, per repeat", fmt_num(expected_per_repeat(a))))
+    lines = _table(head, body, "lr")
+    if times:
+        lines += ["", EMULATED] + _table(("", a.label), times, "lr")
+    return lines
 
 
 def _model(runs: Sequence[RunAnalysis]) -> List[str]:

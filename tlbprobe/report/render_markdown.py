@@ -11,6 +11,7 @@ from .compare import Comparison
 from .render_text import verdict_text
 from .rows import (
     PER_CPU_HEADERS,
+    MARKS,
     comparison_rows,
     host_line,
     kernel_line,
@@ -65,10 +66,9 @@ def comparison_md(c: Comparison) -> List[str]:
     out = [f"## {b.label} `{b.run.name}` against {a.label} `{a.run.name}`", ""]
     out += [f"**Warning:** {w}" for w in c.warnings] + ([""] if c.warnings else [])
     rows = comparison_rows(c)
-    out += table(("figure", f"{a.label} {a.variant.value or a.run.name}", f"{b.label} {b.variant.value or b.run.name}",
+    out += table(("figure, per repeat", f"{a.label} {a.variant.value or a.run.name}", f"{b.label} {b.variant.value or b.run.name}",
                   "change", "p", ""), rows, "lrrrrl")
-    out += ["", "Mean ±95% CI over repeats. `*`: Welch's t-test p<0.05 and [min,max] ranges do not overlap; "
-            "`?`: too few repeats to test.", ""]
+    out += ["", MARKS, ""] + [f"Note: {n}" for n in c.notes] + ([""] if c.notes else [])
     if c.latency:
         out += ["Latency (µs; driver CPU, and the worst of the other CPUs):", ""]
         out += table(("phase", "CPU", "percentile", a.label, b.label), latency_comparison_rows(c), "lllrr") + [""]

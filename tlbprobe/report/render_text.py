@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from typing import List
 
 from ..ui.numbers import fmt_num, fmt_pct
@@ -11,6 +12,7 @@ from ..vocab import FLUSH_FUNCTION, SYNC_FUNCTION
 from .analyze import RunAnalysis
 from .compare import Comparison
 from .rows import (
+    MARKS,
     comparison_rows,
     host_line,
     kernel_line,
@@ -71,7 +73,7 @@ def run_lines(a: RunAnalysis) -> List[str]:
         field(name, text)
     bg = a.background_rate
     bg_total = sum(r.background_sync_ipis for r in run.repeats)
-    field("background", f"{fmt_num(bg_total, 1)} subtracted"
+    field("background", f"{fmt_num(bg_total)} subtracted"
           + (f"; idle rate {fmt_num(bg.median, 2)}/s on the other CPUs" if bg else ""))
     exp = pred.sync_ipis
     field("model", f"{fmt_num(exp.value, 0) if exp.value is not None else 'no single answer'}: {exp.why}")
@@ -158,18 +160,21 @@ def _cpu_cells(r) -> tuple:
 
 def comparison_lines(c: Comparison) -> List[str]:
     a, b = c.base, c.other
-    out = [f"{b.label} against {a.label}: {b.run.name} vs {a.run.name}"
-           f"  (mean ±95% CI; * = Welch p<0.05 and [min,max] ranges do not overlap; ? = too few repeats)"]
+    out = [f"{b.label} against {a.label}: {b.run.name} vs {a.run.name}"]
     out += [f"  WARNING: {w}" for w in c.warnings]
-    head = ("figure", f"{a.label} {a.run.name}", f"{b.label} {b.run.name}", "change", "p", "")
+    head = ("figure, per repeat", f"{a.label} {a.run.name}", f"{b.label} {b.run.name}", "change", "p", "")
     body = comparison_rows(c)
     out.extend("  " + line for line in table_lines(head, body, "lrrrrl"))
+    out.extend("  " + line for line in textwrap.wrap(MARKS, 96))
+    for n in c.notes:
+        out.extend(textwrap.wrap(f"note: {n}", 96, initial_indent="  ", subsequent_indent="    "))
     if c.latency:
         out.append("  latency, us (driver CPU; worst other CPU):")
         lhead = ("phase", "CPU", "percentile", a.label, b.label, "change")
         lbody = []
         for r in c.latency:
-            change = fmt_pct((r.other - r.base) / r.base * 100) if r.base and r.other is not None else "-"
+            change = ("emulated" if c.emulated else  # a TCG guest's latency is the emulator's
+                      fmt_pct((r.other - r.base) / r.base * 100) if r.base and r.other is not None else "-")
             lbody.append((r.phase, r.role, r.metric.replace("_us", ""), fmt_num(r.base, 1), fmt_num(r.other, 1), change))
         out.extend("    " + line for line in table_lines(lhead, lbody, "lllrrr"))
     return out

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import List, Mapping, Optional, Sequence, Tuple
 
 from ..ui.numbers import fmt_num, fmt_p, fmt_pct
-from ..vocab import SYNC_FUNCTION
+from ..vocab import COUNT, EXACT, RATE, SYNC_FUNCTION
 from .analyze import RunAnalysis
 from .figures import all_queued, counted_in_kernel
 from .stats import Spread
@@ -66,26 +66,45 @@ def shown_sync(v) -> str:
     "0 (below background, at most X)", X being the raw CAL-TLB."""
     if v.below_background and v.bounds is not None:
         return f"0 (below background, at most {fmt_num(v.bounds.high)})"
-    return fmt_num(v.measured, 1)
+    return fmt_num(None if v.measured is None else max(v.measured, 0.0))
 
 
-def fmt_mean_ci(s: Optional[Spread], digits: int) -> str:
-    """'mean ±half-CI' with 3+ repeats, else the mean alone."""
+def fmt_mean_ci(s: Optional[Spread], digits: int, kind: str = RATE) -> str:
+    """A figure of the comparison table as its kind (vocab.py FIGURE_KINDS) is written:
+    an exact count as the integer it is (its range "min..max" where repeats differ), no
+    spread; a noisy count as an integer mean, "±half-CI" with 3+ repeats, never below 0;
+    a rate or a time as 'mean ±half-CI' with ``digits`` decimals (the mean alone with
+    fewer than 3 repeats)."""
     if s is None:
         return "-"
+    if kind == EXACT:
+        return fmt_num(s.min) if s.min == s.max else f"{fmt_num(s.min)}..{fmt_num(s.max)}"
+    if kind == COUNT:
+        digits = 0
+    mean = max(s.mean, 0.0) if kind == COUNT else s.mean
     if s.ci_half is not None and s.ci_half > 0:
-        return f"{fmt_num(s.mean, digits)} ±{fmt_num(s.ci_half, digits)}"
-    return fmt_num(s.mean, digits)
+        return f"{fmt_num(mean, digits)} ±{fmt_num(s.ci_half, digits)}"
+    return fmt_num(mean, digits)
 
 
-def fmt_spread(s: Optional[Spread], digits: int) -> str:
-    """'median [min..max]' plus the 95% CI of the mean where there is one."""
+def fmt_spread(s: Optional[Spread], digits: int, kind: str = RATE) -> str:
+    """'median [min..max]' plus the 95% CI of the mean where there is one; a count's
+    interval is cut at 0 (a count is never negative)."""
     if s is None:
         return "-"
-    out = f"median {fmt_num(s.median, digits)} [{fmt_num(s.min, digits)}..{fmt_num(s.max, digits)}]"
+    low = (lambda v: max(v, 0.0)) if kind in (COUNT, EXACT) else (lambda v: v)  # noqa: E731
+    out = f"median {fmt_num(s.median, digits)} [{fmt_num(low(s.min), digits)}..{fmt_num(s.max, digits)}]"
     if s.ci95 is not None:
-        out += f", 95% CI {fmt_num(s.ci95[0], digits)}..{fmt_num(s.ci95[1], digits)}"
+        out += f", 95% CI {fmt_num(low(s.ci95[0]), digits)}..{fmt_num(low(s.ci95[1]), digits)}"
     return out
+
+
+def change_cell(f) -> str:
+    """The change column of a comparison row: the percent change, or why none is given
+    (an emulated time; counts too small or within their noise)."""
+    if f.emulated:
+        return "emulated"
+    return fmt_pct(f.change_pct)
 
 
 def workload_line(a: RunAnalysis) -> str:
@@ -168,18 +187,30 @@ def provenance_warnings(runs: Sequence[RunAnalysis]) -> List[str]:
 
 
 def comparison_rows(c) -> List[Tuple[str, ...]]:
-    """The rows every renderer shows for a comparison: each figure with its change and
-    significance, then the model's expectation and the verdicts."""
+    """The rows every renderer shows for a comparison: each figure per repeat (the mean
+    over the repeats, as its kind is written) with its change and test or why it has none,
+    then the model's expectation per repeat and the verdicts."""
     a, b = c.base, c.other
     rows: List[Tuple[str, ...]] = [
-        (f.label, fmt_mean_ci(f.base, f.digits), fmt_mean_ci(f.other, f.digits), fmt_pct(f.change_pct),
-         fmt_p(f.welch.p if f.welch else None), f.mark)
+        (f.label, fmt_mean_ci(f.base, f.digits, f.kind), fmt_mean_ci(f.other, f.digits, f.kind), change_cell(f),
+         fmt_p(f.welch.p if f.welch else None), "" if f.emulated else f.mark)
         for f in c.figures
     ]
-    rows.append(("model, per repeat", fmt_num(expected_per_repeat(a), 1), fmt_num(expected_per_repeat(b), 1),
+    rows.append(("model, per repeat", fmt_num(expected_per_repeat(a)), fmt_num(expected_per_repeat(b)),
                  "", "", ""))
     rows.append(("verdict", a.verdict.status, b.verdict.status, "", "", ""))
     return rows
+
+
+#: The marks of the comparison table, explained once under it (every renderer).
+MARKS = ("per repeat: the mean over the repeats, ±95% CI with 3 or more. "
+         "* marks a change with Welch's t-test p<0.05 whose [min,max] ranges do not overlap; "
+         "no mark: tested, inside the noise. Untested: n=N, fewer than 3 repeats on a side "
+         "(collect or repro --repeat 3 gives a test); sd=0, neither side varies; exact, "
+         "counted not sampled; few, counts under 10 on both sides; noise, a change within "
+         "the counts' Poisson noise (2 sigma); no percent change of a count from a baseline under 10. "
+         "Emulated: a time measured in a QEMU TCG guest, the emulator's, not the kernel's: "
+         "no change given, no test.")
 
 
 def measured_lines(a) -> List[Tuple[str, str]]:
@@ -196,11 +227,12 @@ def measured_lines(a) -> List[Tuple[str, str]]:
             lines.append(("measured", f"traced tlb_remove_table_smp_sync calls {fmt_num(v.measured)} in total{how}, "
                                       f"{fmt_num(received)} of them arrived as IPIs"))
         else:
-            lines.append(("measured", f"traced tlb_remove_table_smp_sync IPIs {fmt_num(v.measured, 1)} in total"))
-        lines.append(("", f"CAL-TLB estimate {fmt_num(max(estimate, 0.0), 1)} in total; per repeat {fmt_spread(sync, 1)}"))
+            lines.append(("measured", f"traced tlb_remove_table_smp_sync IPIs {fmt_num(v.measured)} in total"))
+        lines.append(("", f"CAL-TLB estimate {fmt_num(max(estimate, 0.0))} in total; "
+                          f"per repeat {fmt_spread(sync, 0, COUNT)}"))
     else:
         lines.append(("measured", f"sync IPIs (CAL-TLB) {shown_sync(v)} in total; "
-                                  f"per repeat {fmt_spread(sync, 1)}"))
+                                  f"per repeat {fmt_spread(sync, 0, COUNT)}"))
         if v.bounds is not None:
             lines.append(("", f"between {fmt_num(v.bounds.low)} and {fmt_num(v.bounds.high)}: {v.bounds.method()}"))
     per_op = a.stats.get("sync_per_op_per_cpu")

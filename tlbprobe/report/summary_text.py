@@ -76,8 +76,8 @@ def render_summary(summary: Dict[str, Any], path: Path) -> str:
         measured = summary["sync_ipis_measured"]
         raw = summary["cal_other_cpus"] - summary["tlb_other_cpus"]
         lines.append(
-            f"sync IPIs (CAL - TLB - background {summary['background_sync_ipis']:.1f}): " +
-            (f"0 (below background, at most {raw})" if measured < 0 else f"{measured:.1f}") +
+            f"sync IPIs (CAL - TLB - background {summary['background_sync_ipis']:,.0f}): " +
+            (f"0 (below background, at most {raw})" if measured < 0 else f"{measured:,.0f}") +
             (f" = {max(ratio, 0.0):.3f} per {unit.rstrip('s')} per other CPU" if ratio is not None else ""))
         lines.append(per_cpu_line("CAL per CPU", _sum_per_cpu(work, "cal_per_cpu", others)))
         lines.append(per_cpu_line("TLB per CPU", _sum_per_cpu(work, "tlb_per_cpu", others)))

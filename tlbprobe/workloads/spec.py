@@ -30,6 +30,7 @@ from ..errors import InputError
 from ..units import format_size
 from ..ui.numbers import fmt_num
 from ..options import Option
+from ..vocab import FIGURE_KINDS, RATE
 
 if TYPE_CHECKING:
     from ..rundir.reader import Run
@@ -57,6 +58,13 @@ class ReportFigure:
     unit: str
     digits: int
     figure: str      # the workload_figures key it is read from
+    #: what it is (vocab.py FIGURE_KINDS): a time (GUP-fast's ns per page, its calls per
+    #: second) is never tested nor shown as a saving in an emulated run
+    kind: str = RATE
+
+    def __post_init__(self) -> None:
+        if self.kind not in FIGURE_KINDS:
+            raise ValueError(f"report figure {self.key}: kind {self.kind!r} is none of {', '.join(FIGURE_KINDS)}")
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,10 @@ the views; this module is the interface they share."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Dict, List, Mapping, Optional, Protocol, Tuple, Type
+from typing import TYPE_CHECKING, Any, ClassVar, Dict, List, Mapping, NamedTuple, Optional, Protocol, Tuple, Type
 
 from ...rundir.sections import Section
+from ...vocab import FIGURE_KINDS
 
 if TYPE_CHECKING:
     from ...rundir.reader import Run
@@ -23,9 +24,22 @@ class Analysed(Protocol):
     @property
     def label(self) -> str: ...
 
-#: A row of the comparison table: (per-repeat key, label, unit, digits), as
-#: report/compare.py FIGURES.
-Figure = Tuple[str, str, str, int]
+class Figure(NamedTuple):
+    """A row of the comparison table, as report/compare.py FIGURES: the per-repeat key,
+    the row's label, its unit, its decimals, and what it is (vocab.py FIGURE_KINDS: an
+    exact count, a noisy count, a rate or a time), which decides whether it is tested,
+    how it is written and whether emulation voids it."""
+
+    key: str
+    label: str
+    unit: str
+    digits: int
+    kind: str
+
+    def checked(self) -> "Figure":
+        if self.kind not in FIGURE_KINDS:
+            raise ValueError(f"figure {self.key}: kind {self.kind!r} is none of {', '.join(FIGURE_KINDS)}")
+        return self
 
 
 @dataclass(frozen=True)

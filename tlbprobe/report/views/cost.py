@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional
 
 from ...rundir.schema import COST_COLUMNS
 from ...rundir.sections import CostSection
-from ...vocab import WORKLOAD_PHASE
-from .base import Analysed, View
+from ...vocab import TIME, WORKLOAD_PHASE
+from .base import Analysed, Figure, View
 
 if TYPE_CHECKING:
     from ...rundir.reader import Run
@@ -54,8 +54,8 @@ class CostView(View):
     section = CostSection
     label = "cost"
     note = NOT_SEEN
-    figures = (("handler_us_per_sync_ipi", "handler us per sync IPI", "us", 2),
-               ("initiator_us_p50", "initiator wait us, p50", "us", 1))
+    figures = (Figure("handler_us_per_sync_ipi", "handler us per sync IPI", "us", 2, TIME),
+               Figure("initiator_us_p50", "initiator wait us, p50", "us", 1, TIME))
 
     def lines(self, a: "Analysed") -> List[str]:
         return cost_lines(a.run.section(CostSection))

@@ -7,7 +7,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional
 
 from ...rundir.sections import VictimSection
-from .base import Analysed, View
+from ...vocab import RATE
+from .base import Analysed, Figure, View
 from .cost import NOT_SEEN
 
 if TYPE_CHECKING:
@@ -35,7 +36,7 @@ class VictimView(View):
     section = VictimSection
     label = "cost"      # beside the cost observer's lines: what the broadcast costs
     note = NOT_SEEN
-    figures = (("victim_extra_irq_per_s", "victim interruptions/s", "", 0),)
+    figures = (Figure("victim_extra_irq_per_s", "victim interruptions/s", "", 0, RATE),)
 
     def lines(self, a: "Analysed") -> List[str]:
         return victim_lines(a.run.section(VictimSection))
