@@ -354,6 +354,8 @@ def test_the_grammar_reads_lists_csv_rounding_and_blocks(tmp_path):
     assert check_text(ok, "ok.md") == ([], 3)
     bad, _ = check_text(f"lost 64, 64 and 61<!-- fig: {lost} -->\n", "bad.md")
     assert len(bad) == 1 and "64, 64, 61" in str(bad[0]) and "64, 64, 16" in str(bad[0])
+    report = 'analysis/runs/tcg64-baseline-collapse-12G-traced/report:"ops{} of"'
+    assert check_text(f"ops 6,144<!-- fig: {report} -->\n", "r.md") == ([], 1)
     out = tmp_path / "out.txt"
     out.write_text("header\n  a 1\n  b 2\nfooter\n")
     block = f"<!-- fig-block: {out.name} -->\n```\n  a 1\n  b 2\n```\n"
