@@ -50,7 +50,7 @@ def test_missing_job_file(tmp_path):
 
 @pytest.mark.parametrize("content, message", [
     (b"repeat: .inf\n", "repeat: inf is not valid"),
-    (b"\xff\xfe\x00binary\x00", "not a readable YAML job file"),
+    (b"\xff\xfe\x00binary\x00", "not a text file"),
     (b"flush_mode: bogus\n", "flush_mode 'bogus'"),
 ])
 def test_odd_job_files_are_refused_in_one_line(tmp_path, content, message):

@@ -72,6 +72,7 @@ def main(args: argparse.Namespace) -> int:
         hugetlb_unshare=args.hugetlb_unshare,
         params_path=args.params,
     )
+    args.runs = runs_among(args.runs)
     groups = group_by_host(args.runs)
     if len(groups) > 1:  # a fleet: one report per host (doc/fleet.md)
         return _write(args, render_fleet(groups, options, args.format))
@@ -90,6 +91,26 @@ def main(args: argparse.Namespace) -> int:
     else:
         text = _render(report, args.format)
     return _write(args, text)
+
+
+def runs_among(paths: List[str]) -> List[str]:
+    """The paths that are run directories (rundir/reader.py is_run_dir), each other one
+    skipped with a note on stderr: `tlbprobe report analysis/runs/*` meets the README.md
+    beside the runs. A directory that is a run but damaged stays, and is refused by name.
+    None left: one InputError line (a single path: why it is not a run)."""
+    from ..rundir.reader import is_run_dir, load_run
+
+    kept = [p for p in paths if is_run_dir(Path(p))]
+    if not kept:
+        if len(paths) == 1:
+            load_run(Path(paths[0]))  # its own reason: not a directory, no run.yaml
+        raise InputError(f"none of the {len(paths)} paths is a run directory (one holds run.yaml and "
+                         f"summary.json): {', '.join(paths[:4])}{', ...' if len(paths) > 4 else ''}")
+    for p in paths:
+        if p not in kept:
+            why = "not a directory" if not Path(p).is_dir() else "no run.yaml or summary.json in it"
+            print(f"tlbprobe: note: {p}: {why}, not a run: skipped", file=sys.stderr)
+    return kept
 
 
 def _write(args: argparse.Namespace, text: str) -> int:

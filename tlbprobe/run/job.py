@@ -190,13 +190,14 @@ def shipped_jobs() -> Dict[str, str]:
 
 def load_job_file(path: str) -> Dict[str, Any]:
     """Parameters from a YAML job file, checked by name and type."""
+    from .. import files
+
     path = str(find_job_file(path))
     try:
-        with open(path) as f:
-            data = yaml.safe_load(f)
-    except FileNotFoundError:
+        data = yaml.safe_load(files.read_text(path, "a job file", files.cap("job file")))
+    except files.MissingFile:
         raise InputError(f"{path}: no such job file; shipped jobs: {', '.join(shipped_jobs())}") from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+    except yaml.YAMLError as e:
         raise InputError(f"{path}: not a readable YAML job file ({str(e).splitlines()[0]})") from None
     if data is None:
         data = {}
