@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, List, Mapping, Optional, Sequence, Tuple
 from ..errors import InputError
 from ..units import format_size
 from ..ui.numbers import fmt_num
+from ..vocab import PMD_SIZE
 from .base import Option
 
 if TYPE_CHECKING:
@@ -164,6 +165,22 @@ class WorkloadSpec:
 
 # -- helpers for the hooks ------------------------------------------------------------------
 
+def whole_ranges(size: int, what: str, unit: int = PMD_SIZE) -> int:
+    """``size`` in whole ranges of ``unit`` bytes (2 MiB: one PMD), for a workload whose
+    operation is one such range (a collapse); one InputError for a size that is not a
+    whole number of them, or less than one (`tlbprobe model` used to round 3M down to one
+    collapse, and 1 byte to "0 collapses", without a word)."""
+    n, rest = divmod(size, unit)
+    if n == 0:
+        raise InputError(f"--size {format_size(size)} is less than one {format_size(unit)} {what}: "
+                         f"no operation to predict")
+    if rest:
+        raise InputError(f"--size {format_size(size)} is not a whole number of {format_size(unit)} {what}s "
+                         f"({n} {what}{'s are' if n != 1 else ' is'} {format_size(n * unit)}, {n + 1} are "
+                         f"{format_size((n + 1) * unit)}): give one of those")
+    return n
+
+
 def plain(x: float) -> str:
     """A count in a rule's explanation, without a spurious '.0'."""
     return str(int(x)) if float(x).is_integer() else f"{x:g}"
@@ -187,4 +204,4 @@ def size_text(run: "Run") -> str:
 
 
 __all__ = ["Count", "Figures", "ReportFigure", "TlbCount", "WorkloadSpec", "median", "plain", "size_text",
-           "total"]
+           "total", "whole_ranges"]

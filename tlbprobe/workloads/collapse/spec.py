@@ -10,15 +10,14 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ...vocab import PMD_SIZE
 from ..base import Option
-from ..spec import WorkloadSpec, size_text
+from ..spec import WorkloadSpec, whole_ranges, size_text
 
 
 class CollapseSpec(WorkloadSpec):
     def ops_from_size(self, size: int) -> int:
         """One collapse per 2 MiB range (HPAGE_PMD_SIZE)."""
-        return size // PMD_SIZE
+        return whole_ranges(size, "collapse")
 
     def scenario_from_run(self, run, s):
         """Under --race a walker thread of the mm runs on every other CPU."""
