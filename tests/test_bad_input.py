@@ -45,7 +45,7 @@ def run_cli(args: List[str], timeout: float = 60) -> Tuple[subprocess.CompletedP
 def one_line_exit_2(proc: subprocess.CompletedProcess) -> str:
     assert proc.returncode == 2, (proc.returncode, proc.stderr)
     lines = proc.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("tlbprobe: "), proc.stderr
+    assert len(lines) == 1 and lines[0].startswith("tlbprobe"), proc.stderr
     assert "Traceback" not in proc.stderr
     return lines[0]
 
@@ -246,3 +246,30 @@ def test_report_skips_paths_that_are_not_runs(tmp_path):
     assert len(notes) == 2 and all("not a run: skipped" in n for n in notes), notes
     proc, _, _ = run_cli(["report", str(ROOT / "analysis" / "runs" / "README.md"), str(tmp_path / "notes")])
     assert "none of the 2 paths is a run directory" in one_line_exit_2(proc)
+
+
+# -- model refuses what no kernel can be ------------------------------------------------------
+
+@pytest.mark.parametrize("args, said", [
+    (["--workload", "collapse", "--size", "1G", "--cpus", "100000"], "no x86_64 kernel runs more than 8192"),
+    (["--workload", "collapse", "--size", "99999999999999999999999G", "--cpus", "4"], "larger than any process can map"),
+    (["--workload", "collapse", "--size", "1", "--cpus", "4"], "less than one 2M collapse"),
+    (["--workload", "collapse", "--size", "3M", "--cpus", "4"], "not a whole number of 2M collapses"),
+    (["--workload", "khugepaged", "--size", "3M", "--cpus", "4"], "not a whole number of 2M ranges"),
+    (["--workload", "hugetlb-unshare", "--size", "1536M", "--cpus", "4"], "not a whole number of 1G shared PMD"),
+    (["--workload", "collapse", "--size", "0.5", "--cpus", "4"], "not a whole number of bytes"),
+    (["--workload", "collapse", "--ops", "0", "--cpus", "4"], "--ops 0: no collapses to predict"),
+    (["--workload", "collapse", "--size", "1G", "--threads", "10", "--cpus", "4"], "--threads 10 needs 11 CPUs"),
+    (["--workload", "khugepaged", "--size", "1G", "--cpus", "4", "--pages-to-scan", "0"],
+     "--pages-to-scan 0 is out of range"),
+    (["--workload", "collapse", "--size", "1G", "--cpus", "4", "--cpu", "4"], "unrecognized arguments: --cpu 4"),
+])
+def test_model_refuses_in_one_line(args, said):
+    proc, _, _ = run_cli(["model", *args])
+    assert said in one_line_exit_2(proc).replace("tlbprobe model: error: ", "")
+    assert proc.stdout == ""
+
+
+def test_model_still_answers_what_a_kernel_can_be():
+    proc, _, _ = run_cli(["model", "--workload", "collapse", "--size", "1G", "--cpus", "8192", "--threads", "3"])
+    assert proc.returncode == 0 and "512 collapses" in proc.stdout

@@ -141,7 +141,8 @@ SPEC = HugetlbDbSpec(
                default=False),
     ),
     model_flags=(
-        Option("sharers", "the servers that keep the segment mapped while clients come and go", kind=int, default=2),
+        Option("sharers", "the servers that keep the segment mapped while clients come and go", kind=int, default=2,
+               metavar="N"),
         Option("rate", "hugetlb-db: client sessions per second (with --client-work-ms: whether sessions overlap)",
                kind=float, metavar="R"),
         Option("client_work_ms", "hugetlb-db: how long each client stays attached; sessions that overlap leave the "

@@ -141,7 +141,7 @@ SPEC = HugetlbUnshareSpec(
         Option("operation", "hugetlb unsharing operation (default munmap)", choices=HUGETLB_OPERATIONS,
                default="munmap", aliases=("--op",)),
         Option("sharers", "processes mapping the range, one holder plus unsharers taking turns (default 2)",
-               kind=int, default=2),
+               kind=int, default=2, metavar="N"),
         Option("control", "hugetlb: MAP_PRIVATE mapping that cannot share", flag=True, default=False),
     ),
 )
