@@ -33,14 +33,18 @@ from .errors import InputError
 KiB = 1 << 10
 MiB = 1 << 20
 
-#: The largest file of each kind tlbprobe reads, in bytes (doc/run-format.md "Limits").
-#: A real run is far below each: the recorded 64-vCPU 12 GiB runs (analysis/runs/tcg64-*)
-#: have a 9 KiB summary.json, a 4 KiB run.yaml, 20 KB snapshots and CSVs under 200 KB; at
-#: the kernel's largest x86 NR_CPUS (8192) and 1000 repeats every kind still fits.
+#: The largest file of each kind tlbprobe reads, in bytes (doc/run-format.md "Reading
+#: limits and damage"). A real run is far below each: the recorded 64-vCPU 12 GiB runs
+#: (analysis/runs/tcg64-*) have a 9 KiB summary.json, a 4 KiB run.yaml, 20 KB snapshots
+#: and CSVs under 200 KB. summary.json keeps CAL and TLB per CPU for every phase, about
+#: 0.5 MiB per repeat at x86's largest NR_CPUS (8192), so its cap holds over a hundred
+#: repeats of the largest machine; the raw records (interrupts.csv, ...) grow the same
+#: way, but only their first rows are read (rundir/integrity.py), so their cap is high.
 CAPS: Dict[str, int] = {
     "run.yaml": 16 * MiB,          # the job, host facts, a QEMU command line
-    "summary.json": 64 * MiB,      # per repeat and phase, per CPU counts: ~1 MiB per 8192 CPUs x repeat
-    "csv": 512 * MiB,              # phases, timeseries, interrupts, vmstat, attribution, cost, victim
+    "summary.json": 64 * MiB,      # per repeat and phase, per CPU counts
+    "csv": 512 * MiB,              # the CSVs the report loads whole: phases, timeseries, cost, victim
+    "raw record": 64 << 30,        # interrupts.csv, vmstat.csv, attribution.csv: only the head is read
     "snapshot": 16 * MiB,          # a /proc/interrupts or /proc/vmstat copy (8192 CPUs: ~5 MiB)
     "latency": 128 * MiB,          # cyclictest's JSON or histogram of one phase, every CPU
     "model parameters": 4 * MiB,   # analysis/model.yaml is 20 KiB

@@ -81,7 +81,7 @@ def check_csv(p: Path, columns: Sequence[str], numeric: Sequence[str]) -> str:
     import pandas as pd
 
     try:
-        head = files.read_head(p, p.name, files.cap("csv"))
+        head = files.read_head(p, p.name, files.cap("raw record"))
     except files.MissingFile:
         return "missing"
     except InputError as e:
