@@ -273,3 +273,12 @@ def test_model_refuses_in_one_line(args, said):
 def test_model_still_answers_what_a_kernel_can_be():
     proc, _, _ = run_cli(["model", "--workload", "collapse", "--size", "1G", "--cpus", "8192", "--threads", "3"])
     assert proc.returncode == 0 and "512 collapses" in proc.stdout
+
+
+@pytest.mark.parametrize("name", ["interrupts.csv", "snapshots/r0-workload-after.interrupts"])
+def test_a_raw_record_that_is_a_fifo_is_a_warning_never_opened(run_dir, name):
+    _fifo(run_dir / name)
+    proc, seconds, _ = run_cli(["report", str(run_dir)], timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert seconds < 5
+    assert "a FIFO, not a regular file" in proc.stdout
