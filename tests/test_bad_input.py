@@ -200,7 +200,7 @@ def _report(run_dir: Path, fmt: str = "text") -> str:
     ("snapshot-garbage", "snapshots/r1-workload-after.vmstat: not a copy of /proc/vmstat"),
     ("header-no-rows", "interrupts.csv has a header and no rows"),
 ])
-@pytest.mark.parametrize("fmt", ["text", "lkml", "markdown", "json"])
+@pytest.mark.parametrize("fmt", ["text", "lkml", "markdown", "html", "json"])
 def test_damage_is_a_warning_in_every_format(run_dir, damage, said, fmt):
     if damage == "no-host":
         y = (run_dir / "run.yaml").read_text()
