@@ -80,7 +80,7 @@ def test_subprocess_missing_file_is_one_line_exit_2(tmp_path):
     proc = run_cli(["diff", str(tmp_path / "nope"), X86_AFTER])
     assert proc.returncode == 2
     assert proc.stdout == ""
-    assert proc.stderr.splitlines() == [f"tlbprobe: {tmp_path / 'nope'}: cannot read: No such file or directory"]
+    assert proc.stderr.splitlines() == [f"tlbprobe: {tmp_path / 'nope'}: no such file (a /proc/interrupts copy)"]
 
 
 def test_subprocess_garbage_is_one_line_exit_2(tmp_path):
@@ -209,13 +209,14 @@ def test_main_backwards_counter_warns(tmp_path, capsys):
     assert json.loads(out)["CAL"]["per_cpu"] == {"0": -30, "1": 1}
 
 
-def test_main_truncated_copy_warns(tmp_path, capsys):
+def test_main_truncated_copy_is_refused(tmp_path, capsys):
+    """A copy cut in the middle of a line (the CAL count cut in half) is refused: its
+    deltas would drop CAL and TLB without a sign (issue 22)."""
     full = x86_interrupts([0, 1], {"CAL": {0: 123456, 1: 1}})
     before, after = write_pair(tmp_path, full, full[: full.index("123456") + 3])
-    assert cli.main(["diff", before, after]) == 0
+    assert cli.main(["diff", before, after]) == 2
     _, err = capsys.readouterr()
-    assert "looks cut short" in err
-    assert "only in the first snapshot" in err
+    assert err.count("\n") == 1 and "AFTER" in err and "cut short" in err
 
 
 def test_main_garbage_returns_2(tmp_path, capsys):

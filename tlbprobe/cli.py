@@ -20,8 +20,8 @@ Measure what a kernel page-table operation costs in cross-CPU interrupts (IPIs)
 and real-time latency, and compare kernels.
 
 Typical use, once on the baseline kernel and once on the patched one:
-  tlbprobe collect --size 4G --repeat 5 --out base       (as root)
-  tlbprobe collect --size 4G --repeat 5 --out patched    (as root)
+  tlbprobe collect --size 4G --repeat 5 --variant baseline --out base    # as root
+  tlbprobe collect --size 4G --repeat 5 --variant patched --out patched  # as root
   tlbprobe report base patched --format lkml
 """
 
@@ -39,8 +39,40 @@ exit status (every command; doc/ci.md):
 """
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with what tlbprobe's commands need of it, for the top parser and every
+    subparser (add_subparsers() makes them of this class):
+
+    - no prefix matching (``allow_abbrev=False``): `model --cpu 4` was taken as
+      `--cpus 4`, while `collect --cpu` is the driver's CPU (doc/cli.md);
+    - a usage error is one line on stderr, exit 2, with where to look, like every other
+      bad input (argparse prints the whole usage first).
+    """
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        ns, extras = super().parse_known_args(args, namespace)
+        if not getattr(ns, "_prog", None):  # the innermost subcommand parsed first: it names itself
+            ns._prog = self.prog
+        return ns, extras
+
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        """As argparse's, but an unknown option is blamed on the subcommand it was given to."""
+        ns, extras = self.parse_known_args(args, namespace)
+        if extras:
+            prog = getattr(ns, "_prog", None) or self.prog
+            self.exit(2, f"{prog}: error: unrecognized arguments: {' '.join(extras)} (see {prog} --help)\n")
+        return ns
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="tlbprobe", description=DESCRIPTION, epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter
     )

@@ -58,10 +58,16 @@ class Option:
     range_text: Optional[str] = None
     #: the refusal of a value out of range or not among the choices (see the class doc)
     message: Optional[str] = None
+    #: the flag's name when it is not the key's ("variant" for the key kernel_variant: one
+    #: name per concept across the commands, doc/cli.md); job files keep the key
+    name: Optional[str] = None
+    #: older spellings of the flag ("--kernel-variant"), accepted and hidden from --help
+    #: for a release (doc/cli.md)
+    aliases: Tuple[str, ...] = ()
 
     @property
     def flag_name(self) -> str:
-        return ("--no-" if self.negate else "--") + self.key.replace("_", "-")
+        return ("--no-" if self.negate else "--") + (self.name or self.key).replace("_", "-")
 
     @property
     def switch(self) -> bool:
@@ -137,8 +143,14 @@ class Option:
         if self.switch:
             parser.add_argument(self.flag_name, dest=self.key, action="store_const", const=not self.negate,
                                 help=text)
+            for alias in self.aliases:
+                parser.add_argument(alias, dest=self.key, action="store_const", const=not self.negate,
+                                    help=argparse.SUPPRESS)
             return
-        kw: dict = {"dest": self.key, "metavar": self.metavar, "help": text}
+        metavar = self.metavar
+        if metavar is None and self.choices is not None and not self.show_choices:
+            metavar = "{" + ",".join(self.choice_list()) + "}"  # the choices, not CLIENT_TOUCH
+        kw: dict = {"dest": self.key, "metavar": metavar, "help": text}
         if self.parse is not None:
             kw["type"] = self._arg_type()
         elif self.kind in (int, float):
@@ -148,6 +160,8 @@ class Option:
         if self.show_choices:
             kw["choices"] = list(self.choice_list())
         parser.add_argument(self.flag_name, **kw)
+        for alias in self.aliases:
+            parser.add_argument(alias, **{**kw, "help": argparse.SUPPRESS})
 
     def _arg_type(self) -> Callable[[str], Any]:
         parse, expects = self.parse, self.expects

@@ -14,11 +14,18 @@ GiB = 1 << 30
 
 
 def parse_size(text: str) -> int:
-    """Bytes from '512M', '20G', '1.5GiB' or a plain byte count."""
+    """Bytes from '512M', '20G', '1.5GiB' or a plain byte count, computed exactly (a float
+    turned 99999999999999999999999G into garbage): a size that is not a whole number of
+    bytes ('0.5', '1.1K') is refused."""
+    from fractions import Fraction
+
     m = _SIZE.fullmatch(str(text))
-    if not m:
+    if not m or len(m.group(1)) > 40:
         raise InputError(f"bad size {text!r}: use a number with an optional K/M/G/T suffix, e.g. 512M or 20G")
-    return int(float(m.group(1)) * _UNITS[m.group(2).upper()])
+    value = Fraction(m.group(1)) * _UNITS[m.group(2).upper()]
+    if value.denominator != 1:
+        raise InputError(f"bad size {text!r}: not a whole number of bytes")
+    return int(value)
 
 
 def format_size(n: int) -> str:

@@ -68,6 +68,22 @@ KHUGEPAGED = "khugepaged"
 PMD_SIZE = 2 << 20
 #: One PMD table maps this much: the unit of hugetlb PMD sharing (mm/hugetlb.c PUD_SIZE).
 PUD_SIZE = 1 << 30
+#: The largest mapping a process can have: x86_64's user address space with 5-level
+#: paging, 2^56 bytes (64 PiB; arch/x86/include/asm/page_64_types.h TASK_SIZE_MAX, from
+#: __VIRTUAL_MASK_SHIFT 56 under LA57). `tlbprobe model` refuses a larger --size.
+ADDRESS_SPACE_MAX = 1 << 56
+
+# -- CPUs ----------------------------------------------------------------------------------
+
+#: The most CPUs a kernel of each architecture can be built for (NR_CPUS), read in
+#: Debian's linux-source 6.12.117: x86_64 arch/x86/Kconfig NR_CPUS_RANGE_END "default 8192
+#: if SMP && CPUMASK_OFFSTACK" (MAXSMP selects CPUMASK_OFFSTACK and sets NR_CPUS to 8192);
+#: arm64 arch/arm64/Kconfig NR_CPUS "range 2 4096". The guest config caps a guest at far
+#: fewer (kernels/config/), but the model is for any host.
+NR_CPUS_MAX: Dict[str, int] = {"x86_64": 8192, "arm64": 4096}
+#: The architecture the model's rules are written for (x86's CAL and TLB lines, its flush
+#: modes); `--arch` is reserved for the arm64 work (doc/cli.md).
+MODEL_ARCH = "x86_64"
 
 # -- traced kernel functions ----------------------------------------------------------------
 

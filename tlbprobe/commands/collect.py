@@ -23,8 +23,8 @@ what it measures:
 
 examples:
   tlbprobe collect                                  # collapse sized to the machine
-  tlbprobe collect --size 20G --repeat 5 --kernel-variant baseline --out base
-  tlbprobe collect --threads 3 --cpu 0              # TLB shootdowns appear too
+  tlbprobe collect --size 20G --repeat 5 --variant baseline --out base
+  tlbprobe collect --threads 3 --driver-cpu 0       # TLB shootdowns appear too
   tlbprobe collect --job workloads/collapse-small.yaml --repeat 10
   tlbprobe collect --workload idle --idle-seconds 30   # background only
 

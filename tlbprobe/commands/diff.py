@@ -20,6 +20,7 @@ from ..measure.procfs import (
     LineDelta,
     diff_interrupts,
     format_cpulist,
+    incomplete_copy,
     parse_interrupts,
     read_interrupts,
 )
@@ -51,7 +52,11 @@ json output: every line, changed or not, one line per key:
 
 CPUs online in only one copy are left out, lines in only one copy are left out, and a
 counter that went backwards (or wrapped at 2^32) is reported: all as warnings on stderr.
-Exit status: 0 on success, 2 when a file is missing or is not a copy of /proc/interrupts.
+A copy that is cut short (its last line unfinished, or ending where the other goes on)
+or lacks the function-call or TLB-shootdown line the other has is refused: its deltas
+would be wrong without a sign of it. Each file must be a regular file of at most 16 MiB.
+Exit status: 0 on success, 2 when a file is missing, incomplete or is not a copy of
+/proc/interrupts.
 """
 
 
@@ -77,6 +82,9 @@ def main(args: argparse.Namespace) -> int:
         raise InputError("only one of BEFORE and AFTER can be '-' (standard input)")
     before = _load(args.before)
     after = _load(args.after)
+    why = incomplete_copy(before, after, ("BEFORE " + _name(args.before), "AFTER " + _name(args.after)))
+    if why:
+        raise InputError(why)
     diff = diff_interrupts(before, after)
     for warning in [*before.warnings, *after.warnings, *diff.warnings]:
         print(f"tlbprobe: warning: {warning}", file=sys.stderr)
@@ -87,9 +95,18 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
+def _name(path: str) -> str:
+    return "<stdin>" if path == "-" else path
+
+
 def _load(path: str) -> Interrupts:
+    """A copy of /proc/interrupts: a regular file within the snapshot cap, or standard
+    input read no further than that cap (tlbprobe/files.py)."""
     if path == "-":
-        return parse_interrupts(sys.stdin.read(), "<stdin>")
+        from .. import files
+
+        return parse_interrupts(files.read_stream(sys.stdin, "<stdin>", "a /proc/interrupts copy",
+                                                  files.cap("snapshot")), "<stdin>")
     return read_interrupts(path)
 
 

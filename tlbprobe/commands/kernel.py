@@ -63,9 +63,17 @@ def register(sub) -> None:
     b.add_argument("--dry-run", action="store_true",
                    help="build nothing: print the source, config fragments and patches (a series expanded) it "
                         "would use, and its cache entry")
-    b.add_argument("--format", choices=("text", "json"), default="text")
+    b.add_argument("--format", choices=("text", "json", "path"), default="text",
+                   help="text (default): what was built and where; json: the same for scripts; path: the "
+                        "bzImage's path alone, for `tlbprobe qemu collect --kernel \"$(tlbprobe kernel build "
+                        "--format path)\"`")
     b.set_defaults(func=main_build)
-    p.set_defaults(func=lambda args: p.print_help() or 2)
+    p.set_defaults(func=_no_action)
+
+
+def _no_action(args: argparse.Namespace) -> int:
+    raise InputError("kernel needs an action: tlbprobe kernel build [--variant patched] (see tlbprobe kernel "
+                     "build --help)")
 
 
 def resolve_commits(args: argparse.Namespace) -> None:
@@ -107,6 +115,8 @@ def main_build(args: argparse.Namespace) -> int:
         info = {"variant": args.variant, **asuser.plan(spec_from_args(args, args.variant))}
         if args.format == "json":
             print(json.dumps(info, indent=1))
+        elif args.format == "path":
+            print(Path(info["cache_entry"]) / "bzImage")
         else:
             for k, v in info.items():
                 print(f"{k}: {', '.join(v) if isinstance(v, list) else v}")
@@ -114,6 +124,8 @@ def main_build(args: argparse.Namespace) -> int:
     k = asuser.build(spec_from_args(args, args.variant), status=terminal_status(), force=args.force)
     if args.format == "json":
         print(json.dumps(as_dict(k), indent=1))
+    elif args.format == "path":
+        print(k.bzimage)
     else:
         how = "from the cache" if k.cached else f"built in {k.seconds:.0f} s"
         print(f"{args.variant} kernel {k.release} ({how}): {k.bzimage}")

@@ -19,13 +19,17 @@ if TYPE_CHECKING:  # the model's engine is imported by main(), not to build --he
 
 EPILOG = """\
 examples:
-  tlbprobe model --workload collapse --size 20G --cpus 64 --kernel baseline --flush native
-  tlbprobe model --workload collapse --size 1G --cpus 4 --threads 3 --kernel patched --flush native
-  tlbprobe model --workload hugetlb-unshare --size 4G --op munmap --ops 10 --cpus 2 --flush pv
-  tlbprobe model --workload khugepaged --size 1G --cpus 64 --kernel baseline --flush native
-  tlbprobe model --workload hugetlb-db --size 4G --ops 1000 --sharers 1 --cpus 64 --flush native
+  tlbprobe model --workload collapse --size 20G --cpus 64 --variant baseline --flush-mode native
+  tlbprobe model --workload collapse --size 1G --cpus 4 --threads 3 --variant patched --flush-mode native
+  tlbprobe model --workload hugetlb-unshare --size 4G --operation munmap --ops 10 --cpus 2 --flush-mode pv
+  tlbprobe model --workload khugepaged --size 1G --cpus 64 --variant baseline --flush-mode native
+  tlbprobe model --workload hugetlb-db --size 4G --ops 1000 --sharers 1 --cpus 64 --flush-mode native
   tlbprobe model --workload hugetlb-unshare --size 4G --hugetlb-unshare per-table --cpus 8 --format json
-  tlbprobe model --workload hugetlb-unshare --size 1G --ops 300 --sharers 4 --cpus 2 --flush pv
+  tlbprobe model --workload hugetlb-unshare --size 1G --ops 300 --sharers 4 --cpus 2 --flush-mode pv
+
+--cpus is the host's online CPU count (any x86_64 kernel: at most 8192, NR_CPUS with
+MAXSMP); --size must be a whole number of the workload's operations (2M per collapse,
+1G per shared hugetlb PMD table); --threads needs a CPU each besides the driver's.
 
 The rules and their kernel sources are in analysis/model.yaml.
 """
@@ -47,21 +51,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="a run directory collected with --cost: project the time the broadcasts take on the "
                         "machine and size given (--cpus, --size) from its measured handler time and initiator wait")
     p.add_argument("--size", help="bytes: collapse range (2M per collapse) or hugetlb mapping (1G per PMD table)")
-    p.add_argument("--ops", type=int, help="operation count (collapses, or unshare calls; default from --size, 1 for hugetlb)")
-    p.add_argument("--cpus", type=int, required=True, help="online CPUs")
-    p.add_argument("--threads", type=int, default=0, help="threads of the process besides the driver, each on its own CPU")
-    p.add_argument("--kernel", choices=("baseline", "patched", "unknown"), default="baseline", help="kernel variant")
-    p.add_argument("--flush", choices=FLUSH_MODES, default="native", help="TLB flush mode of the host")
+    p.add_argument("--ops", type=int, metavar="N", help="operation count (collapses, or unshare calls; default from --size, 1 for hugetlb)")
+    p.add_argument("--cpus", type=int, required=True, metavar="N", help="online CPUs of the host (1..8192)")
+    p.add_argument("--threads", type=int, default=0, metavar="K",
+                   help="threads of the process besides the driver, each on its own CPU (default 0)")
+    variants = ("baseline", "patched", "unknown")
+    p.add_argument("--variant", dest="variant", choices=variants, default="baseline",
+                   help="kernel variant (default baseline)")
+    p.add_argument("--kernel", dest="variant", choices=variants, help=argparse.SUPPRESS)  # the old spelling
+    p.add_argument("--flush-mode", dest="flush_mode", choices=FLUSH_MODES, default="native",
+                   help="TLB flush mode of the host (default native)")
+    p.add_argument("--flush", dest="flush_mode", choices=FLUSH_MODES, help=argparse.SUPPRESS)  # the old spelling
     add_workload_flags(p, specs)
-    p.add_argument("--tables-per-op", type=int, help="PMD tables one unsharing operation covers (default size/1G)")
+    p.add_argument("--tables-per-op", type=int, metavar="N", help="PMD tables one unsharing operation covers (default size/1G)")
     p.add_argument(
         "--hugetlb-unshare",
         choices=HUGETLB_ERAS,
         help="kernel's hugetlb unshare behaviour: batched (8ce720d5bd91 and later), per-table "
         "(1013af4f585f..8ce720d5bd91), none (older); default from analysis/model.yaml",
     )
-    p.add_argument("--params", type=Path, help="model parameters (default analysis/model.yaml)")
-    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.add_argument("--params", type=Path, metavar="FILE", help="model parameters (default analysis/model.yaml)")
+    p.add_argument("--format", choices=("text", "json"), default="text",
+                   help="text (default): the prediction with its rules; json: the same for scripts")
     p.set_defaults(func=main)
 
 
@@ -77,10 +88,7 @@ def add_workload_flags(p: argparse.ArgumentParser, specs: Sequence[WorkloadSpec]
             seen.add(o.key)
             owners = [(s.name, x) for s in specs for x in s.model_flags if x.key == o.key]
             text = o.help if len({x.help for _, x in owners}) == 1 else "; ".join(f"{n}: {x.help}" for n, x in owners)
-            if o.flag:
-                p.add_argument(o.flag_name, dest=o.key, action="store_const", const=True, help=text)
-            else:
-                p.add_argument(o.flag_name, dest=o.key, type=o.kind, choices=o.choices, metavar=o.metavar, help=text)
+            o.add_to(p, help=text)  # its record: name, hidden old spellings, choices; checked by flag_values
 
 
 def flag_values(args: argparse.Namespace, spec: WorkloadSpec) -> Dict[str, Any]:
@@ -91,6 +99,7 @@ def flag_values(args: argparse.Namespace, spec: WorkloadSpec) -> Dict[str, Any]:
         for o in s.model_flags:
             if o.key not in values:
                 given = getattr(args, o.key, None)
+                o.check(given)  # its record's range, before anything is predicted
                 values[o.key] = o.default if given is None else given
     return values
 
@@ -114,17 +123,22 @@ def scenario_from_args(args: argparse.Namespace, spec: WorkloadSpec) -> "Scenari
         tables = args.tables_per_op
     else:
         tables = tables_from_size(size) if size else 1
+    if args.ops is not None and args.ops < 1 and spec.has_workload_phase:  # a size of none: its spec refuses
+        raise InputError(f"--ops {args.ops}: no {spec.ops_unit} to predict")
     if args.threads < 0:
         raise InputError(f"--threads must not be negative, got {args.threads}")
+    if 1 + args.threads > args.cpus >= 1:  # each thread has a CPU of its own: it used to be clamped silently
+        raise InputError(f"--threads {args.threads} needs {1 + args.threads} CPUs (the driver's and one per "
+                         f"thread), but --cpus is {args.cpus}: give --threads {args.cpus - 1} at most")
     values = flag_values(args, spec)
     fields = {f.name for f in dataclasses.fields(Scenario)}
     scenario = Scenario(
         workload=spec.name,
         ops=ops,
         online_cpus=args.cpus,
-        mm_cpus=min(1 + args.threads, max(args.cpus, 1)),
-        variant=None if args.kernel == "unknown" else args.kernel,
-        flush_mode=args.flush,
+        mm_cpus=1 + args.threads if args.cpus >= 1 else 1,
+        variant=None if args.variant == "unknown" else args.variant,
+        flush_mode=args.flush_mode,
         tables_per_op=tables,
         hugetlb_unshare=args.hugetlb_unshare,
         **{k: v for k, v in values.items() if k in fields},

@@ -22,9 +22,14 @@ notice says so). Under KVM the guest gets paravirtual TLB flush unless
 --pv-tlb-flush off; under TCG the flush is native.
 
 examples:
-  tlbprobe qemu collect --kernel $(tlbprobe kernel build | ...) -- --size 1G --repeat 2
+  tlbprobe qemu collect --kernel "$(tlbprobe kernel build --format path)" -- --size 1G --repeat 2
   tlbprobe qemu collect --kernel bzImage --smp 8 --memory 8G --out patched -- --threads 3
 """
+
+
+def _no_action(args: argparse.Namespace) -> int:
+    raise InputError("qemu needs an action: tlbprobe qemu collect --kernel BZIMAGE -- [collect options] (see "
+                     "tlbprobe qemu collect --help)")
 
 
 def smp_list(text: str) -> List[int]:
@@ -71,7 +76,7 @@ def register(sub) -> None:
     c.add_argument("--out", type=Path, metavar="DIR", help="run directory on the host (default: runs/<time>-qemu-<workload>)")
     c.add_argument("collect_args", nargs=argparse.REMAINDER, help="options for tlbprobe collect, after --")
     c.set_defaults(func=main_collect)
-    p.set_defaults(func=lambda args: p.print_help() or 2)
+    p.set_defaults(func=_no_action)
 
 
 #: What a collect guest needs beside the workload's memory: the kernel, python and

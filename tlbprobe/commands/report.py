@@ -15,16 +15,17 @@ FORMATS = ("text", "lkml", "markdown", "html", "json")
 
 EPILOG = """\
 examples:
-  tlbprobe report base patched                      terminal report, base is the baseline
-  tlbprobe report base patched --format lkml        72-column text for a cover letter
+  tlbprobe report base patched                      # terminal report, base is the baseline
+  tlbprobe report base patched --format lkml        # 72-column text for a cover letter
   tlbprobe report base patched --format html --plots figs -o report.html
-  tlbprobe report run1 --format json                one run against the model, for scripts
+  tlbprobe report run1 --format json                # one run against the model, for scripts
   tlbprobe report base patched --variant-pattern 'patched=-syncskip$'
-  tlbprobe report crashed-run --allow-incomplete    report the repeats that finished
+  tlbprobe report crashed-run --allow-incomplete    # report the repeats that finished
+  tlbprobe report analysis/runs/*                   # paths that are not runs are skipped, with a note
 
 The first run is the baseline; every other run is compared with it. Each run is also
 checked against the reference model (analysis/model.yaml; see `tlbprobe model`). The kernel
-variant comes from `collect --kernel-variant` (run.yaml job.kernel_variant), else from a
+variant comes from `collect --variant` (run.yaml job.kernel_variant), else from a
 --variant-pattern matched against the kernel release; the flush mode from the host facts
 recorded at collect time (run.yaml host.flush_mode), unless --flush-mode overrides it.
 Exit status: 0 report written, 2 bad input (damaged, foreign or incomplete run).
@@ -42,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("runs", nargs="+", metavar="RUN", help="run directories written by `tlbprobe collect`")
     p.add_argument("--format", choices=FORMATS, default="text", help="output format (default text)")
-    p.add_argument("-o", "--output", type=Path, help="write the report to FILE instead of stdout")
+    p.add_argument("-o", "--output", type=Path, metavar="FILE", help="write the report to FILE instead of stdout")
     p.add_argument("--plots", type=Path, metavar="DIR", help="write PNG figures to DIR (html embeds them)")
     p.add_argument("--allow-incomplete", action="store_true", help="report runs that did not finish")
     p.add_argument(
@@ -51,13 +52,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=[],
         metavar="VARIANT=REGEX",
         help="recognise a kernel variant (baseline or patched) from the kernel release, e.g. 'patched=syncskip'; "
-        "used only for runs collected without --kernel-variant; repeatable",
+        "used only for runs collected without --variant; repeatable",
     )
     p.add_argument("--flush-mode", choices=[m for m in FLUSH_MODES if m != "unknown"],
                    help="override the flush mode recorded in the runs")
     p.add_argument("--hugetlb-unshare", choices=HUGETLB_ERAS,
                    help="hugetlb unshare behaviour of the kernels (default from analysis/model.yaml)")
-    p.add_argument("--params", type=Path, help="model parameters (default analysis/model.yaml)")
+    p.add_argument("--params", type=Path, metavar="FILE", help="model parameters (default analysis/model.yaml)")
     p.set_defaults(func=main)
 
 
@@ -72,6 +73,7 @@ def main(args: argparse.Namespace) -> int:
         hugetlb_unshare=args.hugetlb_unshare,
         params_path=args.params,
     )
+    args.runs = runs_among(args.runs)
     groups = group_by_host(args.runs)
     if len(groups) > 1:  # a fleet: one report per host (doc/fleet.md)
         return _write(args, render_fleet(groups, options, args.format))
@@ -90,6 +92,26 @@ def main(args: argparse.Namespace) -> int:
     else:
         text = _render(report, args.format)
     return _write(args, text)
+
+
+def runs_among(paths: List[str]) -> List[str]:
+    """The paths that are run directories (rundir/reader.py is_run_dir), each other one
+    skipped with a note on stderr: `tlbprobe report analysis/runs/*` meets the README.md
+    beside the runs. A directory that is a run but damaged stays, and is refused by name.
+    None left: one InputError line (a single path: why it is not a run)."""
+    from ..rundir.reader import is_run_dir, load_run
+
+    kept = [p for p in paths if is_run_dir(Path(p))]
+    if not kept:
+        if len(paths) == 1:
+            load_run(Path(paths[0]))  # its own reason: not a directory, no run.yaml
+        raise InputError(f"none of the {len(paths)} paths is a run directory (one holds run.yaml and "
+                         f"summary.json): {', '.join(paths[:4])}{', ...' if len(paths) > 4 else ''}")
+    for p in paths:
+        if p not in kept:
+            why = "not a directory" if not Path(p).is_dir() else "no run.yaml or summary.json in it"
+            print(f"tlbprobe: note: {p}: {why}, not a run: skipped", file=sys.stderr)
+    return kept
 
 
 def _write(args: argparse.Namespace, text: str) -> int:

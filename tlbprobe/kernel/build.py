@@ -104,11 +104,17 @@ def is_tarball(path: Path) -> bool:
     return path.is_file() and ".tar" in path.name
 
 
+def unpacked(tarball: Path) -> Optional[Path]:
+    """Where a source tarball is unpacked in the cache, when it already is."""
+    dest = cache_root() / "src" / tarball.name.split(".tar")[0]
+    return dest if (dest / "Makefile").exists() and (dest / ".tlbprobe-unpacked").exists() else None
+
+
 def unpack(tarball: Path, log: Callable[[str], None]) -> Path:
     """The unpacked tree of a Debian source tarball (unpacked once, then reused)."""
     name = tarball.name.split(".tar")[0]
     dest = cache_root() / "src" / name
-    if (dest / "Makefile").exists() and (dest / ".tlbprobe-unpacked").exists():
+    if unpacked(tarball):
         return dest
     log(f"unpacking {tarball} (once)")
     tmp = dest.with_name(dest.name + ".tmp")
@@ -300,10 +306,49 @@ def plan_build(spec: KernelSpec) -> BuildPlan:
     if spec.patches:
         # keyed by what the series does to the tree, not by how it is cut into patches:
         # one diff and the same change as an mbox of two patches share a kernel
-        key = _sha(tree_key.encode(), series_effect(tree or unpack(tarball, log=lambda s: None), spec.patches))
+        key = _sha(tree_key.encode(), _series_effect_of(tree, tarball, spec.patches))
     else:
         key = _sha(tree_key.encode())
     return BuildPlan(spec, tree, tarball, tree_key, key, cache_root() / "kernels" / key)
+
+
+def touched_files(patches: List[Path]) -> List[str]:
+    """The tree's files a series touches (paths without the a/ b/ prefix), sorted."""
+    return sorted({name.split("/", 1)[1] for p in patches for name in patch_paths(p.read_text(errors="replace"))
+                   if "/" in name})
+
+
+def extract_members(tarball: Path, files: List[str], dest: Path) -> None:
+    """Only ``files`` of a source tarball, into ``dest`` (its top directory stripped): what
+    the series' key needs, without unpacking 1.4 GB the first time a patched kernel's key
+    is asked for (`kernel build --dry-run`). tar still reads the whole compressed stream,
+    but writes only these; a file the tarball lacks is simply absent, as in the tree."""
+    if not files:
+        return
+    subprocess.run(["tar", "xf", str(tarball), "-C", str(dest), "--strip-components=1", "--wildcards",
+                    "--no-wildcards-match-slash", "--ignore-failed-read",
+                    *[f"*/{glob_escape(f)}" for f in files]],
+                   check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def glob_escape(name: str) -> str:
+    """A file name as a tar wildcard that matches only itself."""
+    return re.sub(r"([*?\[\]\\])", r"\\\1", name)
+
+
+def _series_effect_of(tree: Optional[Path], tarball: Optional[Path], patches: List[Path]) -> bytes:
+    """series_effect() on the user's tree, the cache's unpacked copy of the tarball, or
+    (when it is not unpacked yet) the touched files taken from the tarball alone: the same
+    bytes in each case, so the key does not depend on which."""
+    import tempfile
+
+    base = tree or (unpacked(tarball) if tarball is not None else None)
+    if base is not None:
+        return series_effect(base, patches)
+    assert tarball is not None
+    with tempfile.TemporaryDirectory(prefix="tlbprobe-members-") as tmp:
+        extract_members(tarball, touched_files(patches), Path(tmp))
+        return series_effect(Path(tmp), patches)
 
 
 def series_effect(tree: Path, patches: List[Path]) -> bytes:
@@ -312,8 +357,7 @@ def series_effect(tree: Path, patches: List[Path]) -> bytes:
     that does not apply is named here, before anything is built."""
     import tempfile
 
-    files = sorted({name.split("/", 1)[1] for p in patches for name in patch_paths(p.read_text(errors="replace"))
-                    if "/" in name})
+    files = touched_files(patches)
     for p in patches:
         check_patch_paths(p, p.read_text(errors="replace"))
     h = hashlib.sha256()

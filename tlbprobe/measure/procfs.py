@@ -95,6 +95,8 @@ class Interrupts:
     cpus: Tuple[int, ...]
     lines: Dict[str, IrqLine]
     warnings: Tuple[str, ...] = ()
+    #: the copy ends in the middle of a line (no final newline, the last line left out)
+    cut_short: bool = False
 
     def by_canonical(self, name: str) -> Optional[IrqLine]:
         for line in self.lines.values():
@@ -114,6 +116,7 @@ def parse_interrupts(text: str, source: str = "/proc/interrupts") -> Interrupts:
     lines: Dict[str, IrqLine] = {}
     warnings: List[str] = []
     extra: List[str] = []
+    cut = False
     last = len(rows) - 1
     for index in range(first + 1, len(rows)):
         row = rows[index]
@@ -121,6 +124,7 @@ def parse_interrupts(text: str, source: str = "/proc/interrupts") -> Interrupts:
             continue
         if unterminated and index == last:
             line = _parse_cut_line(row, cpus, source, index + 1, warnings)
+            cut = line is None
         else:
             line = _parse_line(row, cpus, source, index + 1, extra)
         if line is None:
@@ -136,7 +140,36 @@ def parse_interrupts(text: str, source: str = "/proc/interrupts") -> Interrupts:
         )
     if not lines:
         raise InputError(f"{source}: no interrupt lines after the header, not a copy of /proc/interrupts")
-    return Interrupts(cpus, lines, tuple(warnings))
+    return Interrupts(cpus, lines, tuple(warnings), cut_short=cut)
+
+
+def incomplete_copy(first: Interrupts, second: Interrupts, names: Tuple[str, str]) -> Optional[str]:
+    """Why one of two copies of /proc/interrupts is incomplete, or None: cut in the middle
+    of a line; ending where the other goes on (the lines after the last line both have,
+    all missing: a copy cut at a line boundary, e.g. by a full disk); or without the
+    function-call or TLB-shootdown line the other has (x86 prints CAL and TLB near the end,
+    arch/x86/kernel/irq.c arch_show_interrupts(), so a cut copy loses them first). A line
+    missing in the middle (an IRQ freed between the copies) is not a cut: it stays a
+    warning of diff_interrupts."""
+    copies = ((first, names[0], second), (second, names[1], first))
+    for copy, name, other in copies:
+        if copy.cut_short:
+            return (f"{name}: cut short (its last line has no newline): an incomplete copy of /proc/interrupts; "
+                    f"copy the file again")
+    for copy, name, other in copies:
+        labels = list(other.lines)
+        common = [i for i, label in enumerate(labels) if label in copy.lines]
+        tail = labels[common[-1] + 1:] if common else []
+        if tail and list(copy.lines)[-1] == labels[common[-1]]:
+            shown = ", ".join(tail[:_MAX_NAMED]) + (", ..." if len(tail) > _MAX_NAMED else "")
+            return (f"{name}: ends after line {labels[common[-1]]!r} where the other copy goes on with "
+                    f"{len(tail)} line(s) ({shown}): an incomplete copy of /proc/interrupts; copy the file again")
+        for canonical in ("function_call", "tlb_shootdown"):
+            there = other.by_canonical(canonical)
+            if there is not None and copy.by_canonical(canonical) is None:
+                return (f"{name}: no {there.label} line ({there.description}), which the other copy has: an "
+                        f"incomplete copy of /proc/interrupts, or one of another machine")
+    return None
 
 
 def _parse_header(row: str, source: str) -> Tuple[int, ...]:
@@ -256,15 +289,18 @@ def read_text(path: str) -> str:
         return f.read()
 
 
-def read_input_text(path: str) -> str:
-    """A file the user named: unreadable or binary is an InputError (one line), not a traceback."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
-    except OSError as e:
-        raise InputError(f"{path}: cannot read: {e.strerror or e}") from None
-    except UnicodeDecodeError:
-        raise InputError(f"{path}: not a text file (binary data)") from None
+def read_input_text(path: str, what: str = "a /proc/interrupts copy") -> str:
+    """A file the user named: unreadable, binary, not a regular file or larger than a
+    snapshot can be (tlbprobe/files.py) is an InputError (one line), not a traceback."""
+    from .. import files
+
+    if str(path).startswith("/proc/"):  # the kernel's own file: stat says size 0, a read is bounded
+        try:
+            with open(path, encoding="utf-8") as f:
+                return f.read()
+        except OSError as e:
+            raise InputError(f"{path}: cannot read: {e.strerror or e}") from None
+    return files.read_text(path, what, files.cap("snapshot"))
 
 
 def read_interrupts(path: str = "/proc/interrupts") -> Interrupts:

@@ -43,7 +43,7 @@ def project_cost(pred: "Prediction", cost: "CostSection | Mapping[str, Any] | No
                          "sends the broadcast)")
     broadcasts = pred.sync_broadcasts.value
     if broadcasts is None:
-        raise InputError("the model has no single broadcast count for this scenario: give --kernel and --flush")
+        raise InputError("the model has no single broadcast count for this scenario: give --variant and --flush-mode")
     ini = cost.figures(WORKLOAD_PHASE, "initiator")
     others = pred.scenario.online_cpus - 1
     per_ipi = float(cost.per_ipi_ns_corrected)

@@ -27,6 +27,8 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from ..errors import InputError
+from ..units import format_size
+from ..vocab import ADDRESS_SPACE_MAX
 from ..workloads import WorkloadSpec
 from ..workloads import spec as workload_spec
 from ..workloads.spec import plain as _n
@@ -94,6 +96,10 @@ def ops_from_size(workload: str, size: int) -> int:
     collapse; for hugetlb the size gives tables, see tables_from_size, and one operation)."""
     if size < 0:
         raise InputError(f"size must not be negative, got {size}")
+    if size > ADDRESS_SPACE_MAX:
+        raise InputError(f"--size {format_size(size)} is larger than any process can map (at most "
+                         f"2^{ADDRESS_SPACE_MAX.bit_length() - 1} bytes = 64 PiB, x86_64's user address space with "
+                         f"5-level paging)")
     return workload_spec(workload).ops_from_size(size)
 
 

@@ -90,10 +90,12 @@ def load_params(path: Optional[Path] = None) -> ModelParams:
     """
     import yaml  # imported here so `tlbprobe --help` stays fast
 
+    from .. import files
+
     p = Path(path) if path else DEFAULT_PARAMS_PATH
     try:
-        data = yaml.safe_load(p.read_text())
-    except FileNotFoundError:
+        data = yaml.safe_load(files.read_text(p, "model parameters", files.cap("model parameters")))
+    except files.MissingFile:
         raise InputError(f"{p}: model parameters not found (pass --params FILE)") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Optional
 
 from ..errors import InputError
-from ..vocab import FLUSH_MODES, HUGETLB_ERAS, KERNEL_VARIANTS, PUD_SIZE
+from ..vocab import FLUSH_MODES, HUGETLB_ERAS, KERNEL_VARIANTS, MODEL_ARCH, NR_CPUS_MAX, PUD_SIZE
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,10 @@ class Scenario:
             raise InputError(f"unknown kernel variant {self.variant!r}: use baseline or patched")
         if int(self.online_cpus) < 1:
             raise InputError(f"online CPUs must be at least 1, got {self.online_cpus}")
+        most = NR_CPUS_MAX[MODEL_ARCH]
+        if int(self.online_cpus) > most:
+            raise InputError(f"{self.online_cpus} online CPUs: no {MODEL_ARCH} kernel runs more than {most} "
+                             f"(NR_CPUS at its maximum, MAXSMP: arch/x86/Kconfig NR_CPUS_RANGE_END)")
         if int(self.ops) < 0:
             raise InputError(f"operation count must not be negative, got {self.ops}")
         if not 1 <= int(self.mm_cpus) <= int(self.online_cpus):

@@ -544,9 +544,13 @@ def _victim_plot(a: RunAnalysis, path: Path) -> Optional[PlotFile]:
     windows = victim.windows if victim is not None else {}
     if not csv.exists() or not windows:
         return None
-    try:
-        df = pd.read_csv(csv)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
+    import io
+
+    from .. import files
+
+    try:  # a regular file within the CSV cap, like every file of a run (tlbprobe/files.py)
+        df = pd.read_csv(io.StringIO(files.read_text(csv, "victim.csv", files.cap("csv"))))
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, InputError):
         return None
     if df.empty or not {"start_s", "end_s", "units", "cpu"} <= set(df.columns):
         return None

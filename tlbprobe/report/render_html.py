@@ -120,7 +120,7 @@ def run_html(a: RunAnalysis, report: Report) -> str:
         *views.fact_lines(a),
         ("model", f"{fmt_num(a.prediction.sync_ipis.value)}: {a.prediction.sync_ipis.why}"),
     ]
-    facts += [("warning", w) for w in v.warnings]
+    facts += [("warning", w) for w in [*v.warnings, *run.warnings]]  # the run's damage too (rundir/integrity.py)
     out = [
         f"<h2>{e(a.label)}: {e(str(run.path))}</h2>",
         f'<p class="{e(v.status.replace(" ", "-"))}">{e(verdict_text(a))}</p>',

@@ -263,7 +263,7 @@ def _model(runs: Sequence[RunAnalysis]) -> List[str]:
         text = (f"{a.label}: {exp} sync IPIs expected over {reps} repeat{'s' if reps != 1 else ''}, "
                 f"{shown_sync(v)} {'traced' if v.basis == 'traced' else 'measured (CAL-TLB)'}: {tail}")
         out += textwrap.wrap(text, WIDTH - 2, subsequent_indent="   ")
-        for w in v.warnings:
+        for w in [*v.warnings, *a.run.warnings]:  # the run's damage too (rundir/integrity.py)
             out += textwrap.wrap(f"warning: {w}", WIDTH - 2, initial_indent="   ", subsequent_indent="     ")
     return ["Model:"] + ["  " + line for line in out]
 

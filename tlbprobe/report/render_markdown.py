@@ -91,7 +91,7 @@ def run_md(a: RunAnalysis) -> List[str]:
         ("model", f"{fmt_num(a.prediction.sync_ipis.value)} — {a.prediction.sync_ipis.why}"),
         ("verdict", verdict_text(a)),
     ]
-    facts += [("warning", w) for w in v.warnings]
+    facts += [("warning", w) for w in [*v.warnings, *run.warnings]]  # the run's damage too (rundir/integrity.py)
     out += table(("", ""), facts, "ll") + [""]
     out += table(PER_CPU_HEADERS, per_cpu_cells(a), "rlrrrr") + [""]
     return out

@@ -68,7 +68,7 @@ def preflight(job: Job, facts: host.HostFacts, require_root: bool = True) -> Non
         raise PreflightError("collect needs root (it reads the kernel log, sets THP and tracing knobs): "
                              "run it with sudo")
     if job.cpu not in facts.online_cpus:
-        raise PreflightError(f"--cpu {job.cpu} is not an online CPU (online: "
+        raise PreflightError(f"--driver-cpu {job.cpu} is not an online CPU (online: "
                              f"{','.join(map(str, facts.online_cpus))})")
     if len(facts.online_cpus) < 2:
         raise PreflightError("only one CPU is online: there is nobody to send IPIs to")

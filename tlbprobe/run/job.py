@@ -66,8 +66,8 @@ COMMON_OPTIONS: Tuple[Option, ...] = (
            kind=int, parse=_size, metavar="SIZE", low=1, message="{flag} must be positive"),
     Option("repeat", "repeats, each with its own idle window (default: 3)", kind=int, low=1, high=1000,
            metavar="N"),
-    Option("cpu", "CPU that runs the driver (default: 0)", kind=int, low=0, metavar="C",
-           range_text="a CPU number, 0 or more"),
+    Option("cpu", "CPU that runs the driver, the process that does the operations (default: 0)", kind=int, low=0,
+           metavar="C", range_text="a CPU number, 0 or more", name="driver_cpu", aliases=("--cpu",)),
     Option("threads", "extra threads reading the range from other CPUs, so the mm runs on K+1 CPUs; all: one "
                       "per other online CPU (default: 0)",
            kind=int, parse=parse_threads, expects="a thread count or 'all'", metavar="K|all", low=0, high=4096,
@@ -86,7 +86,8 @@ COMMON_OPTIONS: Tuple[Option, ...] = (
                            "at any CPU count; trace: count them in the trace buffer (the older way)",
            choices=SYNC_COUNTERS, show_choices=True, message="{flag} must be one of {choices}"),
     Option("kernel_variant", "say which kernel this is, for the report (default: unknown)",
-           choices=KERNEL_VARIANTS, show_choices=True, message="{flag} must be one of {choices}"),
+           choices=KERNEL_VARIANTS, show_choices=True, message="{flag} must be one of {choices}", name="variant",
+           aliases=("--kernel-variant",)),
     Option("flush_mode", "override the detected TLB flush mode (recorded as given)",
            choices=tuple(m for m in FLUSH_MODES if m != "unknown"), show_choices=True,
            message="{key} {value!r}: choose native, pv or invlpgb"),
@@ -196,13 +197,14 @@ def shipped_jobs() -> Dict[str, str]:
 
 def load_job_file(path: str) -> Dict[str, Any]:
     """Parameters from a YAML job file, checked by name and type."""
+    from .. import files
+
     path = str(find_job_file(path))
     try:
-        with open(path) as f:
-            data = yaml.safe_load(f)
-    except FileNotFoundError:
+        data = yaml.safe_load(files.read_text(path, "a job file", files.cap("job file")))
+    except files.MissingFile:
         raise InputError(f"{path}: no such job file; shipped jobs: {', '.join(shipped_jobs())}") from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+    except yaml.YAMLError as e:
         raise InputError(f"{path}: not a readable YAML job file ({str(e).splitlines()[0]})") from None
     if data is None:
         data = {}

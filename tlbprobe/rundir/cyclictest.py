@@ -184,10 +184,9 @@ def parse_cyclictest_json(text: str, source: str = "cyclictest JSON") -> Cyclict
 
 def read_cyclictest_json(path: Path) -> CyclictestOutput:
     """:func:`parse_cyclictest_json` of a file, with the file named in every message."""
-    try:
-        text = Path(path).read_text(errors="replace")
-    except OSError as e:
-        raise InputError(f"{path}: cannot read cyclictest results ({e.strerror})") from None
+    from .. import files
+
+    text = files.read_bytes(path, "cyclictest results", files.cap("latency")).decode("utf-8", errors="replace")
     return parse_cyclictest_json(text, str(path))
 
 

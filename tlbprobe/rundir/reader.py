@@ -5,11 +5,14 @@ machines) and reads ``run.yaml`` for the job and host facts, ``phases.csv`` for 
 line; the observers' sections of summary.json come back as their typed records
 (``Run.section``, rundir/sections.py), their CSV files through ``Run.csv``. Every check
 fails with one InputError line that names the file at fault, so a damaged or foreign
-directory never ends in a traceback.
+directory never ends in a traceback; every file is read through tlbprobe/files.py (a
+regular file within its size cap, or one line), and what a run says it wrote but does
+not hold (integrity.py) becomes a warning on the Run.
 """
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,8 +20,10 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Type, TypeVar
 
 import pandas as pd
 
+from .. import files
 from ..errors import InputError
 from .cyclictest import read_cyclictest_json
+from .integrity import check_run
 from .schema import FORMAT, TIMESERIES_COLUMNS, RepeatFigures
 from .sections import SECTIONS, Section
 
@@ -161,23 +166,32 @@ def load_run(path: Path) -> Run:
     for kind in SECTIONS:  # a damaged section is named now, not halfway through a report
         run.section(kind)
     _load_histograms(run)
+    run.warnings.extend(check_run(run))  # damaged or missing records: said, not passed over (integrity.py)
     return run
 
 
-def _read(p: Path, missing: str) -> str:
-    """A run file's text, or one InputError: ``missing`` says what its absence means."""
+def is_run_dir(path: Path) -> bool:
+    """Whether ``path`` looks like a run directory at all (a directory holding run.yaml or
+    summary.json): `tlbprobe report analysis/runs/*` skips a README.md beside the runs,
+    and still names every damage of a directory that is one."""
+    path = Path(path)
+    return path.is_dir() and any((path / n).exists() or (path / n).is_symlink() for n in ("run.yaml", "summary.json"))
+
+
+def _read(p: Path, missing: str, kind: str) -> str:
+    """A run file's text, or one InputError: ``missing`` says what its absence means;
+    a file that is not regular, or larger than its kind's cap, is refused unread
+    (tlbprobe/files.py)."""
     try:
-        return p.read_text()
-    except FileNotFoundError:
+        return files.read_text(p, kind, files.cap(kind))
+    except files.MissingFile:
         raise InputError(f"{p}: missing ({missing})") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"{p}: cannot read: {getattr(e, 'strerror', None) or e}") from None
 
 
 def _load_run_yaml(p: Path) -> Dict[str, Any]:
     import yaml
 
-    text = _read(p, f"{p.parent} is not a tlbprobe run directory")
+    text = _read(p, f"{p.parent} is not a tlbprobe run directory", "run.yaml")
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: ~10x faster
     try:
         data = yaml.load(text, Loader=loader)
@@ -205,7 +219,7 @@ _SUMMARY_REQUIRED = {
 
 
 def _load_summary(p: Path) -> Dict[str, Any]:
-    text = _read(p, "the run never started writing, or this is not a run directory")
+    text = _read(p, "the run never started writing, or this is not a run directory", "summary.json")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
@@ -239,10 +253,16 @@ def _load_timeseries(p: Path) -> pd.DataFrame:
 
 
 def _load_csv(p: Path, columns: Sequence[str], numeric: Sequence[str]) -> pd.DataFrame:
-    if not p.exists():
-        return pd.DataFrame(columns=list(columns))
     try:
-        df = pd.read_csv(p)
+        text = files.read_text(p, p.name, files.cap("csv"))
+    except files.MissingFile:
+        return pd.DataFrame(columns=list(columns))
+    return _parse_csv(p, text, columns, numeric)
+
+
+def _parse_csv(p: Path, text: str, columns: Sequence[str], numeric: Sequence[str]) -> pd.DataFrame:
+    try:
+        df = pd.read_csv(io.StringIO(text))
     except pd.errors.EmptyDataError:
         return pd.DataFrame(columns=list(columns))
     except (pd.errors.ParserError, UnicodeDecodeError) as e:

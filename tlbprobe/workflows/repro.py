@@ -126,7 +126,7 @@ def run_repro(kernel_spec: KernelSpec, guest: GuestSpec, out: Path, patches: Seq
     kernels = build_variants(kernel_spec, patches, timings, log, status)
     runs: Dict[str, Dict[str, Path]] = {name: {} for name, _ in jobs}
     for variant in VARIANTS:
-        vjobs = [(name, args + ["--kernel-variant", variant]) for name, args in jobs]
+        vjobs = [(name, args + ["--variant", variant]) for name, args in jobs]
         outs = [out / variant / name for name, _ in jobs]
         log(f"{variant}: booting a {guest.smp}-vCPU guest for {len(jobs)} job(s): {', '.join(n for n, _ in jobs)}")
         t = time.monotonic()
@@ -261,7 +261,7 @@ def run_sweep(kernel_spec: KernelSpec, guest: GuestSpec, smps: Sequence[int], si
             o = out / f"smp{n}" / variant
             log(f"{n} vCPUs, {variant}: collapse of {size}")
             t = time.monotonic()
-            args = sweep_job(size, repeat) + ["--kernel-variant", variant]
+            args = sweep_job(size, repeat) + ["--variant", variant]
             statuses, result = run_jobs(spec, [(default_name(), args)], [o], log=log, status=status,
                                         origin=GuestOrigin("repro", list(argv)))
             timings[f"smp{n}_{variant}_s"] = round(time.monotonic() - t, 1)

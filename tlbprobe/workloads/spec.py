@@ -30,7 +30,7 @@ from ..errors import InputError
 from ..units import format_size
 from ..ui.numbers import fmt_num
 from ..options import Option
-from ..vocab import FIGURE_KINDS, RATE
+from ..vocab import FIGURE_KINDS, PMD_SIZE, RATE
 
 if TYPE_CHECKING:
     from ..rundir.reader import Run
@@ -205,6 +205,22 @@ class WorkloadSpec:
 
 # -- helpers for the hooks ------------------------------------------------------------------
 
+def whole_ranges(size: int, what: str, unit: int = PMD_SIZE) -> int:
+    """``size`` in whole ranges of ``unit`` bytes (2 MiB: one PMD), for a workload whose
+    operation is one such range (a collapse); one InputError for a size that is not a
+    whole number of them, or less than one (`tlbprobe model` used to round 3M down to one
+    collapse, and 1 byte to "0 collapses", without a word)."""
+    n, rest = divmod(size, unit)
+    if n == 0:
+        raise InputError(f"--size {format_size(size)} is less than one {format_size(unit)} {what}: "
+                         f"no operation to predict")
+    if rest:
+        raise InputError(f"--size {format_size(size)} is not a whole number of {format_size(unit)} {what}s "
+                         f"({n} {what}{'s are' if n != 1 else ' is'} {format_size(n * unit)}, {n + 1} are "
+                         f"{format_size((n + 1) * unit)}): give one of those")
+    return n
+
+
 def plain(x: float) -> str:
     """A count in a rule's explanation, without a spurious '.0'."""
     return str(int(x)) if float(x).is_integer() else f"{x:g}"
@@ -228,4 +244,4 @@ def size_text(run: "Run") -> str:
 
 
 __all__ = ["Count", "Figures", "ReportFigure", "TlbCount", "WorkloadSpec", "median", "plain", "size_text",
-           "total"]
+           "total", "whole_ranges"]

@@ -14,7 +14,7 @@ from ...options import Option
 from ...units import format_size, parse_size
 from ...ui.numbers import fmt_num
 from ...vocab import PMD_SIZE
-from ..spec import WorkloadSpec, median, size_text, total
+from ..spec import WorkloadSpec, median, size_text, total, whole_ranges
 
 
 def _window(value) -> int:
@@ -33,7 +33,7 @@ class CollapseSpec(WorkloadSpec):
 
     def ops_from_size(self, size: int) -> int:
         """One collapse per 2 MiB range (HPAGE_PMD_SIZE)."""
-        return size // PMD_SIZE
+        return whole_ranges(size, "collapse")
 
     def scenario_from_run(self, run, s):
         """Under --race a walker thread of the mm runs on every other CPU."""

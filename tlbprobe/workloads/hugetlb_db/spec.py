@@ -17,7 +17,8 @@ from typing import List
 from ...errors import InputError
 from ...ui.numbers import fmt_num
 from ...options import Option
-from ..spec import WorkloadSpec, median, plain, size_text, total
+from ...vocab import PUD_SIZE
+from ..spec import WorkloadSpec, median, plain, size_text, total, whole_ranges
 
 CLIENT_TOUCH = ("all", "part")
 
@@ -36,7 +37,9 @@ def db_exclusive_exits(sessions: int, rate: float, work_ms: float) -> int:
 
 class HugetlbDbSpec(WorkloadSpec):
     def ops_from_size(self, size: int) -> int:
-        """The size gives the segment's tables, not sessions: one."""
+        """The size gives the segment's tables, not sessions: one. A segment shares whole
+        1 GiB PMD tables (PUD_SIZE), as the driver requires of --size."""
+        whole_ranges(size, "shared PMD table", PUD_SIZE)
         return 1
 
     def validate(self, s):
@@ -138,7 +141,8 @@ SPEC = HugetlbDbSpec(
                default=False),
     ),
     model_flags=(
-        Option("sharers", "the servers that keep the segment mapped while clients come and go", kind=int, default=2),
+        Option("sharers", "the servers that keep the segment mapped while clients come and go", kind=int, default=2,
+               metavar="N"),
         Option("rate", "hugetlb-db: client sessions per second (with --client-work-ms: whether sessions overlap)",
                kind=float, metavar="R"),
         Option("client_work_ms", "hugetlb-db: how long each client stays attached; sessions that overlap leave the "

@@ -23,9 +23,9 @@ from dataclasses import replace
 from typing import List
 
 from ...errors import InputError
-from ...vocab import HUGETLB_ERAS, HUGETLB_OPERATION_ALIASES, HUGETLB_OPERATIONS
+from ...vocab import HUGETLB_ERAS, HUGETLB_OPERATION_ALIASES, HUGETLB_OPERATIONS, PUD_SIZE
 from ...options import Option
-from ..spec import WorkloadSpec, plain, size_text
+from ..spec import WorkloadSpec, plain, size_text, whole_ranges
 
 #: Cycles per repeat. Measured here (1G, 2 sharers): ~0.1 ms per cycle (exit: ~0.8 ms), so
 #: 200 cycles make a 20-160 ms window with 200 broadcasts, against a background of ~6 CAL/s
@@ -37,7 +37,10 @@ UNSHARE_KIND_KEYS = ("operation", "op", "unshare_op", "kind")
 
 class HugetlbUnshareSpec(WorkloadSpec):
     def ops_from_size(self, size: int) -> int:
-        """The size gives tables (one per GiB), not operations: one operation."""
+        """The size gives tables (one per GiB), not operations: one operation. Only whole
+        1 GiB ranges share a PMD table (mm/hugetlb.c want_pmd_share()), as the driver
+        requires of --size."""
+        whole_ranges(size, "shared PMD table", PUD_SIZE)
         return 1
 
     def validate(self, s):
@@ -95,7 +98,7 @@ class HugetlbUnshareSpec(WorkloadSpec):
         return out
 
     def scenario_from_flags(self, s, flags):
-        return replace(s, unshare_kind=flags["op"])
+        return replace(s, unshare_kind=flags["operation"])
 
     def model_what(self, s) -> str:
         return (f"hugetlb unshare ({s.unshare_kind}): {s.ops} operation{'s' if s.ops != 1 else ''}"
@@ -135,9 +138,10 @@ SPEC = HugetlbUnshareSpec(
                "(workloads/race.py; not with --operation exit)", flag=True, default=False),
     ),
     model_flags=(
-        Option("op", "hugetlb unsharing operation (default munmap)", choices=HUGETLB_OPERATIONS, default="munmap"),
+        Option("operation", "hugetlb unsharing operation (default munmap)", choices=HUGETLB_OPERATIONS,
+               default="munmap", aliases=("--op",)),
         Option("sharers", "processes mapping the range, one holder plus unsharers taking turns (default 2)",
-               kind=int, default=2),
+               kind=int, default=2, metavar="N"),
         Option("control", "hugetlb: MAP_PRIVATE mapping that cannot share", flag=True, default=False),
     ),
 )

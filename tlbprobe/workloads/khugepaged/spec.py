@@ -18,7 +18,7 @@ from typing import Dict, List, Optional
 from ...errors import InputError
 from ...vocab import PMD_SIZE
 from ...options import Option
-from ..spec import WorkloadSpec, median, plain, size_text
+from ..spec import WorkloadSpec, median, plain, size_text, whole_ranges
 from ...ui.numbers import fmt_num
 
 #: HPAGE_PMD_NR with 4 KiB pages: khugepaged_scan_mm_slot() counts this much progress per
@@ -66,7 +66,7 @@ SCAN_SLEEP = Option("scan_sleep_millisecs", "khugepaged: sleep between wake-ups 
 class KhugepagedSpec(WorkloadSpec):
     def ops_from_size(self, size: int) -> int:
         """One collapse per 2 MiB range of the region."""
-        return size // PMD_SIZE
+        return whole_ranges(size, "range")
 
     def tlb_ipis(self, s, params, notes):
         """Sent from khugepaged's CPU, to every CPU the mm ran on: only an upper bound."""
