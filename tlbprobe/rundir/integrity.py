@@ -23,14 +23,24 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Protocol, Sequence, Tuple
 
 from .. import files
 from ..errors import InputError
 from .schema import ATTRIBUTION_COLUMNS, INTERRUPTS_COLUMNS, VMSTAT_COLUMNS
 
-if TYPE_CHECKING:
-    from .reader import Run
+
+
+class RecordedRun(Protocol):
+    """What the checks read of a loaded run (reader.py Run, which calls them while it
+    loads: a protocol, so this module need not import the reader back)."""
+
+    path: Path
+    run_yaml: Mapping[str, Any]
+    repeats: Sequence[Any]
+
+    @property
+    def complete(self) -> bool: ...
 
 #: name -> (its columns, the columns that must hold numbers)
 RECORDS: Dict[str, Tuple[Sequence[str], Sequence[str]]] = {
@@ -43,7 +53,7 @@ RECORDS: Dict[str, Tuple[Sequence[str], Sequence[str]]] = {
 _MAX_NAMED = 6
 
 
-def check_run(run: "Run") -> List[str]:
+def check_run(run: RecordedRun) -> List[str]:
     """Every damage of ``run`` found, one warning each (see the module docstring)."""
     out = _run_yaml(run)
     phases = [(r.repeat, name, p) for r in run.repeats for name, p in r.phases.items()]
@@ -63,7 +73,7 @@ def check_run(run: "Run") -> List[str]:
     return out
 
 
-def _run_yaml(run: "Run") -> List[str]:
+def _run_yaml(run: RecordedRun) -> List[str]:
     out = []
     y = run.run_yaml
     if not isinstance(y.get("job"), dict) or not y.get("job"):
