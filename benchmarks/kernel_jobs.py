@@ -46,7 +46,9 @@ def figures(summary: dict) -> dict:
     queued = summary.get("queued")
     return {"complete": summary.get("complete"), "ops": summary.get("ops"), "others": others,
             "traced": queued.get(SYNC, 0) if isinstance(queued, dict) else None,
-            "expected": (summary.get("ops") or 0) * others, "cal": summary.get("cal_other_cpus"),
+            # one sync per collapse or unshare; other jobs' ops (GUP calls) send none of their own
+            "expected": (summary.get("ops") or 0) * others if summary.get("ops_unit") in ("collapses", "unshares")
+            else None, "ops_unit": summary.get("ops_unit"), "cal": summary.get("cal_other_cpus"),
             "idle_ipis_per_s": round(idle_cal / idle_s, 1) if idle_s else None,
             "release": summary.get("kernel_release")}
 
