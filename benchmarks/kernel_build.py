@@ -15,6 +15,8 @@ figures say what else ran (load average before and after each build).
 
 Objects are the *.o files in the build directory after the build (built-in.a and the
 like not counted): what make compiled, host tools and the boot decompressor included.
+CPU seconds are make's and its children's user + system time: on a shared machine they
+compare the builds' work where the wall time also measures the neighbours.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import sys
 import time
@@ -31,6 +34,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from tlbprobe.kernel.build import (DEBUG_FRAGMENT, DEFAULT_FRAGMENT, KernelSpec, build_kernel,  # noqa: E402
                                    cache_root, debian_tarball, is_tarball, plan_build, unpack)
+
+
+def children_cpu() -> float:
+    """User + system seconds of the waited-for children (make and what it ran): what the
+    build cost, whatever else shares the CPUs, unlike the wall time."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 def load() -> str:
@@ -65,23 +75,24 @@ def main() -> int:
             for stale in (build_dir, plan.entry):  # cold: no build directory, no cached kernel
                 shutil.rmtree(stale, ignore_errors=True)
             before = load()
-            t = time.monotonic()
+            t, cpu = time.monotonic(), children_cpu()
             k = build_kernel(spec, log=print)
-            wall = time.monotonic() - t
+            wall, cpu = time.monotonic() - t, children_cpu() - cpu
             objects = sum(1 for _ in build_dir.rglob("*.o"))
             row = {"flavour": flavour, "base": base, "key": k.key, "release": k.release, "wall_s": round(wall, 1),
+                   "cpu_s": round(cpu, 1),
                    "objects": objects, "bzimage_bytes": k.bzimage.stat().st_size, "load_before": before,
                    "load_after": load(), "bzimage": str(k.bzimage)}
             rows.append(row)
-            print(f"{flavour} {base}: {wall:.0f} s, {objects} objects, bzImage {row['bzimage_bytes'] / 2**20:.1f} MiB "
+            print(f"{flavour} {base}: {wall:.0f} s ({cpu:.0f} CPU s), {objects} objects, bzImage {row['bzimage_bytes'] / 2**20:.1f} MiB "
                   f"(load {before} -> {row['load_after']}): {k.bzimage}", flush=True)
     print()
-    print(f"{'flavour':<8} {'base':<10} {'wall s':>7} {'objects':>8} {'bzImage MiB':>12}  vs the first base")
+    print(f"{'flavour':<8} {'base':<10} {'wall s':>7} {'CPU s':>7} {'objects':>8} {'bzImage MiB':>12}  vs the first base")
     for r in rows:
         first = next(x for x in rows if x["flavour"] == r["flavour"])
-        print(f"{r['flavour']:<8} {r['base']:<10} {r['wall_s']:>7.0f} {r['objects']:>8} "
+        print(f"{r['flavour']:<8} {r['base']:<10} {r['wall_s']:>7.0f} {r['cpu_s']:>7.0f} {r['objects']:>8} "
               f"{r['bzimage_bytes'] / 2**20:>12.1f}  {r['wall_s'] / first['wall_s']:.2f} x time, "
-              f"{r['objects'] / first['objects']:.2f} x objects")
+              f"{r['cpu_s'] / first['cpu_s']:.2f} x CPU, {r['objects'] / first['objects']:.2f} x objects")
     if a.json:
         a.json.write_text(json.dumps(rows, indent=1) + "\n")
     return 0
