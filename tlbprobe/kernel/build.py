@@ -60,7 +60,7 @@ class ConfigBase:
 #: cores). "minimal": `make tinyconfig` (allnoconfig with EXPERT, then tiny.config's -Os,
 #: XZ, SLUB_TINY and UNWINDER_GUESS) + kernels/config/tlbprobe-minimal.config, which undoes
 #: those four and turns on what a guest running tlbprobe needs; about half the build
-#: (benchmarks/README.md, "Kernel builds").
+#: (benchmarks/README.md, "Guest kernel builds": 1,159 objects against 2,280 in 6.12).
 CONFIG_BASES = {
     "defconfig": ConfigBase("defconfig", "x86_64_defconfig", ("kernel/configs/kvm_guest.config",)),
     "minimal": ConfigBase("minimal", "tinyconfig", (), (MINIMAL_FRAGMENT,)),
