@@ -75,13 +75,42 @@ def test_source_that_is_neither_tree_nor_tarball_is_refused(tmp_path):
 def test_config_check_accepts_either_name_of_hugetlb_pmd_sharing(tmp_path):
     from tlbprobe.kernel.build import REQUIRED_OPTIONS, BuildError, check_config
 
-    common = [o for o in REQUIRED_OPTIONS if "|" not in o]
+    common = [o.split("|")[0] for o in REQUIRED_OPTIONS if "HUGE_PMD" not in o and "PMD_PAGE" not in o]
     for sharing in ("CONFIG_HUGETLB_PMD_PAGE_TABLE_SHARING", "CONFIG_ARCH_WANT_HUGE_PMD_SHARE"):  # 6.8+, 6.1
-        (tmp_path / ".config").write_text("".join(f"{o}=y\n" for o in common + [sharing]))
+        (tmp_path / ".config").write_text("".join(f"{o}=y\n" for o in common + [sharing]) + "CONFIG_NR_CPUS=64\n")
         check_config(tmp_path)
-    (tmp_path / ".config").write_text("".join(f"{o}=y\n" for o in common) + "# CONFIG_9P_FS is not set\n")
+    (tmp_path / ".config").write_text("".join(f"{o}=y\n" for o in common) + "# CONFIG_9P_FS is not set\n"
+                                      "CONFIG_NR_CPUS=64\n")
     with pytest.raises(BuildError, match="CONFIG_HUGETLB_PMD_PAGE_TABLE_SHARING or CONFIG_ARCH_WANT_HUGE_PMD_SHARE"):
         check_config(tmp_path)
+
+
+@needs_source
+@pytest.mark.slow
+def test_minimal_base_has_what_jobs_need_and_a_lost_dependency_is_named(tmp_path):
+    """The real tree's Kconfig (configuring only, seconds): the minimal base passes the
+    check; a .config that drops PARAVIRT (and with it MMU_GATHER_RCU_TABLE_FREE, which x86
+    selects only with PARAVIRT, and KVM_GUEST, which depends on it) and THP fails after
+    olddefconfig, naming each option lost."""
+    import re
+    import subprocess
+
+    from tlbprobe.kernel import build as kb
+
+    tree = kb.unpack(kb.debian_tarball(), log=print)
+    build = tmp_path / "o"
+    kb.configure(tree, build, [kb.DEFAULT_FRAGMENT], kb.CONFIG_BASES["minimal"])
+    kb.check_config(build)
+    config = (build / ".config").read_text()
+    for option in ("CONFIG_PARAVIRT", "CONFIG_TRANSPARENT_HUGEPAGE"):
+        config = re.sub(rf"^{option}=y$", f"# {option} is not set", config, flags=re.M)
+    (build / ".config").write_text(config)
+    subprocess.run(["make", "-s", "-C", str(tree), f"O={build}", "olddefconfig"], check=True, capture_output=True)
+    with pytest.raises(kb.BuildError) as e:
+        kb.check_config(build)
+    for option in ("CONFIG_PARAVIRT", "CONFIG_KVM_GUEST", "CONFIG_MMU_GATHER_RCU_TABLE_FREE",
+                   "CONFIG_TRANSPARENT_HUGEPAGE"):
+        assert f"{option} (" in str(e.value)
 
 
 def test_statuses_come_from_the_share_not_from_the_console(tmp_path):

@@ -195,7 +195,8 @@ def plan(spec: KernelSpec, user: Optional[InvokingUser] = None) -> Dict[str, Any
 
     def child() -> Dict[str, Any]:
         p = plan_build(spec)
-        return {"source": str(p.tarball or p.tree), "fragments": [str(f) for f in p.spec.fragments],
+        return {"source": str(p.tarball or p.tree), "base": p.spec.base,
+                "fragments": [str(f) for f in p.spec.fragments],
                 "patches": [str(x) for x in p.spec.patches], "key": p.key, "cache_entry": str(p.entry),
                 "cached": p.cached, "build_user": user.name if user else pwd.getpwuid(os.getuid()).pw_name}
 

@@ -8,7 +8,7 @@ Layout under the cache (``$TLBPROBE_CACHE`` or ~/.cache/tlbprobe):
                                what the patches touch (under a minute instead of 15)
   kernels/<key>/bzImage        the result, keyed by source + config + patches
   kernels/<key>/build.log      make's full output
-  kernels/<key>/meta.json      what went in: source, config fragments, patches, times
+  kernels/<key>/meta.json      what went in: source, config base and fragments, patches, times
 Patches are applied to the source tree for the build and reversed afterwards, whatever
 happens, so the tree stays pristine for the next build.
 """
@@ -37,15 +37,93 @@ KERNELS_DIR = locate("kernels")
 DEFAULT_FRAGMENT = KERNELS_DIR / "config" / "tlbprobe-guest.config"
 #: the debug flavour's second fragment (KASAN, DEBUG_VM, PAGE_TABLE_CHECK): kernel build --debug
 DEBUG_FRAGMENT = KERNELS_DIR / "config" / "tlbprobe-debug.config"
+#: the minimal base's own fragment, applied after `make tinyconfig` (see CONFIG_BASES)
+MINIMAL_FRAGMENT = KERNELS_DIR / "config" / "tlbprobe-minimal.config"
 OUR_PATCHES = sorted((KERNELS_DIR / "patches").glob("*.patch"))
 DEBIAN_TARBALLS = "/usr/src/linux-source-*.tar.xz"
-#: Options the guest cannot do without; a build whose .config lacks one is refused.
-#: "A|B": either will do (hugetlb PMD sharing is HUGETLB_PMD_PAGE_TABLE_SHARING since 6.8,
-#: the architecture's ARCH_WANT_HUGE_PMD_SHARE before, e.g. in Debian 12's 6.1).
-REQUIRED_OPTIONS = ("CONFIG_SMP", "CONFIG_TRANSPARENT_HUGEPAGE", "CONFIG_HUGETLBFS",
-                    "CONFIG_HUGETLB_PMD_PAGE_TABLE_SHARING|CONFIG_ARCH_WANT_HUGE_PMD_SHARE",
-                    "CONFIG_EVENT_TRACING", "CONFIG_9P_FS", "CONFIG_NET_9P_VIRTIO", "CONFIG_VIRTIO_PCI",
-                    "CONFIG_SERIAL_8250_CONSOLE", "CONFIG_MMU_GATHER_RCU_TABLE_FREE")
+
+
+@dataclass(frozen=True)
+class ConfigBase:
+    """Where a .config starts, before the spec's fragments: a make target that writes a
+    whole .config, then fragments of the kernel tree's own (paths inside the tree) and
+    of ours, merged with scripts/kconfig/merge_config.sh, then olddefconfig."""
+
+    name: str
+    target: str
+    tree_fragments: Tuple[str, ...] = ()
+    fragments: Tuple[Path, ...] = ()
+
+
+#: The configuration bases. "defconfig": x86_64_defconfig + the kernel's kvm_guest.config,
+#: what every kernel was built from until now (6.12: about 2,240 objects, 6 minutes on two
+#: cores). "minimal": `make tinyconfig` (allnoconfig with EXPERT, then tiny.config's -Os,
+#: XZ, SLUB_TINY and UNWINDER_GUESS) + kernels/config/tlbprobe-minimal.config, which undoes
+#: those four and turns on what a guest running tlbprobe needs; about half the build
+#: (benchmarks/README.md, "Guest kernel builds": 1,159 objects against 2,280 in 6.12).
+CONFIG_BASES = {
+    "defconfig": ConfigBase("defconfig", "x86_64_defconfig", ("kernel/configs/kvm_guest.config",)),
+    "minimal": ConfigBase("minimal", "tinyconfig", (), (MINIMAL_FRAGMENT,)),
+}
+#: The base of every KernelSpec not told otherwise: switching all builds is this line.
+DEFAULT_BASE = "defconfig"
+
+#: Options the guest and its jobs cannot do without, and what for; a build whose .config
+#: lacks one (after olddefconfig: a dependency missing drops an option silently) is
+#: refused, naming it. "A|B": either will do (hugetlb PMD sharing is
+#: HUGETLB_PMD_PAGE_TABLE_SHARING since 6.8, the architecture's ARCH_WANT_HUGE_PMD_SHARE
+#: before, e.g. in Debian 12's 6.1). Every name exists in 6.1 and 6.12.
+REQUIRED = (
+    # the sync under study: x86 selects MMU_GATHER_RCU_TABLE_FREE only with PARAVIRT
+    # (arch/x86/Kconfig); without it tlb_remove_table_sync_one() is an empty stub
+    ("CONFIG_64BIT", "an x86-64 guest"),
+    ("CONFIG_SMP", "more than one CPU"),
+    ("CONFIG_PARAVIRT", "selects MMU_GATHER_RCU_TABLE_FREE"),
+    ("CONFIG_KVM_GUEST", "KVM's paravirtual TLB flush (--pv-tlb-flush)"),
+    ("CONFIG_MMU_GATHER_RCU_TABLE_FREE", "tlb_remove_table_sync_one() is empty without it"),
+    # booting the guest (tlbprobe/vm/guest.py): 9p root over virtio-pci, serial console,
+    # a #! init script, proc/sysfs/devtmpfs/tmpfs, power-off with sysrq-o (ACPI)
+    ("CONFIG_VIRTIO_PCI", "the 9p shares' transport"),
+    ("CONFIG_NET_9P_VIRTIO", "the root and output shares"),
+    ("CONFIG_9P_FS", "the root and output shares"),
+    ("CONFIG_SERIAL_8250_CONSOLE", "console=ttyS0"),
+    ("CONFIG_PRINTK", "the console log and /dev/kmsg"),
+    ("CONFIG_BINFMT_ELF", "the host's programs"),
+    ("CONFIG_BINFMT_SCRIPT", "the guest's init is a #! script"),
+    ("CONFIG_PROC_FS", "/proc/interrupts, /proc/vmstat"),
+    ("CONFIG_PROC_SYSCTL", "/proc/sys/vm/nr_hugepages"),
+    ("CONFIG_SYSFS", "THP and CPU sysfs files"),
+    ("CONFIG_DEVTMPFS", "/dev in the guest"),
+    ("CONFIG_TMPFS", "/run in the guest"),
+    ("CONFIG_MAGIC_SYSRQ", "power-off with sysrq-o"),
+    ("CONFIG_ACPI", "QEMU's power-off"),
+    ("CONFIG_MULTIUSER", "user and group ids"),
+    ("CONFIG_FUTEX", "threads"),
+    ("CONFIG_POSIX_TIMERS", "clock_nanosleep (cyclictest)"),
+    ("CONFIG_HIGH_RES_TIMERS", "cyclictest's wake-ups"),
+    ("CONFIG_HZ_1000", "the lpj= preset of TCG guests is for HZ=1000"),
+    # what the jobs do
+    ("CONFIG_ADVISE_SYSCALLS", "madvise()"),
+    ("CONFIG_TRANSPARENT_HUGEPAGE", "MADV_COLLAPSE, khugepaged"),
+    ("CONFIG_VM_EVENT_COUNTERS", "/proc/vmstat thp_collapse_alloc: the collapse count"),
+    ("CONFIG_HUGETLBFS", "the hugetlb jobs"),
+    ("CONFIG_HUGETLB_PMD_PAGE_TABLE_SHARING|CONFIG_ARCH_WANT_HUGE_PMD_SHARE", "hugetlb PMD sharing"),
+    ("CONFIG_MEMFD_CREATE", "the hugetlb jobs' memfd"),
+    ("CONFIG_GUP_TEST", "/sys/kernel/debug/gup_test (gup-fast)"),
+    # observing it
+    ("CONFIG_EVENT_TRACING", "the csd, ipi and irq_vectors events"),
+    ("CONFIG_PERF_EVENTS", "the in-kernel sync counter"),
+    ("CONFIG_KALLSYMS", "the sync counter's filter needs the function's address"),
+    ("CONFIG_KPROBE_EVENTS", "attribution on kernels without csd events"),
+    ("CONFIG_DEBUG_FS", "gup_test"),
+    ("CONFIG_UNWINDER_ORC|CONFIG_UNWINDER_FRAME_POINTER", "kernel stacks that name a caller"),
+)
+REQUIRED_OPTIONS = tuple(o for o, _ in REQUIRED)
+#: Numeric options and their least value: repro --smp 64 needs 64 possible CPUs.
+REQUIRED_AT_LEAST = {"CONFIG_NR_CPUS": 64}
+#: With the debug fragment: what the debug flavour is for (kernels/config/tlbprobe-debug.config).
+DEBUG_REQUIRED = (("CONFIG_KASAN", "use-after-free checks"), ("CONFIG_DEBUG_VM", "VM_BUG_ON()s"),
+                  ("CONFIG_PAGE_TABLE_CHECK", "page-table mapping checks"))
 KBUILD_FORMAT = 1  # bump when the way we build changes, so old cache entries are not reused
 
 
@@ -65,6 +143,7 @@ class KernelSpec:
     fragments: List[Path] = field(default_factory=lambda: [DEFAULT_FRAGMENT])
     patches: List[Path] = field(default_factory=list)
     jobs: int = os.cpu_count() or 2
+    base: str = DEFAULT_BASE               # a key of CONFIG_BASES: where the .config starts
 
 
 @dataclass
@@ -218,13 +297,20 @@ def reverse_series(tree: Path) -> None:
     record.rmdir()
 
 
-def configure(tree: Path, build: Path, fragments: List[Path]) -> None:
-    """x86_64_defconfig + kvm_guest.config + our fragments, checked for what the guest needs."""
+def config_base(name: str) -> ConfigBase:
+    try:
+        return CONFIG_BASES[name]
+    except KeyError:
+        raise InputError(f"config base {name!r}: choose {' or '.join(CONFIG_BASES)}") from None
+
+
+def configure(tree: Path, build: Path, fragments: List[Path], base: ConfigBase = CONFIG_BASES["defconfig"]) -> None:
+    """The base's .config (make target, its fragments) + our fragments, then olddefconfig."""
     build.mkdir(parents=True, exist_ok=True)
     make = ["make", "-s", "-C", str(tree), f"O={build}"]
-    merge = [str(tree / "scripts/kconfig/merge_config.sh"), "-m", "-O", str(build), str(build / ".config"),
-             str(tree / "kernel/configs/kvm_guest.config")] + [str(f.resolve()) for f in fragments]
-    for step in (make + ["x86_64_defconfig"], merge, make + ["olddefconfig"]):
+    merge = [str(tree / "scripts/kconfig/merge_config.sh"), "-m", "-O", str(build), str(build / ".config")]
+    merge += [str(tree / f) for f in base.tree_fragments] + [str(f.resolve()) for f in (*base.fragments, *fragments)]
+    for step in (make + [base.target], merge, make + ["olddefconfig"]):
         try:
             subprocess.run(step, check=True, capture_output=True, text=True, cwd=tree)
         except (subprocess.CalledProcessError, OSError) as e:
@@ -234,12 +320,28 @@ def configure(tree: Path, build: Path, fragments: List[Path]) -> None:
             raise BuildError(f"configuring the kernel in {build} failed ({' '.join(step[:4])} ...):\n{tail}") from None
 
 
-def check_config(build: Path) -> None:
+def required_options(fragments: List[Path]) -> Tuple[Tuple[str, str], ...]:
+    """What a build of these fragments must have: REQUIRED, and DEBUG_REQUIRED with the
+    debug fragment."""
+    debug = any(f.resolve() == DEBUG_FRAGMENT.resolve() for f in fragments)
+    return REQUIRED + (DEBUG_REQUIRED if debug else ())
+
+
+def missing_options(config: str, required=REQUIRED) -> List[str]:
+    """The required options a .config's text lacks, each with what it is for."""
+    missing = [f"{o.replace('|', ' or ')} ({why})" for o, why in required
+               if not any(re.search(rf"^{alt}=y$", config, re.M) for alt in o.split("|"))]
+    for o, least in REQUIRED_AT_LEAST.items():
+        m = re.search(rf"^{o}=(\d+)$", config, re.M)
+        if not m or int(m.group(1)) < least:
+            missing.append(f"{o} >= {least} (it is {m.group(1) if m else 'unset'})")
+    return missing
+
+
+def check_config(build: Path, required=REQUIRED) -> None:
     """Refuse a .config without what the guest needs (checked on every build, not only
     after configure: a refused config stays in the build directory)."""
-    config = (build / ".config").read_text()
-    missing = [o.replace("|", " or ") for o in REQUIRED_OPTIONS
-               if not any(re.search(rf"^{alt}=y$", config, re.M) for alt in o.split("|"))]
+    missing = missing_options((build / ".config").read_text(), required)
     if missing:
         raise BuildError(f"the kernel config in {build} lacks {', '.join(missing)}: check the config fragments")
 
@@ -294,10 +396,14 @@ def plan_build(spec: KernelSpec) -> BuildPlan:
         src_id = tree_identity(spec.source)
         tree = spec.source
         tarball = None
-    for f in spec.fragments:
+    base = config_base(spec.base)
+    for f in (*base.fragments, *spec.fragments):
         if not f.is_file():
             raise InputError(f"{f}: no such config fragment")
     frag_bytes = [f.read_bytes() for f in spec.fragments]
+    if base.name != "defconfig":  # the defconfig base keeps the keys it always had
+        frag_bytes = [f"base:{base.name}:{base.target}:{':'.join(base.tree_fragments)}".encode()] + \
+            [f.read_bytes() for f in base.fragments] + frag_bytes
     spec = replace(spec, patches=series.expand(list(spec.patches), cache_root() / "series"))
     for p in spec.patches:
         if not p.is_file():
@@ -421,6 +527,7 @@ def build_lock(log: Callable[[str], None]) -> Iterator[None]:
 def _build(spec: KernelSpec, tree: Optional[Path], tarball: Optional[Path], tree_key: str, key: str, entry: Path,
            log: Callable[[str], None], status: Callable[[str], None]) -> BuiltKernel:
     bzimage = entry / "bzImage"
+    base = config_base(spec.base)
     if tree is None:
         assert tarball is not None
         tree = unpack(tarball, log)
@@ -440,8 +547,8 @@ def _build(spec: KernelSpec, tree: Optional[Path], tarball: Optional[Path], tree
     try:
         apply_series(spec.patches, tree)
         if not (build / ".config").exists():
-            configure(tree, build, spec.fragments)
-        check_config(build)
+            configure(tree, build, spec.fragments, base)
+        check_config(build, required_options(spec.fragments))
         log(f"building {key} ({len(spec.patches)} patch(es)) in {build}, log {entry / 'build.log'}")
         _run_make(tree, build, spec.jobs, entry / "build.log", status)
     finally:
@@ -450,6 +557,7 @@ def _build(spec: KernelSpec, tree: Optional[Path], tarball: Optional[Path], tree
     release = (build / "include/config/kernel.release").read_text().strip()
     shutil.copy2(build / "arch/x86/boot/bzImage", bzimage)
     meta = {"key": key, "release": release, "source": str(tarball or spec.source),
+            "base": base.name, "base_config": [base.target, *base.tree_fragments, *(str(f) for f in base.fragments)],
             "fragments": [str(f) for f in spec.fragments], "patches": [str(p) for p in spec.patches],
             "seconds": round(seconds, 1), "built": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     (entry / "meta.json").write_text(json.dumps(meta, indent=1))
