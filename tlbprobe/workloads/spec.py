@@ -105,6 +105,9 @@ class WorkloadSpec:
     rules: Tuple["Rule", ...] = ()
     #: the report's race line: what its ``collapses_refused`` figure counts under --race
     refused_label: str = "operations not counted"
+    #: the model rule that says why this workload's TLB flushes are not modelled once its mm
+    #: runs on more than one CPU (the hugetlb workloads: munmap and exit flush on their own)
+    tlb_unmodelled: Optional[str] = None
 
     # -- the guest ------------------------------------------------------------------------
     def memory_for(self, job: Any) -> Optional[int]:
@@ -135,7 +138,12 @@ class WorkloadSpec:
     def tlb_ipis(self, s: "Scenario", params: "ModelParams", notes: List[str]) -> Optional[TlbCount]:
         """The TLB-shootdown IPIs on the other CPUs, when they do not follow the default
         rule; may add notes. Default None: one flush per operation of every other CPU in
-        mm_cpumask (tlb-native, tlb-pv, tlb-invlpgb), as a collapse sends."""
+        mm_cpumask (tlb-native, tlb-pv, tlb-invlpgb), as a collapse sends; with
+        ``tlb_unmodelled`` set, that rule's "not modelled" once the mm runs on more than
+        one CPU."""
+        if self.tlb_unmodelled and s.mm_cpus > 1:
+            r = params.rule(self.tlb_unmodelled)
+            return None, None, (r.id,), r.text
         return None
 
     def alternatives(self, s: "Scenario", params: "ModelParams") -> Sequence[Tuple["Scenario", str]]:

@@ -78,13 +78,6 @@ class HugetlbDbSpec(WorkloadSpec):
         r = params.rule("hugetlb-unshare-none")
         return 0.0, (r.id,), r.text
 
-    def tlb_ipis(self, s, params, notes):
-        """Not modelled once the mm runs on more than one CPU (exit flushes the client's mm)."""
-        if s.mm_cpus == 1:
-            return None  # the default rule's "no remote flush"
-        r = params.rule("tlb-hugetlb")
-        return None, None, (r.id,), r.text
-
     def scenario_from_flags(self, s, flags):
         """--rate with --client-work-ms: how many exits leave the tables exclusive."""
         rate, work = flags.get("rate"), flags.get("client_work_ms")
@@ -123,6 +116,7 @@ SPEC = HugetlbDbSpec(
     name="hugetlb-db",
     description="a database's shared hugetlb segment: servers keep it mapped, client sessions attach and exit",
     driver="tlbprobe.workloads.hugetlb_db.driver:HugetlbDbWorkload",
+    tlb_unmodelled="tlb-hugetlb",  # exit flushes the client's mm: not modelled beyond one CPU
     ops_unit="sessions",
     order=5,
     options=(

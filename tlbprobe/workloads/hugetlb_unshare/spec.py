@@ -79,13 +79,6 @@ class HugetlbUnshareSpec(WorkloadSpec):
         r = params.rule("hugetlb-unshare-none")
         return 0.0, (r.id,), r.text
 
-    def tlb_ipis(self, s, params, notes):
-        """Not modelled once the mm runs on more than one CPU (munmap and exit add flushes)."""
-        if s.mm_cpus == 1:
-            return None  # the default rule's "no remote flush"
-        r = params.rule("tlb-hugetlb")
-        return None, None, (r.id,), r.text
-
     def alternatives(self, s, params):
         """The kernel of another hugetlb era (--hugetlb-unshare)."""
         now = s.hugetlb_unshare or params.default_hugetlb_unshare
@@ -121,6 +114,7 @@ SPEC = HugetlbUnshareSpec(
     name="hugetlb-unshare",
     description="processes sharing a hugetlb mapping's PMD tables unshare them in turn (munmap, mprotect, ...)",
     driver="tlbprobe.workloads.hugetlb_unshare.driver:HugetlbUnshareWorkload",
+    tlb_unmodelled="tlb-hugetlb",  # munmap and exit add flushes: not modelled beyond one CPU
     ops_unit="unshares",
     aliases=("hugetlb", "unshare", "hugetlb_unshare"),
     order=2,
