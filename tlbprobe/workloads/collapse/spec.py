@@ -96,7 +96,8 @@ SPEC = CollapseSpec(
                "size at a time, e.g. 1G, so that memory holds the window, not the whole --size; each 2 MiB "
                "collapse is one collapse_huge_page() and one broadcast whatever the window; the populate and "
                "free steps' own IPIs are counted and said (default: the whole range at once)",
-               kind=int, parse=_window, metavar="SIZE", low=PMD_SIZE),
+               kind=int, parse=_window, expects="a size of whole 2 MiB ranges, e.g. 1G", metavar="SIZE",
+               low=PMD_SIZE, message="{flag} {value} is too small: a window holds at least one 2 MiB range"),
     ),
     refused_label="collapses refused",
 )
