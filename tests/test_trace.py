@@ -103,3 +103,23 @@ def test_buffers_are_sized_from_the_job_and_the_counter_spares_the_sender():
     assert TracePlan((0, 1), 0, 128, buffer_kb=4).total_kb(True) == 8  # what the user gives
     assert sync_filter(3, 0xffffffff8160f1c0) == "func == 0xffffffff8160f1c0 && cpu != 3"
     assert sync_filter(3, 0xffffffff8160f1c0, negate=True) == "func != 0xffffffff8160f1c0"
+
+
+def test_the_fast_line_split_agrees_with_the_full_regex():
+    """split_line's fast path must give what _LINE gives, and hand what it cannot split
+    cleanly (a task name with ': ' or brackets in it) to the regex."""
+    from tlbprobe.measure.trace import _LINE, split_line
+
+    lines = [
+        "  python3-4242    [000] d..2. 100.000000: csd_queue_cpu: cpu=1 callsite=smp_call_function_many_cond+0x1a5/0x520 func=tlb_remove_table_smp_sync+0x0/0x10 csd=00000000d8e1c6b3",
+        "          <idle>-0       [063] d.h1. 5.500001: csd_function_entry: func=flush_tlb_func+0x0/0x1c0 csd=0",
+        " weird: name-12 [003] .... 5.000001: ipi_send_cpu: cpu=2 callsite=a callback=b",
+        " a]b [x-7 (  12) [001] d.h1. 5.5: csd_function_entry: func=f csd=0",
+        "  <idle>-0       [001] 5.500000: sched_wake_idle_without_ipi: cpu=1",
+        "  bash-77 [002] ..... 9.1: tracing_mark_write: tlbprobe-phase begin r0-idle",
+        "# tracer: nop", "", "CPU:3 [LOST 12 EVENTS]", "garbage [x] 1.0: : :",
+    ]
+    for line in lines:
+        m = _LINE.match(line)
+        want = (int(m.group("cpu")), m.group("event"), m.group("body")) if m else None
+        assert split_line(line) == want, line
