@@ -76,8 +76,8 @@ def dropping(tmp_path: Path, *options: str) -> Path:
     return frag
 
 
-def test_the_default_base_is_one_constant_and_defconfig_for_now():
-    assert DEFAULT_BASE == "defconfig" and KernelSpec().base == DEFAULT_BASE
+def test_the_default_base_is_one_constant_and_minimal():
+    assert DEFAULT_BASE == "minimal" and KernelSpec().base == DEFAULT_BASE
     assert set(CONFIG_BASES) == {"defconfig", "minimal"}
     assert CONFIG_BASES["minimal"].target == "tinyconfig" and CONFIG_BASES["minimal"].fragments == (MINIMAL_FRAGMENT,)
     assert CONFIG_BASES["defconfig"].tree_fragments == ("kernel/configs/kvm_guest.config",)
@@ -111,9 +111,28 @@ def test_each_base_configures_from_its_target_and_is_cached_by_its_own_key(tree)
 def test_the_defconfig_base_keeps_the_keys_kernels_were_cached_by(tree):
     """Recorded runs name their kernels by key: the defconfig base's key is what it was
     before bases existed (KBUILD_FORMAT, the source and the fragments' bytes)."""
-    plan = plan_build(KernelSpec(source=tree))
+    plan = plan_build(KernelSpec(source=tree, base="defconfig"))
     src_id = kbuild.tree_identity(tree)
     assert plan.tree_key == kbuild._sha(str(kbuild.KBUILD_FORMAT).encode(), src_id, DEFAULT_FRAGMENT.read_bytes())
+
+
+def test_the_minimal_base_adds_old_trees_dependencies_only_to_old_trees(tree):
+    """6.1's 9P_FS depends on INET and its KPROBES on MODULES (fs/9p/Kconfig, arch/Kconfig);
+    6.12 needs neither, and a 6.12 build must not pay for them."""
+    assert kbuild.tree_version(tree) is None  # the fake tree's Makefile has no version: taken as new
+    base = CONFIG_BASES["minimal"]
+    assert base.fragments_for((6, 12)) == base.fragments_for(None) == (MINIMAL_FRAGMENT,)
+    assert base.fragments_for((6, 1)) == (MINIMAL_FRAGMENT, kbuild.MINIMAL_OLDER_FRAGMENT)
+    older = kbuild.MINIMAL_OLDER_FRAGMENT.read_text()
+    assert "CONFIG_INET=y" in older and "CONFIG_MODULES=y" in older
+    (tree / "Makefile").write_text("VERSION = 6\nPATCHLEVEL = 1\n" + (tree / "Makefile").read_text())
+    assert kbuild.tree_version(tree) == (6, 1)
+    k = build_kernel(KernelSpec(source=tree, base="minimal"), log=lambda s: None)
+    build = kbuild.cache_root() / "build" / plan_build(KernelSpec(source=tree, base="minimal")).tree_key
+    assert (build / "merged-files").read_text().split() == [str(MINIMAL_FRAGMENT), str(kbuild.MINIMAL_OLDER_FRAGMENT),
+                                                          str(DEFAULT_FRAGMENT)]
+    assert json.loads((k.bzimage.parent / "meta.json").read_text())["base_config"] == [
+        "tinyconfig", str(MINIMAL_FRAGMENT), str(kbuild.MINIMAL_OLDER_FRAGMENT)]
 
 
 def test_an_unknown_base_is_refused(tree):

@@ -7,13 +7,17 @@ import json
 from pathlib import Path
 
 from ..errors import InputError
-from ..kernel.build import DEBUG_FRAGMENT, DEFAULT_FRAGMENT, KernelSpec, as_dict, variant_patches
+from ..kernel.build import (CONFIG_BASES, DEBUG_FRAGMENT, DEFAULT_BASE, DEFAULT_FRAGMENT, KernelSpec, as_dict,
+                            variant_patches)
 
 EPILOG = """\
 The source is the newest Debian linux-source tarball (apt-get install linux-source-6.12)
 unless --source names a kernel tree or another tarball (e.g. linux-source-6.1, to see how
-an older kernel behaves; kernels/patches targets 6.12). The config is x86_64_defconfig +
-kvm_guest.config + kernels/config/tlbprobe-guest.config (+ --config fragments).
+an older kernel behaves; kernels/patches targets 6.12). The config starts from a base
+(--config-base: "minimal" is `make tinyconfig` + kernels/config/tlbprobe-minimal.config,
+about half the build; "defconfig" is x86_64_defconfig + kvm_guest.config, what runs
+recorded before December 2026 were built from), then kernels/config/tlbprobe-guest.config
+(+ --config fragments). Every build checks the options the jobs need and names a missing one.
 `--variant patched` applies kernels/patches/*.patch, or your --patch files instead, in
 order. Results are cached under $TLBPROBE_CACHE (default ~/.cache/tlbprobe) by source +
 config + patches; baseline and patched share one build directory, so the second build is
@@ -28,6 +32,7 @@ examples:
   tlbprobe kernel build --source ~/linux --commits v6.12..my-series --variant patched
   tlbprobe kernel build --source /usr/src/linux-source-6.1.tar.xz   # Debian 12's own kernel version
   tlbprobe kernel build --debug --variant patched   # KASAN, DEBUG_VM: for repro --race
+  tlbprobe kernel build --config-base defconfig     # the configuration older runs were built from
 """
 
 
@@ -48,6 +53,10 @@ def add_kernel_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--debug", action="store_true",
                    help="the debug flavour: adds kernels/config/tlbprobe-debug.config (KASAN, DEBUG_VM, "
                         "PAGE_TABLE_CHECK), cached separately; a KASAN build takes much longer")
+    p.add_argument("--config-base", choices=tuple(CONFIG_BASES), default=DEFAULT_BASE,
+                   help=f"where the .config starts (default: {DEFAULT_BASE}): minimal (tinyconfig + what the jobs "
+                        f"need, about half the build) or defconfig (x86_64_defconfig + kvm_guest.config); each "
+                        f"base is cached by its own key")
     p.add_argument("--jobs", type=int, default=None, metavar="N", help="make -jN (default: number of CPUs)")
 
 
@@ -97,7 +106,7 @@ def fragments_from_args(args: argparse.Namespace) -> list:
 
 def spec_from_args(args: argparse.Namespace, variant: str) -> KernelSpec:
     spec = KernelSpec(source=args.source, fragments=fragments_from_args(args),
-                      patches=variant_patches(variant, args.patch))
+                      patches=variant_patches(variant, args.patch), base=args.config_base)
     if args.jobs:
         spec.jobs = args.jobs
     return spec

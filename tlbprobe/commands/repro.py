@@ -118,7 +118,7 @@ def main(args: argparse.Namespace) -> int:
         # a race needs the vCPUs to run at once: single-threaded TCG interleaves them
         # (6 of 384 ranges raced a walker there, 384 of 384 with multi; kernels/README.md)
         args.tcg_thread = args.tcg_thread or "multi"
-    kspec = KernelSpec(source=args.source, fragments=fragments_from_args(args))
+    kspec = KernelSpec(source=args.source, fragments=fragments_from_args(args), base=args.config_base)
     if args.jobs:
         kspec.jobs = args.jobs
     if args.repeat is not None and not 1 <= args.repeat <= 1000:

@@ -39,6 +39,8 @@ DEFAULT_FRAGMENT = KERNELS_DIR / "config" / "tlbprobe-guest.config"
 DEBUG_FRAGMENT = KERNELS_DIR / "config" / "tlbprobe-debug.config"
 #: the minimal base's own fragment, applied after `make tinyconfig` (see CONFIG_BASES)
 MINIMAL_FRAGMENT = KERNELS_DIR / "config" / "tlbprobe-minimal.config"
+#: what the minimal base adds for trees older than 6.12 (Debian 12's 6.1): INET and MODULES
+MINIMAL_OLDER_FRAGMENT = KERNELS_DIR / "config" / "tlbprobe-minimal-before-6.12.config"
 OUR_PATCHES = sorted((KERNELS_DIR / "patches").glob("*.patch"))
 DEBIAN_TARBALLS = "/usr/src/linux-source-*.tar.xz"
 
@@ -53,6 +55,18 @@ class ConfigBase:
     target: str
     tree_fragments: Tuple[str, ...] = ()
     fragments: Tuple[Path, ...] = ()
+    #: (version, fragment): merged after `fragments` when the tree is older than version;
+    #: Kconfig dependencies move between releases (6.1's 9P_FS needs INET, its KPROBES
+    #: MODULES; 6.12's need neither) and a base must not pay for the old ones in new trees
+    older: Tuple[Tuple[Tuple[int, int], Path], ...] = ()
+
+    def fragments_for(self, version: Optional[Tuple[int, int]]) -> Tuple[Path, ...]:
+        """Our fragments of this base for a tree of this version (None: unknown, taken as new)."""
+        return self.fragments + tuple(f for v, f in self.older if version is not None and version < v)
+
+    def all_fragments(self) -> Tuple[Path, ...]:
+        """Every fragment the base can use, whatever the tree: what its cache key covers."""
+        return self.fragments + tuple(f for _, f in self.older)
 
 
 #: The configuration bases. "defconfig": x86_64_defconfig + the kernel's kvm_guest.config,
@@ -63,10 +77,10 @@ class ConfigBase:
 #: (benchmarks/README.md, "Guest kernel builds": 1,159 objects against 2,280 in 6.12).
 CONFIG_BASES = {
     "defconfig": ConfigBase("defconfig", "x86_64_defconfig", ("kernel/configs/kvm_guest.config",)),
-    "minimal": ConfigBase("minimal", "tinyconfig", (), (MINIMAL_FRAGMENT,)),
+    "minimal": ConfigBase("minimal", "tinyconfig", (), (MINIMAL_FRAGMENT,), (((6, 12), MINIMAL_OLDER_FRAGMENT),)),
 }
 #: The base of every KernelSpec not told otherwise: switching all builds is this line.
-DEFAULT_BASE = "defconfig"
+DEFAULT_BASE = "minimal"
 
 #: Options the guest and its jobs cannot do without, and what for; a build whose .config
 #: lacks one (after olddefconfig: a dependency missing drops an option silently) is
@@ -304,12 +318,24 @@ def config_base(name: str) -> ConfigBase:
         raise InputError(f"config base {name!r}: choose {' or '.join(CONFIG_BASES)}") from None
 
 
+def tree_version(tree: Path) -> Optional[Tuple[int, int]]:
+    """VERSION.PATCHLEVEL from the tree's top Makefile (None when it has none)."""
+    try:
+        head = (tree / "Makefile").read_text(errors="replace")[:2000]
+    except OSError:
+        return None
+    v = re.search(r"^VERSION\s*=\s*(\d+)", head, re.M)
+    p = re.search(r"^PATCHLEVEL\s*=\s*(\d+)", head, re.M)
+    return (int(v.group(1)), int(p.group(1))) if v and p else None
+
+
 def configure(tree: Path, build: Path, fragments: List[Path], base: ConfigBase = CONFIG_BASES["defconfig"]) -> None:
     """The base's .config (make target, its fragments) + our fragments, then olddefconfig."""
     build.mkdir(parents=True, exist_ok=True)
     make = ["make", "-s", "-C", str(tree), f"O={build}"]
     merge = [str(tree / "scripts/kconfig/merge_config.sh"), "-m", "-O", str(build), str(build / ".config")]
-    merge += [str(tree / f) for f in base.tree_fragments] + [str(f.resolve()) for f in (*base.fragments, *fragments)]
+    ours = (*base.fragments_for(tree_version(tree)), *fragments)
+    merge += [str(tree / f) for f in base.tree_fragments] + [str(f.resolve()) for f in ours]
     for step in (make + [base.target], merge, make + ["olddefconfig"]):
         try:
             subprocess.run(step, check=True, capture_output=True, text=True, cwd=tree)
@@ -397,13 +423,13 @@ def plan_build(spec: KernelSpec) -> BuildPlan:
         tree = spec.source
         tarball = None
     base = config_base(spec.base)
-    for f in (*base.fragments, *spec.fragments):
+    for f in (*base.all_fragments(), *spec.fragments):
         if not f.is_file():
             raise InputError(f"{f}: no such config fragment")
     frag_bytes = [f.read_bytes() for f in spec.fragments]
     if base.name != "defconfig":  # the defconfig base keeps the keys it always had
         frag_bytes = [f"base:{base.name}:{base.target}:{':'.join(base.tree_fragments)}".encode()] + \
-            [f.read_bytes() for f in base.fragments] + frag_bytes
+            [f.read_bytes() for f in base.all_fragments()] + frag_bytes
     spec = replace(spec, patches=series.expand(list(spec.patches), cache_root() / "series"))
     for p in spec.patches:
         if not p.is_file():
@@ -557,7 +583,8 @@ def _build(spec: KernelSpec, tree: Optional[Path], tarball: Optional[Path], tree
     release = (build / "include/config/kernel.release").read_text().strip()
     shutil.copy2(build / "arch/x86/boot/bzImage", bzimage)
     meta = {"key": key, "release": release, "source": str(tarball or spec.source),
-            "base": base.name, "base_config": [base.target, *base.tree_fragments, *(str(f) for f in base.fragments)],
+            "base": base.name,
+            "base_config": [base.target, *base.tree_fragments, *(str(f) for f in base.fragments_for(tree_version(tree)))],
             "fragments": [str(f) for f in spec.fragments], "patches": [str(p) for p in spec.patches],
             "seconds": round(seconds, 1), "built": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     (entry / "meta.json").write_text(json.dumps(meta, indent=1))

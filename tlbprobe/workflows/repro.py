@@ -101,8 +101,7 @@ def build_variants(kernel_spec: KernelSpec, patches: Sequence[Path], timings: Di
 
     kernels: Dict[str, BuiltKernel] = {}
     for variant in VARIANTS:
-        spec = KernelSpec(kernel_spec.source, kernel_spec.fragments, variant_patches(variant, list(patches)),
-                          kernel_spec.jobs)
+        spec = replace(kernel_spec, patches=variant_patches(variant, list(patches)))
         t = time.monotonic()
         log(f"{variant} kernel: building or taking from the cache")
         kernels[variant] = asuser.build(spec, log=log, status=status)
