@@ -40,10 +40,55 @@ def test_qemu_command_shares_root_read_only_and_output_writable(tmp_path):
 
 
 @pytest.mark.parametrize("pv, expected", [(None, "host"), ("off", "host,-kvm-pv-tlb-flush"),
-                                          ("on", "host,+kvm-pv-tlb-flush")])
+                                          ("on", "host,+kvm-pv-tlb-flush"),
+                                          # KVM's own flush, installed later in boot, would replace the wrapper
+                                          ("wrapper", "host,-kvm-pv-tlb-flush")])
 def test_kvm_cpu_model_follows_pv_tlb_flush(pv, expected):
     assert g.cpu_model("kvm", pv) == expected
     assert g.cpu_model("tcg", pv) == "max"
+
+
+def test_the_wrapper_is_switched_on_by_the_command_line_and_read_as_pv(tmp_path):
+    from tlbprobe.kernel.build import WRAP_FLUSH_PARAM, WRAP_FLUSH_PATCH
+    from tlbprobe.measure.host import detect_flush_mode
+
+    spec = g.GuestSpec(kernel=tmp_path / "bzImage", pv_tlb_flush="wrapper")
+    append = lambda s: g.qemu_command(s, "tcg", tmp_path / "i", tmp_path / "o")[-9]
+    assert WRAP_FLUSH_PARAM in append(spec).split()
+    assert WRAP_FLUSH_PARAM not in append(g.GuestSpec(kernel=tmp_path / "bzImage"))
+    # the patch's own pr_notice() is what the host facts recognise
+    line = next(l for l in WRAP_FLUSH_PATCH.read_text().splitlines() if "pr_notice(" in l)
+    printed = line.split('"')[1].replace("\\n", "")
+    log = f"[    0.000000] Linux version 6.12.118\n[    0.000000] {printed}\n"
+    mode, evidence = detect_flush_mode(["hypervisor"], log, True)
+    assert mode == "pv" and "test-only wrapper" in evidence and "tlbprobe: test-only paravirtual TLB flush" in evidence
+    assert detect_flush_mode(["hypervisor"], "[    0.000000] Linux version 6.12.118\n", True)[0] == "native"
+    image = tmp_path / "bzImage"
+    header = bytearray(0x300)  # just the boot protocol's two magic numbers
+    header[0x1FE:0x200], header[0x202:0x206] = b"\x55\xaa", b"HdrS"
+    image.write_bytes(bytes(header))
+    with pytest.raises(InputError, match="choose on, off or wrapper"):
+        g.check_spec(g.GuestSpec(kernel=image, pv_tlb_flush="maybe"))
+
+
+@needs_source
+def test_the_wrapper_patch_applies_with_and_without_the_series(tmp_path):
+    """Both kernels of a --pv-tlb-flush wrapper A/B carry it, the patched one after the series."""
+    from tlbprobe.kernel.build import WRAP_FLUSH_PATCH, debian_tarball, unpacked
+
+    tree = unpacked(debian_tarball())
+    if tree is None:
+        pytest.skip(f"{STRICT_SKIP_TAG} the Debian tree is not unpacked yet (a kernel build unpacks it)")
+    check_patch(WRAP_FLUSH_PATCH, tree)
+    copy = tmp_path / "tree"
+    for rel in ("arch/x86/mm/tlb.c", "arch/x86/include/asm/tlb.h", "include/asm-generic/tlb.h", "mm/mmu_gather.c"):
+        (copy / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(tree / rel, copy / rel)
+    for p in OUR_PATCHES:
+        check_patch(p, copy)
+        import subprocess
+        subprocess.run(["patch", "-s", "-p1", "-i", str(p)], cwd=copy, check=True)
+    check_patch(WRAP_FLUSH_PATCH, copy)
 
 
 def test_console_parsing_finds_statuses_and_panics():
@@ -407,6 +452,37 @@ def test_repro_sweeps_vcpu_counts(tmp_path, capsys):
     assert suite.get("tests") == "4" and suite.get("failures") == "0"
     assert json.loads((tmp_path / "repro.json").read_text())["ok"] is True
     assert max(len(line) for line in (out / "sweep.txt").read_text().splitlines()) <= 72
+
+
+@needs_qemu
+@needs_source
+@pytest.mark.slow
+def test_repro_with_the_wrapper_keeps_every_broadcast_on_the_patched_kernel(tmp_path, capsys):
+    """The series' other branch under TCG: with tlbprobe's test-only paravirtual flush the
+    patched kernel must send what the baseline sends, exactly, and the runs say why."""
+    import yaml
+    from tlbprobe.cli import main
+
+    job = tmp_path / "collapse-64M.yaml"
+    job.write_text("workload: collapse\nsize: 64M\nrepeat: 3\ncpu: 0\nidle_seconds: 1\n")
+    out = tmp_path / "ab"
+    rc = main(["repro", "--pv-tlb-flush", "wrapper", "--accel", "tcg", "--smp", "4", "--job", str(job),
+               "--out", str(out), "--json", str(tmp_path / "repro.json")])
+    printed = capsys.readouterr().out
+    assert rc == 0, printed
+    traced = {}
+    for variant in ("baseline", "patched"):
+        run = out / variant / "collapse-64M"
+        meta = yaml.safe_load((run / "run.yaml").read_text())
+        assert meta["host"]["flush_mode"] == "pv", meta["host"]["flush_mode_evidence"]
+        assert "test-only wrapper" in meta["host"]["flush_mode_evidence"]
+        assert meta["qemu"]["pv_tlb_flush"] == "wrapper"
+        assert "tlbprobe_wrap_flush" in " ".join(meta["qemu"]["cmdline"])
+        s = json.loads((run / "summary.json").read_text())
+        assert s["ops"] == 3 * 32
+        traced[variant] = s["queued"]["tlb_remove_table_smp_sync"]
+    assert traced["baseline"] == traced["patched"] == 3 * 32 * 3, traced
+    assert json.loads((tmp_path / "repro.json").read_text())["ok"] is True
 
 
 @pytest.mark.parametrize("name", ["/etc/passwd", "a/../../etc/passwd", "a/mm/../../../x"])

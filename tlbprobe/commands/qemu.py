@@ -55,8 +55,12 @@ def add_guest_options(p: argparse.ArgumentParser, sweep: bool = False) -> None:
                         "refused when the host's MemAvailable cannot give it)")
     p.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto",
                    help="auto (default): KVM if it works, else TCG")
-    p.add_argument("--pv-tlb-flush", choices=("on", "off"), default=None,
-                   help="KVM only: give the guest KVM's paravirtual TLB flush or not (default: KVM's default, on)")
+    p.add_argument("--pv-tlb-flush", choices=("on", "off", "wrapper"), default=None,
+                   help="on/off (KVM only): give the guest KVM's paravirtual TLB flush or not (default: KVM's "
+                        "default, on); wrapper (TCG or KVM): boot with tlbprobe_wrap_flush, tlbprobe's test-only "
+                        "paravirtual flush that wraps the native one (kernels/test-only/; repro builds both "
+                        "kernels with it, qemu collect needs a --kernel built with it), so the patched kernel "
+                        "must keep every broadcast")
     p.add_argument("--tcg-thread", choices=("single", "multi"), default=None,
                    help="TCG only: single (the default, but multi for repro --race): the vCPUs take turns in one "
                         "host thread; multi: one host thread each (QEMU's default), so walkers and the operation "

@@ -28,7 +28,13 @@ OUT/repro.json (verdicts, timings), and the LKML tables printed here.
 
 Under TCG (no working KVM) the guest flushes with native IPIs, so the patched kernel
 must show ~0 sync IPIs. Under KVM with paravirtual flush (--pv-tlb-flush on, KVM's
-default) the model says patched = baseline, and that is what is checked.
+default) the model says patched = baseline, and that is what is checked. The same branch
+without KVM: --pv-tlb-flush wrapper builds both kernels with a test-only patch
+(kernels/test-only/: pv_ops.mmu.flush_tlb_multi becomes a wrapper of the native flush,
+page tables are freed through tlb_remove_table() as under KVM) and boots them with
+tlbprobe_wrap_flush; the guest's kernel log says so, the run records flush mode pv with
+that line as evidence, and the patched kernel must keep every broadcast (traced patched
+= traced baseline).
 
 With --smp 4,16,64 (a list) it runs a sweep instead: one collapse (--size, default
 256M) at each vCPU count on both kernels, and prints a table across N (sync IPIs per
@@ -58,6 +64,7 @@ examples:
   tlbprobe repro --patch series.mbx       # b4 am / git format-patch --stdout output
   tlbprobe repro --source ~/linux --commits v6.12..my-series
   tlbprobe repro --accel kvm --pv-tlb-flush off --smp 8 --memory 8G
+  tlbprobe repro --pv-tlb-flush wrapper   # the paravirtual branch under TCG: patched must equal baseline
 """
 
 
@@ -101,7 +108,7 @@ def format_timings(timings: Dict[str, float]) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..kernel.build import KernelSpec
+    from ..kernel.build import WRAP_FLUSH_PATCH, KernelSpec
     from ..ui import terminal_status
     from ..workflows.repro import default_out, resolve_jobs, run_repro, run_sweep, seed_job, tradeoff
     from ..workflows.results import Case, write_results
@@ -118,7 +125,11 @@ def main(args: argparse.Namespace) -> int:
         # a race needs the vCPUs to run at once: single-threaded TCG interleaves them
         # (6 of 384 ranges raced a walker there, 384 of 384 with multi; kernels/README.md)
         args.tcg_thread = args.tcg_thread or "multi"
-    kspec = KernelSpec(source=args.source, fragments=fragments_from_args(args), base=args.config_base)
+    # --pv-tlb-flush wrapper: both kernels carry the test-only wrapper, so they differ by
+    # the series alone, and the guests boot with it switched on
+    common = [WRAP_FLUSH_PATCH] if args.pv_tlb_flush == "wrapper" else []
+    kspec = KernelSpec(source=args.source, fragments=fragments_from_args(args), patches=common,
+                       base=args.config_base)
     if args.jobs:
         kspec.jobs = args.jobs
     if args.repeat is not None and not 1 <= args.repeat <= 1000:

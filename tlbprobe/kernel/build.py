@@ -42,6 +42,11 @@ MINIMAL_FRAGMENT = KERNELS_DIR / "config" / "tlbprobe-minimal.config"
 #: what the minimal base adds for trees older than 6.12 (Debian 12's 6.1): INET and MODULES
 MINIMAL_OLDER_FRAGMENT = KERNELS_DIR / "config" / "tlbprobe-minimal-before-6.12.config"
 OUR_PATCHES = sorted((KERNELS_DIR / "patches").glob("*.patch"))
+#: test only (kernels/test-only/): with WRAP_FLUSH_PARAM on the command line, x86's
+#: pv_ops.mmu.flush_tlb_multi is a wrapper of native_flush_tlb_multi(), so a TCG guest
+#: takes the paravirtual branch of the series (repro --pv-tlb-flush wrapper)
+WRAP_FLUSH_PATCH = KERNELS_DIR / "test-only" / "0001-TEST-ONLY-x86-tlb-wrap-native-flush_tlb_multi.patch"
+WRAP_FLUSH_PARAM = "tlbprobe_wrap_flush"
 DEBIAN_TARBALLS = "/usr/src/linux-source-*.tar.xz"
 
 

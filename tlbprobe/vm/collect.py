@@ -62,7 +62,8 @@ def _record_guest(run: Path, spec: GuestSpec, result: GuestResult, origin: Optio
     data = yaml.safe_load(run_yaml.read_text()) if run_yaml.exists() else {}
     data["qemu"] = {
         "kernel": str(spec.kernel), "accel": result.accel, "smp": spec.smp, "memory": spec.memory,
-        "pv_tlb_flush": spec.pv_tlb_flush if result.accel == "kvm" else "n/a (tcg)",
+        "pv_tlb_flush": (spec.pv_tlb_flush if result.accel == "kvm" or spec.pv_tlb_flush == "wrapper"
+                         else "n/a (tcg)"),
         "tcg_thread": spec.tcg_thread if result.accel == "tcg" else "n/a (kvm)",
         "cmdline": result.qemu_cmdline, "seconds": round(result.seconds, 1), "notes": result.notes,
         "console_log": "guest/console.log",

@@ -32,6 +32,7 @@ from typing import Callable, List, Optional
 
 from ..datafiles import CHECKOUT
 from ..errors import InputError, TlbprobeError
+from ..kernel.build import WRAP_FLUSH_PARAM
 
 OUT_TAG = "tlbprobe_out"
 GUEST_OUT = "/run/tlbprobe-out"
@@ -66,7 +67,10 @@ class GuestSpec:
     smp: int = 4
     memory: str = "4G"
     accel: str = "auto"                 # auto | kvm | tcg
-    pv_tlb_flush: Optional[str] = None  # on | off; None: the accelerator's default (KVM: on)
+    #: on | off: KVM's paravirtual flush; wrapper: tlbprobe's test-only one (the kernel
+    #: needs kernels/test-only/'s patch; under KVM, KVM's own is switched off so that the
+    #: wrapper stays); None: the accelerator's default (KVM: on, TCG: native)
+    pv_tlb_flush: Optional[str] = None
     timeout: float = 1200.0
     extra_append: str = ""
     #: TCG only: "single" (all vCPUs take turns in one host thread) or "multi" (one host
@@ -113,7 +117,7 @@ def cpu_model(accel: str, pv_tlb_flush: Optional[str]) -> str:
     """-cpu: TCG 'max'; KVM 'host', with KVM's PV TLB flush switched as asked."""
     if accel == "tcg":
         return "max"
-    if pv_tlb_flush == "off":
+    if pv_tlb_flush in ("off", "wrapper"):  # kvm_guest_init() would replace the wrapper
         return "host,-kvm-pv-tlb-flush"
     if pv_tlb_flush == "on":
         return "host,+kvm-pv-tlb-flush"
@@ -158,8 +162,9 @@ def qemu_command(spec: GuestSpec, accel: str, init: Path, outdir: Path) -> List[
     # (calibrate_delay_direct()), 80 s of a 64-vCPU boot; x86 delays by the TSC anyway,
     # so the preset only skips the calibration (kernels/README.md).
     lpj = f"lpj={TCG_LPJ} " if accel == "tcg" else ""
+    wrap = f"{WRAP_FLUSH_PARAM} " if spec.pv_tlb_flush == "wrapper" else ""
     append = (f"root=/dev/root rootfstype=9p rootflags=trans=virtio,version=9p2000.L,msize=262144 ro "
-              f"init={init} console=ttyS0 panic=-1 oops=panic loglevel=6 tsc=reliable {lpj}"
+              f"init={init} console=ttyS0 panic=-1 oops=panic loglevel=6 tsc=reliable {lpj}{wrap}"
               f"transparent_hugepage=madvise {spec.extra_append}").strip()
     return [
         qemu_binary(), "-accel", accel_option(accel, spec.tcg_thread), "-cpu", cpu_model(accel, spec.pv_tlb_flush),
@@ -286,8 +291,11 @@ def check_spec(spec: GuestSpec) -> None:
         raise InputError(f"--memory {spec.memory!r}: give a size like 4G or 2048M")
     if spec.timeout <= 0:
         raise InputError(f"--timeout {spec.timeout:g}: must be positive (seconds)")
+    if spec.pv_tlb_flush not in (None, "on", "off", "wrapper"):
+        raise InputError(f"--pv-tlb-flush {spec.pv_tlb_flush}: choose on, off or wrapper")
     if spec.accel == "tcg" and spec.pv_tlb_flush == "on":
-        raise InputError("--pv-tlb-flush on needs KVM (a TCG guest has no paravirtual TLB flush)")
+        raise InputError("--pv-tlb-flush on needs KVM (a TCG guest has no paravirtual TLB flush; "
+                         "--pv-tlb-flush wrapper gives it tlbprobe's test-only one)")
     if spec.tcg_thread not in (None, "single", "multi"):
         raise InputError(f"--tcg-thread {spec.tcg_thread}: choose single or multi")
 

@@ -96,12 +96,13 @@ class ReproResult:
 def build_variants(kernel_spec: KernelSpec, patches: Sequence[Path], timings: Dict[str, float],
                    log: Callable[[str], None], status: Callable[[str], None]) -> Dict[str, BuiltKernel]:
     """Baseline and patched kernels, built or taken from the cache (one build directory:
-    the second build is incremental)."""
+    the second build is incremental). ``kernel_spec.patches`` go into both, before the
+    patched variant's own (e.g. the test-only flush wrapper of --pv-tlb-flush wrapper)."""
     from ..kernel import asuser
 
     kernels: Dict[str, BuiltKernel] = {}
     for variant in VARIANTS:
-        spec = replace(kernel_spec, patches=variant_patches(variant, list(patches)))
+        spec = replace(kernel_spec, patches=list(kernel_spec.patches) + variant_patches(variant, list(patches)))
         t = time.monotonic()
         log(f"{variant} kernel: building or taking from the cache")
         kernels[variant] = asuser.build(spec, log=log, status=status)
