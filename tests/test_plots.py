@@ -356,7 +356,7 @@ def test_fault_injection_pair(tmp_path, saved):
 
 
 def test_all_recorded_runs_together(tmp_path, saved):
-    assert len(ALL_RUNS) == 18
+    assert len(ALL_RUNS) == 20
     report, files = render(ALL_RUNS, tmp_path, saved)
     assert_clean(check_all(report, files, saved) + check_percpu_shared(report, files, saved))
     (model,) = [f for f in files if f.kind == "model"]

@@ -41,15 +41,17 @@ With --smp 4,16,64 (a list) it runs a sweep instead: one collapse (--size, defau
 operation per other CPU, traced and CAL-TLB, the total CAL on the other CPUs, the
 model's figure, ms per operation) with a plot in OUT/sweep.png. With --smp N --size S
 it runs the seed's job file, workloads/seed-20G-64cpu.yaml (one repeat, a 5 s idle
-window), with its size replaced by S: --smp 64 --size 20G is the seed's experiment (a
-guest of S + 2G; the host must have that plus 1G available).
+window, streamed 1G at a time), with its size replaced by S: --smp 64 --size 20G is the
+seed's experiment, in guests of 4G (the window + 2G; the host must have that plus 1G
+available): 12 minutes for the A/B on this project's 2-core machine with the kernels
+cached (benchmarks/README.md).
 
 --repeat N replaces every job's repeat count. What a repeat costs under TCG on a 2-core
 host (per kernel, from the recorded runs in analysis/runs): collapse-1G about 4 s,
 collapse-1G-threads about 8-11 s, hugetlb-unshare-1G about 2 s (4 vCPUs): about 30 s
-for the default set on both kernels; the seed's job at --smp 64 --size 12G at most 5
-min on the baseline kernel and 2 min on the patched one (its recorded one-repeat runs,
-setup included; the collapses alone 107 s and 60 s), at 20G about 1.7 times that.
+for the default set on both kernels; the seed's job at --smp 64 --size 20G about 5
+minutes on each kernel (its recorded one-repeat runs: workload phases of 247 s and 261
+s, streamed steps included), so --repeat 3 adds about 20 minutes.
 With fewer than 3 repeats the report says n and tests nothing: --repeat 3 gives a test.
 
 examples:
@@ -58,8 +60,8 @@ examples:
   tlbprobe repro --job khugepaged-fast --job hugetlb-db-churn   # real triggers
   tlbprobe repro --job default --job my-job.yaml
   tlbprobe repro --race                   # KASAN builds of both kernels, walkers racing collapse and unshare
-  tlbprobe repro --smp 64 --size 12G      # the seed's shape, as large as 24 GiB allows
-  tlbprobe repro --smp 64 --size 12G --repeat 3   # the same with a test: up to 15 min more
+  tlbprobe repro --smp 64 --size 20G      # the seed's experiment at its size (streamed, 4G guests)
+  tlbprobe repro --smp 64 --size 20G --repeat 3   # the same with a test: about 20 min more
   tlbprobe repro --patch 0001-a.patch --patch 0002-b.patch --source ~/linux
   tlbprobe repro --patch series.mbx       # b4 am / git format-patch --stdout output
   tlbprobe repro --source ~/linux --commits v6.12..my-series

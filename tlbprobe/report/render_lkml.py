@@ -145,6 +145,15 @@ def out_names(runs) -> List[str]:
     return [f"{a.run.name}-{a.label}" for a in runs]
 
 
+def _repro_place(a) -> str:
+    """Where `repro --out DIR` puts this run: DIR/<variant>/<job>. A run still in its
+    repro directory names its job; one copied elsewhere (analysis/runs) says JOB."""
+    parent = a.run.path.resolve().parent.name
+    if parent == a.variant.value:
+        return f"DIR/{parent}/{a.run.name}"
+    return f"DIR/{a.variant.value}/JOB"
+
+
 def _reproduce(report: Report) -> List[str]:
     """The command(s) that made the runs (the repro or qemu collect line for guest runs,
     report/provenance.py), how that was learned, then the report command; 72 columns."""
@@ -172,7 +181,11 @@ def _reproduce(report: Report) -> List[str]:
         if note.startswith("as root") or note.startswith("as recorded"):
             continue
         out += textwrap.wrap(f"({note})", WIDTH - KEY - 2, initial_indent=pad + "  ", subsequent_indent=pad + "  ")
-    names = " ".join(out_names(runs))
+    if len(cmds) == 1 and cmds[0].startswith("tlbprobe repro"):
+        # repro writes DIR/<variant>/<job>: name the runs where the one command puts them
+        names = " ".join(_repro_place(a) for a in runs)
+    else:
+        names = " ".join(out_names(runs))
     out += wrap_command(f"tlbprobe report {names} --format lkml", WIDTH, pad + "then ", pad + "    ")
     return out
 
