@@ -40,6 +40,8 @@ _DIRECTIVE = re.compile(r"[ \t]*#[ \t]*(\w*)[ \t]*(.*)", re.S)
 _DEFINE = re.compile(r"define[ \t]+([A-Za-z_]\w*)(\([^)]*\))?")
 _TOKEN = re.compile(r"[A-Za-z_]\w*|\S")
 _PUNCT = re.compile(r"[{}();]")
+#: replacement texts that expand to nothing (whitespace removed): "", do { } while (0), ((void)0)
+_EMPTY_MACRO = re.compile(r"(do\{\}while\(0\)|\(\(void\)0\)|\(void\)0|\{\}|\(\{\}\))?;?")
 
 #: words that may follow a parameter list before the body: sparse's lock annotations and
 #: GCC attributes (``void f(void) __releases(x) {``)
@@ -102,6 +104,7 @@ class _Frame:
     guard: bool
     at_if: tuple
     first_end: Optional[tuple] = None
+    other_ends: List[tuple] = field(default_factory=list)
 
 
 def _blank(text: str) -> str:
@@ -201,6 +204,7 @@ class CFile:
         puncts = [(m.start(), m.group(0)) for m in _PUNCT.finditer(self.body_code)]
         events = sorted([(d[0], 0, i) for i, d in enumerate(directives)] + [(p, 1, c) for p, c in puncts])
         closed: Dict[int, int] = {}
+        twins: Dict[int, List[int]] = {}
         for offset, is_punct, what in events:
             braces, parens, head = state
             if not is_punct:
@@ -216,6 +220,8 @@ class CFile:
                     f = frames[-1]
                     if f.first_end is None:
                         f.first_end = state
+                    else:
+                        f.other_ends.append(state)
                     state = f.at_if
                     cond = {"elifdef": rest.split()[0] if rest.split() else rest,
                             "elifndef": "!" + (rest.split()[0] if rest.split() else "")}.get(key, _words(rest))
@@ -223,6 +229,12 @@ class CFile:
                 elif key == "endif" and frames:
                     f = frames.pop()
                     if f.first_end is not None:
+                        # a function opened in each branch ("#ifdef A f(int a) { #else f(void) { #endif")
+                        # closes where the first branch's does
+                        for end in f.other_ends + [state]:
+                            for mine, first in zip(end[0], f.first_end[0]):
+                                if mine >= 0 and first >= 0 and mine != first:
+                                    twins.setdefault(first, []).append(mine)
                         state = f.first_end
                 self._when_after.append(self._conditions(frames))
                 if key == "define":
@@ -243,6 +255,8 @@ class CFile:
                     top = braces[-1]
                     if top >= 0:
                         closed[top] = offset + 1
+                        for twin in twins.get(top, ()):
+                            closed[twin] = offset + 1
                     braces = braces[:-1]
                 state = (braces, parens, offset + 1 if not braces else head)
             elif not braces:
@@ -278,9 +292,9 @@ class CFile:
         if not m:
             return
         body = (start + m.end(), end)
-        replacement = self.code[body[0]:body[1]].replace("\\", " ").strip()
+        replacement = re.sub(r"\s+", "", self.code[body[0]:body[1]].replace("\\", " "))
         self.definitions.append(Definition(m.group(1), "macro", self.line_of(start + m.start(1)), body,
-                                           self.conditions_at(start), empty=not replacement,
+                                           self.conditions_at(start), empty=bool(_EMPTY_MACRO.fullmatch(replacement)),
                                            name_offset=start + m.start(1)))
 
     @staticmethod

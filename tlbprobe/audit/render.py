@@ -82,9 +82,9 @@ def _site_lines(a: Audit, ans: Answer) -> List[str]:
     if ans.facts:
         state = "all hold" if not failed else f"{len(failed)} of {len(ans.facts)} do not hold"
         if failed and not a.skip_in_tree:
-            state += " (nothing is skipped in this tree)"
+            state += f" ({', '.join(f.id for f in failed)}; nothing is skipped in this tree)"
         out.append(f"    evidence:     {len(ans.facts)} facts, {state}")
-        for f in failed:
+        for f in failed if a.skip_in_tree else ():
             out.append(f"      not here: {f.id}: {f.detail}")
     for p in s.paths:
         pe = next((x for x in e.paths if (x.function, x.file) == (p.function, p.file)), None)
@@ -115,6 +115,11 @@ def render_text(a: Audit) -> str:
     lines.append("")
     for ans in a.answers:
         lines.extend(_site_lines(a, ans))
+        lines.append("")
+    failing = [f for f in a.facts.values() if not f.holds]
+    if failing and not a.skip_in_tree:
+        lines.append("facts that do not hold in this tree (a skip would rest on them; nothing is skipped here):")
+        lines.extend(f"  {f.id}: {f.detail}" for f in failing)
         lines.append("")
     if a.not_in_tree:
         lines.append("table entries with no call site in this tree: " + "; ".join(e.id for e in a.not_in_tree))
