@@ -49,8 +49,14 @@ class DefRef:
     def where(self) -> str:
         return f"{self.file}:{self.line}"
 
+    @property
+    def arch(self) -> Optional[str]:
+        """The architecture whose tree the definition is in (arch/x86/...), None for generic code."""
+        parts = self.file.split("/")
+        return parts[1] if len(parts) > 2 and parts[0] == "arch" else None
+
     def to_dict(self) -> dict:
-        return {"at": self.where, "kind": self.kind, "when": list(self.when), "empty": self.empty}
+        return {"at": self.where, "kind": self.kind, "when": list(self.when), "empty": self.empty, "arch": self.arch}
 
 
 @dataclass(frozen=True)
@@ -214,7 +220,7 @@ def find_call_sites(view: SourceView, targets: Sequence[str], paths: bool = True
         """The chains from ``name`` to a target: (names, hops)."""
         if name in index.targets:
             return [((name,), ())]
-        out: Dict[Tuple[str, ...], List[Tuple[str, Definition]]] = {}
+        found: Set[Tuple[str, ...]] = set()
         nexts: Dict[str, List[Tuple[str, Definition]]] = {}
         for rel, d in defs.get(name, []):
             if not _is_alias_def(d, index.targets):
@@ -229,15 +235,15 @@ def find_call_sites(view: SourceView, targets: Sequence[str], paths: bool = True
             other = tuple(_ref(rel, d) for rel, d in defs.get(name, []) if (rel, d.name_offset) not in reals)
             for chain, hops in hops_from(nxt, seen + (name,)):
                 key = (name, *chain)
-                if key not in out:
-                    out[key] = []
+                if key not in found:
+                    found.add(key)
                     result.append((key, (Hop(name, real, other), *hops)))
         return result
 
     sites: List[CallSite] = []
     for rel, o in occ:
-        if o.kind in ("definition", "declaration") and not (o.kind == "declaration" and _macro_alias(o.name, defs, index.targets)):
-            continue
+        if o.kind == "definition" or (o.kind == "declaration" and not _macro_alias(o.name, defs, index.targets)):
+            continue  # a prototype; but a macro alias invoked at file scope expands to code there
         owner = o.owner
         if owner is not None and (owner.name == o.name or _is_alias_def(owner, index.targets)):
             continue  # inside an alias: a hop, not a site (or a macro defined as itself)
@@ -261,7 +267,7 @@ def _with_paths(index: _Index, sites: List[CallSite], targets: Set[str]) -> List
     function's callers are in its own file, any other's are searched for."""
     wanted: Dict[str, Set[str]] = {}
     for s in sites:
-        if s.function != FILE_SCOPE and s.function not in targets:
+        if s.function != FILE_SCOPE and s.function not in targets and "(" not in s.function:  # not SYSCALL_DEFINE3(x)
             wanted.setdefault(s.function, set()).add(s.file)
     static = set()
     for name, in_files in wanted.items():

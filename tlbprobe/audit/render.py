@@ -54,8 +54,11 @@ def render_json(a: Audit) -> str:
     return json.dumps(to_dict(a), indent=1, sort_keys=False)
 
 
-def _when(conds) -> str:
-    return " && ".join(conds) if conds else "always"
+def _when(conds, arch=None) -> str:
+    text = " && ".join(conds)
+    if arch:
+        return f"{arch} only" + (f", {text}" if text else "")
+    return text or "always"
 
 
 def _site_lines(a: Audit, ans: Answer) -> List[str]:
@@ -63,11 +66,11 @@ def _site_lines(a: Audit, ans: Answer) -> List[str]:
     head = f"{s.where}  {s.chain_text()}" + ("" if s.kind == "call" else f"  ({s.kind})")
     out = [head]
     for h in s.hops:
-        real = "; ".join(f"{d.kind} at {d.where}, when {_when(d.when)}" for d in h.real)
+        real = "; ".join(f"{d.kind} at {d.where}, when {_when(d.when, d.arch)}" for d in h.real)
         out.append(f"    {h.name}: real as the {real}")
         for d in h.otherwise:
             what = "empty" if d.empty else "does not reach it"
-            out.append(f"    {h.name}: {what} as the {d.kind} at {d.where}, when {_when(d.when)}")
+            out.append(f"    {h.name}: {what} as the {d.kind} at {d.where}, when {_when(d.when, d.arch)}")
     if s.when:
         out.append(f"    the call is compiled when {_when(s.when)}")
     if e is None:
@@ -109,7 +112,7 @@ def render_text(a: Audit) -> str:
     lines.append(f"scan: {sc.files_read} files read, {sc.rounds} grep round(s), {sc.seconds:.1f} s; aliases: "
                  f"{', '.join(sc.aliases) or 'none'}")
     for t in sc.targets:
-        defs = "; ".join(f"{'empty ' if d.empty else ''}{d.kind} at {d.where} when {_when(d.when)}"
+        defs = "; ".join(f"{'empty ' if d.empty else ''}{d.kind} at {d.where} when {_when(d.when, d.arch)}"
                          for d in t.definitions)
         lines.append(f"  {t.name}: {defs or 'not defined in this tree'}")
     lines.append("")

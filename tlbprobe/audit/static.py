@@ -153,7 +153,23 @@ def run_audit(view: SourceView, table: Table, variant: str, scan: Optional[Scan]
     found = set(counts)
     missing = tuple(e for e in table.callers if e.key not in found)
     return Audit(view.label, str(view.root), str(view.release), variant, tuple(str(p) for p in view.patches),
-                 view.reversed_in_copy, str(table.path), scan, tuple(answers), missing, skip, fact_results)
+                 view.reversed_in_copy, _shown(table.path), scan, tuple(answers), missing, skip, fact_results)
+
+
+def _shown(path) -> str:
+    """A data file of tlbprobe by its name in the source tree (kernels/audit/callers.yaml),
+    any other by its path."""
+    from pathlib import Path
+
+    from ..datafiles import candidates
+
+    p = Path(path).resolve()
+    for base in candidates("kernels"):
+        try:
+            return str(Path("kernels") / p.relative_to(base.resolve()))
+        except ValueError:
+            continue
+    return str(path)
 
 
 def _why_unaudited(table: Table, s: CallSite) -> str:
