@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Dict, List
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import STRICT_SKIP_TAG
 from tlbprobe import cli
@@ -183,6 +185,21 @@ def test_the_include_guard_is_not_a_condition_and_branches_stay_balanced():
     assert (first.when, other.when) == (("CONFIG_A",), ("!CONFIG_A",))
     assert first.body[1] == other.body[1] < fns["via_macro"].body[0]  # both close at the shared brace
     assert fns["via_macro"].line == 32
+
+
+_PIECES = st.sampled_from(["{", "}", "(", ")", ";", "\n", "\\\n", "#if A\n", "#ifdef B\n", "#else\n", "#elif C\n",
+                           "#endif\n", "#define M(x) ", "/*", "*/", "//", "\"", "'", " = ", "static inline void f(void)",
+                           "tlb_remove_table_sync_one", "x->", ".", "EXPORT_SYMBOL(", "int g(int a)", " __acquires(l) "])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_PIECES, max_size=60).map("".join))
+def test_the_scanner_reads_any_text_without_an_exception(text):
+    f = CFile(text)
+    for o in f.occurrences([SYNC, "f", "M"]):
+        assert o.kind in ("call", "reference", "export", "definition", "declaration") and 1 <= o.line
+    for d in f.definitions:
+        assert 0 <= d.body[0] <= d.body[1] <= len(text)
 
 
 def test_hints_widen_the_search_but_change_no_answer(small_tree):
