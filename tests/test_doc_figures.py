@@ -62,7 +62,7 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-DOCS = ("README.md", "benchmarks/README.md", "kernels/README.md")
+DOCS = ("README.md", "benchmarks/README.md", "kernels/README.md", "doc/audit.md")
 
 MARKER = re.compile(r"<!--\s*fig:\s*(?P<expr>.*?)\s*-->")
 PRINTED = re.compile(r"<!--\s*fig-printed:\s*(?P<script>\S+)\s+(?P<date>\S+)\s*-->")

@@ -13,7 +13,7 @@ from . import __version__
 from .errors import InternalError, TlbprobeError
 
 #: Subcommand modules, in the order `tlbprobe --help` lists them.
-COMMANDS = ["collect", "report", "model", "diff", "restore", "qemu", "kernel", "repro"]
+COMMANDS = ["collect", "report", "model", "diff", "restore", "qemu", "kernel", "repro", "audit"]
 
 DESCRIPTION = """\
 Measure what a kernel page-table operation costs in cross-CPU interrupts (IPIs)
@@ -27,8 +27,9 @@ Typical use, once on the baseline kernel and once on the patched one:
 
 EXIT_CODES = """\
 exit status (every command; doc/ci.md):
-  0  done; for repro: every run matches the model
-  1  repro: a run does not match the model; other commands: an error you can act on
+  0  done; for repro: every run matches the model; for audit: every call site audited
+  1  repro: a run does not match the model; audit: the audit failed; other commands:
+     an error you can act on
   2  bad input: an option, a file, a directory that is not a run
   3  this host cannot run the job (not root, too little memory, old kernel)
   4  the workload failed while running (the run directory is kept, incomplete)
