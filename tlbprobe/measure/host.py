@@ -45,7 +45,7 @@ _PV_FLUSH_PATTERNS = [
     # kernels/test-only/: a wrapper of the native flush installed as the paravirtual one,
     # so a guest without a hypervisor's flush takes the same branches (repro --pv-tlb-flush
     # wrapper); every flush still goes out as IPIs
-    (re.compile(r"tlbprobe: test-only paravirtual TLB flush\S*"), "tlbprobe's test-only wrapper"),
+    (re.compile(r"tlbprobe: test-only paravirtual TLB flush[^\n]*"), "tlbprobe's test-only wrapper"),
 ]
 
 
