@@ -65,6 +65,8 @@ class WatchDir:
         """Create the directory; an existing one must be empty, a directory, and ours."""
         path = Path(path)
         check_parents(path)
+        if path.parent.exists() and not path.parent.is_dir():
+            raise InputError(f"--out {path}: {path.parent} is not a directory")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             os.mkdir(path, 0o755)

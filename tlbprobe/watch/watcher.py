@@ -39,7 +39,7 @@ from ..measure.host import gather
 from ..measure.paths import DEFAULT_STATE_DIR, REAL, KernelPaths
 from ..measure.perfcount import CounterUnavailable
 from ..measure.procfs import parse_cpulist, parse_interrupts
-from ..measure.sysstate import SystemState, signals_blocked
+from ..measure.sysstate import SystemState, check_journal, signals_blocked
 from ..measure.trace import remove_stale_instances, tracefs_root
 from ..ui.numbers import format_cpulist
 from . import route as routes
@@ -153,6 +153,7 @@ class Watcher:
         cfg = self.config
         if cfg.listen:
             check_port_free(cfg.listen)
+        check_journal(self.state_dir)  # another watch running, or one killed: say so before --out is made
         old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
         try:
             return self._run()
