@@ -48,10 +48,11 @@ MIN_SEGMENT = 256 << 10
 class WatchDir:
     """Writer of one watch directory."""
 
-    def __init__(self, path: Path, max_disk: int):
+    def __init__(self, path: Path, max_disk: int, segment_bytes: Optional[int] = None):
         self.path = Path(path)
         self.max_disk = max_disk
-        self.segment_bytes = max(MIN_SEGMENT, max_disk // 16)
+        #: a test gives a small one; a watch takes max_disk / 16, at least MIN_SEGMENT
+        self.segment_bytes = segment_bytes or max(MIN_SEGMENT, max_disk // 16)
         self.fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | _NOFOLLOW)
         self._records: Optional[int] = None
         self._log: Optional[int] = None
@@ -61,7 +62,7 @@ class WatchDir:
         self.compactions = 0
 
     @classmethod
-    def create(cls, path: Path, max_disk: int) -> "WatchDir":
+    def create(cls, path: Path, max_disk: int, segment_bytes: Optional[int] = None) -> "WatchDir":
         """Create the directory; an existing one must be empty, a directory, and ours."""
         path = Path(path)
         check_parents(path)
@@ -79,7 +80,7 @@ class WatchDir:
         except OSError as e:
             raise InputError(f"--out {path}: cannot create it: {e.strerror}") from None
         try:
-            wd = cls(path, max_disk)
+            wd = cls(path, max_disk, segment_bytes)
             wd._open_files()
         except OSError as e:
             raise InputError(f"--out {path}: cannot write there: {e.strerror}") from None
@@ -134,7 +135,7 @@ class WatchDir:
         self._last_seq = seq
         if os.fstat(self._records).st_size >= self.segment_bytes:
             self.rotate()
-        self.bound()
+            self.bound()  # only a rotation adds to what is kept: the live file is within a segment
 
     def rotate(self) -> None:
         """Compress records.jsonl into records-<first>-<last>.jsonl.gz, start a new one."""
@@ -174,13 +175,23 @@ class WatchDir:
         return total
 
     def bound(self) -> None:
-        """Compact the oldest segments until the directory is within --max-disk."""
-        while self.disk_bytes() > self.max_disk:
+        """Compact the oldest segments until the directory, with room for the next
+        segment, is within --max-disk; once the hourly lines alone take half the bound,
+        merge them into days."""
+        while self.disk_bytes() + self.segment_bytes > self.max_disk:
             segs = self.segments()
             if segs:
                 self._compact_segment(segs[0])
             elif not self._compact_days():
-                break  # nothing left to compact: one live segment larger than the bound
+                break  # nothing left to compact
+        if self._size(COMPACTED) > self.max_disk // 2:
+            self._compact_days()
+
+    def _size(self, name: str) -> int:
+        try:
+            return os.stat(name, dir_fd=self.fd, follow_symlinks=False).st_size
+        except OSError:
+            return 0
 
     def _compact_segment(self, name: str) -> None:
         hours: Dict[int, Dict[str, Any]] = {}
