@@ -23,10 +23,10 @@ what it counts, every interval (doc/watch.md has every figure and its limits):
 On a kernel without csd trace events (before 6.5) it counts CAL and TLB only, and says so.
 
 examples:
-  sudo tlbprobe watch                                   # until Ctrl-C, into watch/<time>
-  sudo tlbprobe watch --duration 24h --out /var/lib/tlbprobe/watch
-  sudo tlbprobe watch --interval 60 --textfile /var/lib/prometheus/node-exporter/tlbprobe.prom
-  sudo tlbprobe watch --listen 127.0.0.1:9464           # Prometheus scrapes /metrics
+  tlbprobe watch                                   # until Ctrl-C, into watch/<time>
+  tlbprobe watch --duration 24h --out /var/lib/tlbprobe/watch
+  tlbprobe watch --interval 60 --textfile /var/lib/prometheus/node-exporter/tlbprobe.prom
+  tlbprobe watch --listen 127.0.0.1:9464           # Prometheus scrapes /metrics
 
 It changes nothing but its own tracefs instance (and mounts tracefs if it is not
 mounted), journaled: SIGTERM or Ctrl-C restores and marks the watch directory complete;

@@ -28,8 +28,12 @@ other CPU per read. The two events of a CPU are one group read with PERF_FORMAT_
 so an interval costs one call per other CPU, not two. These calls, and any other the
 watcher's threads queue (a TLB flush of its own address space, text patching when it
 enables the tracepoint), are counted by per-task events on csd_queue_cpu (pid 0, cpu
--1, inherited by threads started later), one per target CPU (``cpu == T``), opened
-first, so every later call is in them. Reading a per-task event of the running task is
+-1, inherited by threads started later), one per target CPU, opened first, so every
+later call is in them. Their filter, ``cpu == T && !(common_flags & 0x58)``, leaves out
+calls queued from an interrupt that happened to arrive while the watcher ran (a nohz
+kick from the tick was seen here): common_flags carries TRACE_FLAG_HARDIRQ 0x08,
+SOFTIRQ 0x10 and NMI 0x40 (include/linux/trace_events.h:189-192), and those calls are
+not the watcher's doing. Reading a per-task event of the running task is
 local: it costs no IPI. The CAL the watch reports is CAL minus these calls per CPU
 (an upper bound of what they cost: a call to a CPU polling in idle raises no CAL).
 
@@ -72,6 +76,15 @@ def broadcast_filter(address: int, online: Sequence[int]) -> str:
         return f"func == 0x{address:x} && cpu == {a} && common_cpu == {a}"
     a, b = cpus[0], cpus[1]
     return f"func == 0x{address:x} && ((cpu == {a} && common_cpu != {a}) || (cpu == {b} && common_cpu == {a}))"
+
+
+#: TRACE_FLAG_HARDIRQ | TRACE_FLAG_SOFTIRQ | TRACE_FLAG_NMI (include/linux/trace_events.h)
+IN_INTERRUPT_FLAGS = 0x08 | 0x10 | 0x40
+
+
+def own_filter(target: int) -> str:
+    """The watcher's own calls to one target CPU, queued in its own context."""
+    return f"cpu == {target} && !(common_flags & 0x{IN_INTERRUPT_FLAGS:x})"
 
 
 @dataclass(frozen=True)
@@ -186,7 +199,7 @@ class OwnCounters:
     def add(self, cpus: Sequence[int]) -> None:
         for cpu in cpus:
             if cpu not in self.fds:
-                self.fds[cpu] = open_event(self.tp_id, f"cpu == {cpu}", pid=0, cpu=-1, inherit=True,
+                self.fds[cpu] = open_event(self.tp_id, own_filter(cpu), pid=0, cpu=-1, inherit=True,
                                            what=f"{EVENT} (this process)")
 
     def read(self) -> Dict[int, int]:
