@@ -41,6 +41,7 @@ from ..measure.perfcount import CounterUnavailable
 from ..measure.procfs import parse_cpulist, parse_interrupts
 from ..measure.sysstate import SystemState, check_journal, signals_blocked
 from ..measure.trace import remove_stale_instances, tracefs_root
+from ..rundir.writer import chown_to_invoker
 from ..ui.numbers import format_cpulist
 from . import route as routes
 from .config import WatchConfig
@@ -181,6 +182,10 @@ class Watcher:
             self._write_summary(facts, complete, reason, problems, final=True)
             if self.wd:
                 self.wd.close()
+                try:
+                    chown_to_invoker(cfg.out)  # under sudo, the directory is the user's
+                except OSError as e:
+                    self.log(f"warning: {cfg.out} stays root's: {e.strerror}")
         return WatchResult(cfg.out, self.totals, complete, reason, self.route, self.notes)
 
     def _close(self) -> None:
