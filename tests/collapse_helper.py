@@ -2,6 +2,8 @@
 stdout: its PID and name, the 2 MiB collapses the kernel counted around its madvise call
 (/proc/vmstat thp_collapse_alloc) and the huge pages its range ended up with
 (/proc/self/smaps AnonHugePages). tests/test_watch_real.py runs it beside a watch.
+Other processes' collapses (khugepaged's) move the vmstat counter too: ``huge_pmds`` is
+this process's own figure.
 
     python tests/collapse_helper.py SIZE_MIB [--name NAME]
 
@@ -51,8 +53,19 @@ def main() -> int:
     if "--name" in sys.argv:
         name = sys.argv[sys.argv.index("--name") + 1].encode()[:15]
         ctypes.CDLL(None).prctl(15, ctypes.c_char_p(name), 0, 0, 0)  # PR_SET_NAME
-    base, addr = libc.map_small_pages(size, PMD)
-    libc.madvise(addr, size, libc.MADV_HUGEPAGE)
+    with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+        always = "[always]" in f.read()
+    if always:  # faults would give huge pages: fault in small ones, then allow huge ones again
+        base, addr = libc.map_small_pages(size, PMD)
+        libc.madvise(addr, size, libc.MADV_HUGEPAGE)  # (khugepaged may take a range first)
+    else:
+        # THP madvise or never: faults give small pages, and without MADV_HUGEPAGE khugepaged
+        # leaves the range alone (MADV_COLLAPSE ignores the sysfs mode and needs no
+        # MADV_HUGEPAGE: Documentation/admin-guide/mm/transhuge.rst), so every collapse
+        # of the range is this process's own
+        base = libc.mmap(size + PMD, libc.PROT_READ | libc.PROT_WRITE, libc.MAP_PRIVATE | libc.MAP_ANONYMOUS)
+        addr = libc.align_up(base, PMD)
+        libc.touch(addr, size)
     before = collapses()
     error = None
     try:

@@ -83,13 +83,17 @@ def test_watch_counts_a_real_madv_collapse_by_origin_and_process(tmp_path):
         stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 0, stderr
     assert "Traceback" not in stderr
-    assert done["collapsed"] == done["huge_pmds"] == 32, done
+    assert done["huge_pmds"] == 32, done
+    assert done["collapsed"] >= 32  # system-wide: khugepaged may collapse someone else's meanwhile
     recs = records(out)
     check_sums(recs)
     madv = sum(r["by_origin"]["madv_collapse"] for r in recs)
     ours = sum(p["count"] for r in recs for p in r["processes"]
                if p["origin"] == "madv_collapse" and p["pid"] == done["pid"] and p["comm"] == "tlbp-collapser")
-    assert ours == madv == done["collapsed"], (ours, madv, done)
+    assert ours == madv == done["huge_pmds"], (ours, madv, done)
+    # the kernel's count while it ran: the same, unless another process collapsed meanwhile
+    # (khugepaged; a file collapse counts there too and sends no sync)
+    assert done["collapsed"] >= madv, (madv, done)
     total = sum(r["broadcasts"] for r in recs)
     others = {o: sum(r["by_origin"][o] for r in recs) for o in recs[0]["by_origin"] if o != "madv_collapse"}
     assert total == madv + sum(others.values())
@@ -295,3 +299,90 @@ def test_prometheus_scrapes_the_watch_and_reads_the_counter_back(tmp_path):
             prom.wait(timeout=20)
         except subprocess.TimeoutExpired:
             prom.kill()
+
+
+def test_workloads_start_and_stop_under_one_watch_then_kill_and_restore(tmp_path):
+    """One watch while three jobs start and stop one after another (a MADV_COLLAPSE, a
+    hugetlb-unshare collect, a second MADV_COLLAPSE): each origin's count equals the job's
+    own count (the helpers' collapses, collect's traced sync calls); then SIGKILL, and
+    `tlbprobe restore` leaves the system as it was."""
+    before = system_state()
+    out = tmp_path / "w"
+    with watching(out, "--interval", "1") as proc:
+        time.sleep(1.5)
+        first = json.loads(subprocess.run([PY, str(HELPER), "32", "--name", "tlbp-first"], capture_output=True,
+                                          text=True, timeout=60, check=True).stdout)
+        coll = tlbprobe("collect", "--workload", "hugetlb-unshare", "--size", "1G", "--operation", "munmap",
+                        "--cycles", "5", "--repeat", "1", "--idle-seconds", "0", "--out", str(tmp_path / "h"), "-q")
+        assert coll.returncode == 0, coll.stderr
+        second = json.loads(subprocess.run([PY, str(HELPER), "16", "--name", "tlbp-second"], capture_output=True,
+                                           text=True, timeout=60, check=True).stdout)
+        time.sleep(2.5)  # the last job's interval is recorded
+        proc.kill()
+        proc.wait()
+    assert summary(out)["complete"] is False
+    res = tlbprobe("restore")
+    assert res.returncode == 0, res.stderr
+    assert system_state() == before
+    recs = records(out)
+    check_sums(recs)
+    n_other = len(recs[0]["online"]) - 1
+
+    def by(origin, comm=None):
+        return sum(p["count"] for r in recs for p in r["processes"]
+                   if p["origin"] == origin and (comm is None or p["comm"] == comm))
+    assert by("madv_collapse", "tlbp-first") == first["huge_pmds"] == 16
+    assert by("madv_collapse", "tlbp-second") == second["huge_pmds"] == 8
+    run = json.loads((tmp_path / "h" / "summary.json").read_text())
+    unshares = sum(r["by_origin"]["hugetlb_pmd_unshare"] for r in recs)
+    assert unshares * n_other == run["queued"]["tlb_remove_table_smp_sync"] and unshares >= 5
+    assert sum(r["hugetlb_by_how"].get("munmap", 0) for r in recs) >= 5
+    assert sum(r["by_origin"]["unattributed"] for r in recs) == 0
+
+
+def test_a_cpu_going_offline_and_back_is_noted_and_counted_again(tmp_path):
+    """The watch's hotplug path on the real counters and trigger, without offlining a CPU
+    of this shared machine: the online list it reads is a stand-in file that says CPU 1
+    went away, then came back. The watch closes and reopens CPU 1's counters, refilters,
+    notes both changes, and counts a collapse after the return exactly."""
+    from dataclasses import replace
+
+    from tlbprobe.measure.paths import REAL
+    from tlbprobe.watch.config import WatchConfig
+    from tlbprobe.watch.watcher import Watcher
+
+    real_online = (REAL.cpu_dir / "online").read_text()
+    if real_online.strip() != "0-1":
+        pytest.skip(f"written for this 2-CPU host (online {real_online.strip()})")
+    cpu_dir = tmp_path / "cpu"
+    cpu_dir.mkdir()
+    (cpu_dir / "online").write_text("0-1\n")
+    out = tmp_path / "w"
+    lines: List[str] = []
+    watcher = Watcher(WatchConfig(out=out, interval_s=1.0, duration_s=9.0), log=lines.append,
+                      paths=replace(REAL, cpu_dir=cpu_dir))
+    import threading
+
+    result: Dict = {}
+    t = threading.Thread(target=lambda: result.setdefault("r", watcher.run()))
+    t.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not (out / "records.jsonl").exists() or not (out / "records.jsonl").read_text():
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        (cpu_dir / "online").write_text("0\n")
+        time.sleep(2.2)
+        (cpu_dir / "online").write_text("0-1\n")
+        time.sleep(2.2)
+        done = json.loads(subprocess.run([PY, str(HELPER), "16", "--name", "tlbp-hotplug"], capture_output=True,
+                                         text=True, timeout=60, check=True).stdout)
+    finally:
+        t.join(timeout=60)
+    r = result["r"]
+    assert r.complete, r.reason
+    notes = " ".join(n for rec in records(out) for n in rec["notes"])
+    assert "online CPUs 0-1 -> 0" in notes and "online CPUs 0 -> 0-1" in notes
+    assert [rec["online"] for rec in records(out)].count([0]) >= 1
+    got = sum(p["count"] for rec in records(out) for p in rec["processes"] if p["comm"] == "tlbp-hotplug")
+    assert got == done["huge_pmds"] == 8

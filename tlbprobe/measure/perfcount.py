@@ -110,12 +110,6 @@ def open_event(tp_id: int, filter_text: str, *, pid: int = -1, cpu: int = -1, gr
     return fd
 
 
-def set_filter(fd: int, filter_text: str) -> None:
-    """Replace an open event's filter (PERF_EVENT_IOC_SET_FILTER again)."""
-    if _libc().ioctl(fd, PERF_EVENT_IOC_SET_FILTER, ctypes.create_string_buffer(filter_text.encode())) < 0:
-        raise CounterUnavailable(f"perf filter {filter_text!r} refused: {os.strerror(ctypes.get_errno())}")
-
-
 class TracepointCounter:
     """One filtered counter per CPU for one tracepoint; :meth:`read` sums them."""
 

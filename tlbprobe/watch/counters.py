@@ -40,8 +40,8 @@ local: it costs no IPI. The CAL the watch reports is CAL minus these calls per C
 **Hotplug.** A CPU going offline detaches its events (__perf_event_exit_context(),
 kernel/events/core.c:14060): they stop counting and are not reattached when it comes
 back. The group's enabled time shows it (it stops advancing), and the watcher reopens the
-group of every CPU that is online again, and rewrites the broadcast filter (the chosen
-target changes with the online set).
+group of every CPU that is online again; a new online set changes the chosen target, so
+then every group is reopened with the new broadcast filter.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
 from ..measure.perfcount import (PERF_FORMAT_GROUP, PERF_FORMAT_TOTAL_TIME_ENABLED, PERF_FORMAT_TOTAL_TIME_RUNNING,
-                                 open_event, set_filter, tracepoint_id)
+                                 CounterUnavailable, open_event, tracepoint_id)
 from ..measure.procfs import Interrupts, diff_interrupts
 
 EVENT = "csd/csd_queue_cpu"
@@ -147,27 +147,35 @@ class SyncCounters:
                 out[cpu] = GroupValue(ipis, broadcasts, enabled, self.generation[cpu])
         return out
 
-    def set_online(self, online: Sequence[int], stale: Sequence[int] = ()) -> List[int]:
+    def set_online(self, online: Sequence[int], stale: Sequence[int] = ()) -> List[str]:
         """Follow a new online set: close the groups of CPUs gone, (re)open those of CPUs
-        that came back or whose events stopped (``stale``), and give every sibling the
-        new broadcast filter. Returns the CPUs whose group is new."""
+        that came back or whose events stopped (``stale``). A new online set changes the
+        broadcast filter of every CPU, and a perf event's filter cannot be replaced (the
+        second PERF_EVENT_IOC_SET_FILTER is refused with EEXIST: ftrace_profile_set_filter(),
+        kernel/trace/trace_events_filter.c), so then every group is reopened. Returns why
+        a CPU's group could not be opened (a CPU going offline meanwhile); it is tried
+        again at the next call."""
         online_t = tuple(sorted(online))
-        changed = online_t != self.online
+        refilter = online_t != self.online
         self.online = online_t
-        reopened: List[int] = []
+        reopen = set(self.groups) if refilter else set(stale)
         for cpu in list(self.groups):
-            if cpu not in online_t or cpu in stale:
+            if cpu not in online_t or cpu in reopen:
                 for fd in self.groups.pop(cpu):
                     os.close(fd)
+        failed: List[str] = []
         for cpu in online_t:
             if cpu not in self.groups:
-                self._open_cpu(cpu)
-                reopened.append(cpu)
-        if changed:
-            for cpu, (_, sibling) in self.groups.items():
-                if cpu not in reopened:
-                    set_filter(sibling, broadcast_filter(self.address, online_t))
-        return reopened
+                try:
+                    self._open_cpu(cpu)
+                except CounterUnavailable as e:
+                    failed.append(f"CPU {cpu}: {e}")
+        return failed
+
+    @property
+    def complete(self) -> bool:
+        """Every online CPU has its group."""
+        return all(cpu in self.groups for cpu in self.online)
 
     def close(self) -> None:
         for pair in self.groups.values():

@@ -19,9 +19,13 @@ loop, so a signal can never land in the middle of a record or a restore:
 
 Order at start, and why: the per-task counters of the watcher's own calls first (so
 every later call is counted, the HTTP server's threads included: they inherit them),
-then the stack trigger, then the per-CPU counters (a probe registered earlier runs
-earlier on the tracepoint, so a stack is in the ring buffer before its broadcast is
-counted: stacks.py matches per CPU by count), then the /metrics server.
+then the stack trigger, then the per-CPU counters, then the /metrics server. Order in
+an interval: the counters, /proc/interrupts, then the stacks. The perf probe and the
+trigger's probe run one after the other in the same tracepoint call with preemption off
+(whichever was registered first runs first; a collect beside the watch may register
+perf's), so the counter's read can interrupt a call between the two: the stack is then
+written right after the read returns, and it is in the buffer by the time the stacks are
+read, a few hundred microseconds later.
 """
 
 from __future__ import annotations
@@ -346,21 +350,28 @@ class Watcher:
     def _follow_hotplug(self, rec: IntervalRecord, online: List[int], groups, now_groups, wall_s: float):
         """A CPU gone or back, or a group that stopped counting (its CPU went offline and
         came back within the interval): reopen, refilter, and start the next interval
-        from fresh readings. Returns (online CPUs, the next interval's starting groups)."""
+        from fresh readings. Returns (online CPUs, the next interval's starting groups).
+        Nothing here ends the watch: what cannot be reopened is noted and retried."""
         now_online = read_online(self.paths)
         stale = stalled(groups, now_groups, int(wall_s * 1e9)) if self.sync is not None else []
-        if now_online == online and not stale:
+        missing = self.sync is not None and not self.sync.complete
+        if now_online == online and not stale and not missing:
             return online, now_groups
-        self.note(f"CPU hotplug: online CPUs {format_cpulist(online)} -> {format_cpulist(now_online)}"
-                  + (f"; the counters of CPU {format_cpulist(stale)} had stopped and are reopened" if stale else ""),
-                  rec.notes)
+        if now_online != online or stale:
+            self.note(f"CPU hotplug: online CPUs {format_cpulist(online)} -> {format_cpulist(now_online)}"
+                      + (f"; the counters of CPU {format_cpulist(stale)} had stopped and are reopened"
+                         if stale else ""), rec.notes)
         if self.sync is None:
             return now_online, now_groups
-        self.sync.set_online(now_online, stale)
-        if self.own is not None:
-            self.own.add(now_online)
-        if self.source is not None:
-            self.source.set_filter(broadcast_filter(self.route.address or 0, now_online))
+        for why in self.sync.set_online(now_online, stale):
+            self.note(f"CPU hotplug: cannot reopen the counters of {why}; retried next interval", rec.notes)
+        try:
+            if self.own is not None:
+                self.own.add(now_online)
+            if self.source is not None:
+                self.source.set_filter(broadcast_filter(self.route.address or 0, now_online))
+        except (CounterUnavailable, TlbprobeError, OSError) as e:
+            self.note(f"CPU hotplug: {e}", rec.notes)
         return now_online, self.sync.read()
 
     def _scan_tracers(self, notes: List[str]) -> None:
