@@ -148,7 +148,8 @@ def window_on(seconds: float, interval: float) -> dict:
     rec_s = sum(r["duration_s"] for r in recs) or 1.0
     cpus = len(recs[0]["online"]) if recs else (os.cpu_count() or 1)
     return {"seconds": t, "cpu_pct": 100 * cpu / t, "rss0_kb": rss0, "rss1_kb": rss1, "hwm_kb": hwm,
-            "own_per_hour": own * 3600 / t, "own_all_per_hour": own_all * 3600 / t, "own_per_cpu_interval": own / max(1, cpus - 1) / (t / interval),
+            "own_per_hour": own * 3600 / t, "own_all_per_hour": own_all * 3600 / t,
+            "own_per_cpu_interval": own / max(1, cpus - 1) / (t / interval),
             "self_counted_per_hour": self_counted * 3600 / rec_s, "cal_per_s": cal / t,
             "collapses_per_s": col / t, "broadcasts_per_s": broadcasts / rec_s, "out": str(out)}
 

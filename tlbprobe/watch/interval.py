@@ -103,7 +103,8 @@ def build_record(seq: int, start: float, end: float, seconds: float, online: Lis
     if len(procs) > MAX_PROCESSES:
         rest = sum(n for _, n in procs.most_common()[MAX_PROCESSES:])
         processes.append({"origin": "(more)", "comm": "", "pid": -1, "count": rest})
-    other_stacks = [{"frames": list(f), "comm": other_comm[f], "count": n} for f, n in others.most_common(MAX_OTHER_STACKS)]
+    other_stacks = [{"frames": list(f), "comm": other_comm[f], "count": n}
+                    for f, n in others.most_common(MAX_OTHER_STACKS)]
     cal_less_own = {cpu: cal[cpu] - own.get(cpu, 0) for cpu in cal}
     return IntervalRecord(seq, start, end, seconds, list(online), route, broadcasts, ipis,
                           dict(by_origin) if broadcasts is not None or traced else {}, dict(how), processes,

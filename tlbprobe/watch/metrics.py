@@ -123,7 +123,10 @@ class Metrics:
         atomic_write(path, self.text().decode())
 
     def listen(self, address: Tuple[str, int]) -> None:
-        """Serve /metrics on ``address`` (a thread of prometheus_client's WSGI server)."""
+        """Serve /metrics on ``address`` (a thread of prometheus_client's WSGI server).
+        start_http_server() returns the server, to stop it, from prometheus_client 0.20
+        (client_python #883, #999); Debian 12's python3-prometheus-client 0.16 returns
+        nothing, hence pyproject.toml's bound."""
         from prometheus_client import start_http_server
 
         host, port = address

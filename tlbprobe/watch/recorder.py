@@ -36,6 +36,7 @@ import yaml
 
 from ..errors import InputError
 from ..rundir.writer import _NOFOLLOW, atomic_write, check_parents, invoker_uid
+from .origins import MADV_COLLAPSE
 
 FORMAT = "tlbprobe-watch/1"
 RECORDS = "records.jsonl"
@@ -260,7 +261,7 @@ def merge(bucket: Dict[str, Any], rec: Dict[str, Any]) -> None:
     bucket["by_origin"] = add_counts(bucket["by_origin"], rec.get("by_origin") or {})
     procs: Counter = Counter(bucket["madv_collapse_by_process"])
     for p in rec.get("processes") or []:
-        if p.get("origin") == "madv_collapse":
+        if p.get("origin") == MADV_COLLAPSE:
             procs[p.get("comm", "")] += p.get("count", 0)
     bucket["madv_collapse_by_process"] = dict(procs)
     for key in ("own", "cal", "cal_less_own", "tlb"):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import List
 
-from ..ui.numbers import format_cpulist
 from .interval import IntervalRecord
 from .origins import MADV_COLLAPSE, ORIGINS
 
@@ -18,7 +17,7 @@ def describe(rec: IntervalRecord) -> str:
     else:
         origins = ", ".join(f"{o} {rec.by_origin[o]}" for o in ORIGINS if rec.by_origin.get(o))
         parts.append(f"{rec.broadcasts} broadcasts" + (f" ({origins})" if origins else "") + f", {rec.ipis} IPIs;")
-        procs = [f"{p['comm']}[{p['pid']}] {p['count']}" for p in rec.processes if p["origin"] == "madv_collapse"][:3]
+        procs = [f"{p['comm']}[{p['pid']}] {p['count']}" for p in rec.processes if p["origin"] == MADV_COLLAPSE][:3]
         if procs:
             parts.append("MADV_COLLAPSE by " + ", ".join(procs) + ";")
     parts.append(f"CAL {sum(rec.cal_less_own.values())} (less own {sum(rec.own.values())}), "
