@@ -151,17 +151,18 @@ def test_idle_watch_counts_no_broadcast_of_its_own(tmp_path):
     assert all(r["cal_less_own"][c] == r["cal"][c] - r["own"][c] for r in recs for c in r["cal"])
 
 
-def test_sigterm_leaves_a_complete_watch_and_restored_tracefs(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_or_sigint_leaves_a_complete_watch_and_restored_tracefs(tmp_path, sig):
     before = system_state()
     out = tmp_path / "w"
     with watching(out, "--interval", "1") as proc:
         assert WATCH_JOURNAL.exists()
         assert any(n.startswith("tlbprobe-watch-") for n in os.listdir(TRACEFS / "instances"))
         time.sleep(2.5)
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(sig)
         stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 0, stderr
-    assert "watch complete (stopped by SIGTERM)" in stdout
+    assert f"watch complete (stopped by {sig.name})" in stdout
     s = summary(out)
     assert s["complete"] is True and s["state"] == "complete" and s["restored"] is True
     assert s["totals"]["intervals"] == len(records(out)) >= 2
@@ -386,3 +387,40 @@ def test_a_cpu_going_offline_and_back_is_noted_and_counted_again(tmp_path):
     assert [rec["online"] for rec in records(out)].count([0]) >= 1
     got = sum(p["count"] for rec in records(out) for p in rec["processes"] if p["comm"] == "tlbp-hotplug")
     assert got == done["huge_pmds"] == 8
+
+
+def test_another_tracer_is_noted_and_a_removed_instance_leaves_exact_counts(tmp_path):
+    """Another tool's tracefs instance appears: noted, nothing else changes. Then someone
+    removes the watch's own instance (as `trace-cmd reset -a` would): noted, and a
+    collapse after it is still counted exactly, as unattributed."""
+    out = tmp_path / "w"
+    other = TRACEFS / "instances" / f"tlbp-test-other-{os.getpid()}"
+    with watching(out, "--interval", "1", "--duration", "9") as proc:
+        os.mkdir(other)
+        try:
+            time.sleep(1.5)
+            first = json.loads(subprocess.run([PY, str(HELPER), "8", "--name", "tlbp-before"], capture_output=True,
+                                              text=True, timeout=60, check=True).stdout)
+            time.sleep(1.5)
+        finally:
+            os.rmdir(other)
+        os.rmdir(TRACEFS / "instances" / f"tlbprobe-watch-{proc.pid}")
+        time.sleep(1.5)
+        second = json.loads(subprocess.run([PY, str(HELPER), "8", "--name", "tlbp-after"], capture_output=True,
+                                           text=True, timeout=60, check=True).stdout)
+        stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    recs = records(out)
+    check_sums(recs)
+    notes = " ".join(n for r in recs for n in r["notes"])
+    assert f"another tracer: tracefs instance {other.name} appeared" in notes
+    assert "was removed by someone else" in notes
+    assert "broadcast(s) unattributed: the trace instance" in notes
+    named = sum(p["count"] for r in recs for p in r["processes"] if p["comm"] == "tlbp-before")
+    assert named == first["huge_pmds"] == 4
+    assert sum(r["broadcasts"] for r in recs) == sum(r["by_origin"]["madv_collapse"] + r["by_origin"]["khugepaged"]
+                                                    + r["by_origin"]["unattributed"] for r in recs)
+    assert sum(r["by_origin"]["unattributed"] for r in recs) >= second["huge_pmds"] == 4
+    s = summary(out)
+    assert s["complete"] and s["restored"]
+    assert not WATCH_JOURNAL.exists()

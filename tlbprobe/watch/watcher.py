@@ -146,12 +146,13 @@ class Watcher:
         """A note in this interval's record (``record``) and, the first time, the log and
         the summary."""
         if record is not None:
-            record.append(text)
+            record.append(text)  # the interval's line shows it
         if text not in self._noted:
             self._noted.add(text)
             if len(self.notes) < 100:
                 self.notes.append(text)
-            self.log(f"note: {text}")
+            if record is None:
+                self.log(f"note: {text}")
 
     # -- the run ---------------------------------------------------------------------------
     def run(self) -> WatchResult:
@@ -330,7 +331,7 @@ class Watcher:
         if rec.by_origin.get(UNATTRIBUTED, 0) and traced:
             why = (self.source.gone if self.source is not None and self.source.gone
                    else "no stack for them (the trace buffer dropped them)")
-            notes.append(f"{rec.by_origin[UNATTRIBUTED]} broadcast(s) unattributed: {why}")
+            rec.notes.append(f"{rec.by_origin[UNATTRIBUTED]} broadcast(s) unattributed: {why}")
         return rec
 
     def _take_stacks(self, by_sender: Dict[int, int], notes: List[str]) -> List[StackCount]:
@@ -343,8 +344,9 @@ class Watcher:
                 notes.append(f"the hist table dropped {dropped} new key(s): those broadcasts are unattributed")
             return [StackCount(pid, task_name(pid, comm), frames, n) for (pid, comm, frames), n in delta.items()]
         events, _missing = src.take(by_sender)
-        if src.gone:
-            self.note(f"{src.gone}: origins unattributed from now on (the counts stay exact)", notes)
+        gone = f"{src.gone}: origins unattributed from now on (the counts stay exact)" if src.gone else None
+        if gone and gone not in self._noted:  # once; the records' unattributed notes say why after
+            self.note(gone, notes)
         return [StackCount(s.pid, task_name(s.pid, s.comm), s.frames, s.count) for s in count_stacks(events)]
 
     def _follow_hotplug(self, rec: IntervalRecord, online: List[int], groups, now_groups, wall_s: float):
