@@ -20,7 +20,7 @@ def describe(rec: IntervalRecord) -> str:
         procs = [f"{p['comm']}[{p['pid']}] {p['count']}" for p in rec.processes if p["origin"] == MADV_COLLAPSE][:3]
         if procs:
             parts.append("MADV_COLLAPSE by " + ", ".join(procs) + ";")
-    parts.append(f"CAL {sum(rec.cal_less_own.values())} (less own {sum(rec.own.values())}), "
+    parts.append(f"CAL {sum(rec.cal_less_own.values())} (own {sum(rec.own.values())} left out), "
                  f"TLB {sum(rec.tlb.values())}")
     line = " ".join(parts)
     for n in rec.notes:
@@ -45,8 +45,8 @@ def final_lines(result) -> List[str]:
             out.append("  hugetlb unshare by: " + ", ".join(f"{h} {n}" for h, n in t.hugetlb_by_how.most_common()))
         if t.peak_seq is not None:
             out.append(f"  peak interval: {t.peak_seq} with {t.peak_broadcasts} broadcasts")
-    out.append(f"  CAL {t.cal_less_own} less the watcher's own {t.own} ({t.per_hour(t.own):.0f} per hour), "
-               f"TLB {t.tlb}, all CPUs")
+    out.append(f"  all CPUs: CAL {t.cal_less_own} after leaving out the watcher's own {t.own} calls "
+               f"({t.per_hour(t.own):.0f} per hour), TLB {t.tlb}")
     if hours and result.notes:
         out.append(f"  {len(result.notes)} note(s): see {result.out}/log.txt")
     out.append(f"  records: {result.out}")
