@@ -13,7 +13,7 @@ from . import __version__
 from .errors import InternalError, TlbprobeError
 
 #: Subcommand modules, in the order `tlbprobe --help` lists them.
-COMMANDS = ["collect", "report", "model", "diff", "restore", "qemu", "kernel", "repro", "audit"]
+COMMANDS = ["collect", "watch", "report", "model", "diff", "restore", "qemu", "kernel", "repro", "audit"]
 
 DESCRIPTION = """\
 Measure what a kernel page-table operation costs in cross-CPU interrupts (IPIs)

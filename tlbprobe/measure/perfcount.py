@@ -46,6 +46,12 @@ PERF_TYPE_TRACEPOINT = 2
 PERF_EVENT_IOC_SET_FILTER = 0x40082406
 #: struct perf_event_attr as of PERF_ATTR_SIZE_VER0 (64 bytes): every kernel accepts it.
 _ATTR_VER0 = struct.Struct("IIQQQQQIIQ")
+#: read_format bits (include/uapi/linux/perf_event.h enum perf_event_read_format)
+PERF_FORMAT_TOTAL_TIME_ENABLED = 1 << 0
+PERF_FORMAT_TOTAL_TIME_RUNNING = 1 << 1
+PERF_FORMAT_GROUP = 1 << 3
+#: attr flag bits (the bitfield after read_format): disabled is bit 0, inherit bit 1
+ATTR_INHERIT = 1 << 1
 
 
 class CounterUnavailable(Exception):
@@ -74,6 +80,36 @@ def kernel_addresses(names: Sequence[str], kallsyms: str = "/proc/kallsyms") -> 
     return found
 
 
+def tracepoint_id(tracefs: Path, event: str) -> int:
+    """The perf config of a trace event ("csd/csd_queue_cpu"): its tracefs id."""
+    try:
+        return int((tracefs / "events" / event / "id").read_text())
+    except (OSError, ValueError) as e:
+        raise CounterUnavailable(f"no tracepoint id for {event}: {e}") from None
+
+
+def open_event(tp_id: int, filter_text: str, *, pid: int = -1, cpu: int = -1, group_fd: int = -1,
+               read_format: int = 0, inherit: bool = False, what: str = "tracepoint") -> int:
+    """One counting-mode perf event on a tracepoint, with its ftrace filter; returns the
+    file descriptor (raises CounterUnavailable, leaving nothing open). ``pid=-1, cpu=N``
+    counts every task on CPU N; ``pid=0, cpu=-1`` counts the calling task wherever it
+    runs (with ``inherit``, the threads it starts later too: kernel/events/core.c
+    inherit_event())."""
+    libc = _libc()
+    attr = ctypes.create_string_buffer(_ATTR_VER0.pack(PERF_TYPE_TRACEPOINT, _ATTR_VER0.size, tp_id, 0, 0,
+                                                       read_format, ATTR_INHERIT if inherit else 0, 0, 0, 0),
+                                       _ATTR_VER0.size)
+    fd = libc.syscall(NR_PERF_EVENT_OPEN, attr, pid, cpu, group_fd, 0)
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise CounterUnavailable(f"perf_event_open({what}, cpu {cpu}): {os.strerror(err)}")
+    if filter_text and libc.ioctl(fd, PERF_EVENT_IOC_SET_FILTER, ctypes.create_string_buffer(filter_text.encode())) < 0:
+        err = ctypes.get_errno()
+        os.close(fd)
+        raise CounterUnavailable(f"perf filter {filter_text!r} refused: {os.strerror(err)}")
+    return fd
+
+
 class TracepointCounter:
     """One filtered counter per CPU for one tracepoint; :meth:`read` sums them."""
 
@@ -85,25 +121,11 @@ class TracepointCounter:
     @classmethod
     def open(cls, tracefs: Path, event: str, filter_text: str, cpus: Sequence[int]) -> "TracepointCounter":
         """Open the counters (raises CounterUnavailable, leaving nothing open)."""
-        try:
-            tp_id = int((tracefs / "events" / event / "id").read_text())
-        except (OSError, ValueError) as e:
-            raise CounterUnavailable(f"no tracepoint id for {event}: {e}") from None
-        libc = _libc()
-        attr = ctypes.create_string_buffer(_ATTR_VER0.pack(PERF_TYPE_TRACEPOINT, _ATTR_VER0.size, tp_id,
-                                                           0, 0, 0, 0, 0, 0, 0), _ATTR_VER0.size)
-        flt = ctypes.create_string_buffer(filter_text.encode())
+        tp_id = tracepoint_id(tracefs, event)
         fds: List[int] = []
         try:
             for cpu in cpus:
-                fd = libc.syscall(NR_PERF_EVENT_OPEN, attr, -1, cpu, -1, 0)
-                if fd < 0:
-                    err = ctypes.get_errno()
-                    raise CounterUnavailable(f"perf_event_open({event}, cpu {cpu}): {os.strerror(err)}")
-                fds.append(fd)
-                if libc.ioctl(fd, PERF_EVENT_IOC_SET_FILTER, flt) < 0:
-                    err = ctypes.get_errno()
-                    raise CounterUnavailable(f"perf filter {filter_text!r} refused: {os.strerror(err)}")
+                fds.append(open_event(tp_id, filter_text, cpu=cpu, what=event))
         except BaseException:
             for fd in fds:
                 os.close(fd)

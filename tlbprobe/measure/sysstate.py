@@ -87,7 +87,8 @@ class AllowList:
                         or any(re.fullmatch(re.escape(t) + r"/instances/tlbprobe-\d+/(per_cpu/cpu\d+/)?buffer_size_kb",
                                             path) for t in self.tracefs))
         if c.kind == "mkdir":
-            return any(re.fullmatch(re.escape(t) + r"/instances/tlbprobe-\d+", path) for t in self.tracefs)
+            # tlbprobe-<pid>: a collect's instance; tlbprobe-watch-<pid>: a watch's
+            return any(re.fullmatch(re.escape(t) + r"/instances/tlbprobe-(watch-)?\d+", path) for t in self.tracefs)
         if c.kind == "mount":
             return path in self.mounts
         if c.kind == "kprobe":

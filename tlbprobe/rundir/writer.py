@@ -146,15 +146,21 @@ class RunDir:
 
     def chown_to_invoker(self) -> Optional[str]:
         """Give the directory to the user who ran sudo, so they can read, move and delete it."""
-        uid, gid = os.environ.get("SUDO_UID"), os.environ.get("SUDO_GID")
-        if os.geteuid() != 0 or not uid or not uid.isdigit():
-            return None
-        uid_i, gid_i = int(uid), int(gid) if gid and gid.isdigit() else -1
-        for root, dirs, files in os.walk(self.path):
-            for name in dirs + files:
-                os.chown(os.path.join(root, name), uid_i, gid_i, follow_symlinks=False)
-        os.chown(self.path, uid_i, gid_i)
-        return uid
+        return chown_to_invoker(self.path)
+
+
+def chown_to_invoker(path: Path) -> Optional[str]:
+    """Give a directory tlbprobe wrote as root (a run, a watch) to the user who ran sudo;
+    returns their uid, or None when there is no such user."""
+    uid, gid = os.environ.get("SUDO_UID"), os.environ.get("SUDO_GID")
+    if os.geteuid() != 0 or not uid or not uid.isdigit():
+        return None
+    uid_i, gid_i = int(uid), int(gid) if gid and gid.isdigit() else -1
+    for root, dirs, files in os.walk(path):
+        for name in dirs + files:
+            os.chown(os.path.join(root, name), uid_i, gid_i, follow_symlinks=False)
+    os.chown(path, uid_i, gid_i)
+    return uid
 
 
 def read_summary(path: Path) -> Dict[str, Any]:
