@@ -72,6 +72,26 @@ def atomic_write(path: Path, text: str, dir_fd: Optional[int] = None) -> None:
             os.close(dir_fd)
 
 
+def create_empty_dir(path: Path) -> None:
+    """Create an output directory and its parents. An existing one is accepted only when
+    it is an empty directory (not a symlink) owned by root or the invoking user: a run
+    (or a watch) never writes into what another left, nor follows a planted link."""
+    check_parents(path)
+    if path.parent.exists() and not path.parent.is_dir():
+        raise InputError(f"--out {path}: {path.parent} is not a directory")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.mkdir(path, 0o755)
+    except FileExistsError:
+        st = os.lstat(path)
+        if not stat.S_ISDIR(st.st_mode) or any(path.iterdir()):
+            raise InputError(f"--out {path}: exists and is not empty (or not a directory); choose another") from None
+        if st.st_uid not in (0, os.geteuid(), invoker_uid()):
+            raise InputError(f"--out {path}: belongs to uid {st.st_uid}, not to you or root; choose another") from None
+    except OSError as e:
+        raise InputError(f"--out {path}: cannot create it: {e.strerror}") from None
+
+
 class RunDir:
     """Writer for one run directory. Every file is opened relative to the directory's own
     descriptor with O_NOFOLLOW (doc/security.md): once tlbprobe has created it, nothing
@@ -83,22 +103,9 @@ class RunDir:
 
     @classmethod
     def create(cls, path: Path) -> "RunDir":
-        """Create the run directory (its parents too). An existing one is accepted only when
-        it is an empty directory (not a symlink) owned by root or the invoking user."""
+        """Create the run directory (its parents too); see :func:`create_empty_dir`."""
         path = Path(path)
-        check_parents(path)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            os.mkdir(path, 0o755)
-        except FileExistsError:
-            st = os.lstat(path)
-            if not stat.S_ISDIR(st.st_mode) or any(path.iterdir()):
-                raise InputError(f"{path} already exists and is not empty (or not a directory); choose another --out") from None
-            if st.st_uid not in (0, os.geteuid(), invoker_uid()):
-                raise InputError(f"{path} exists and belongs to uid {st.st_uid}, not to you or root; "
-                                 f"choose another --out") from None
-        except OSError as e:
-            raise InputError(f"cannot create run directory {path}: {e.strerror}") from None
+        create_empty_dir(path)
         rd = cls(path)
         os.mkdir("snapshots", 0o755, dir_fd=rd.fd)
         return rd

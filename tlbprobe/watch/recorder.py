@@ -35,7 +35,7 @@ from typing import Any, Dict, List, Optional
 import yaml
 
 from ..errors import InputError
-from ..rundir.writer import _NOFOLLOW, atomic_write, check_parents, invoker_uid
+from ..rundir.writer import _NOFOLLOW, atomic_write, create_empty_dir
 from .origins import MADV_COLLAPSE
 
 FORMAT = "tlbprobe-watch/1"
@@ -66,20 +66,7 @@ class WatchDir:
     def create(cls, path: Path, max_disk: int, segment_bytes: Optional[int] = None) -> "WatchDir":
         """Create the directory; an existing one must be empty, a directory, and ours."""
         path = Path(path)
-        check_parents(path)
-        if path.parent.exists() and not path.parent.is_dir():
-            raise InputError(f"--out {path}: {path.parent} is not a directory")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            os.mkdir(path, 0o755)
-        except FileExistsError:
-            st = os.lstat(path)
-            if not stat.S_ISDIR(st.st_mode) or any(path.iterdir()):
-                raise InputError(f"--out {path}: exists and is not an empty directory; choose another") from None
-            if st.st_uid not in (0, os.geteuid(), invoker_uid()):
-                raise InputError(f"--out {path}: belongs to uid {st.st_uid}, not to you or root") from None
-        except OSError as e:
-            raise InputError(f"--out {path}: cannot create it: {e.strerror}") from None
+        create_empty_dir(path)
         try:
             wd = cls(path, max_disk, segment_bytes)
             wd._open_files()
