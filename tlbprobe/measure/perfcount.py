@@ -37,10 +37,11 @@ import ctypes
 import os
 import struct
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
-#: x86-64 syscall number of perf_event_open (arch/x86/entry/syscalls/syscall_64.tbl).
-NR_PERF_EVENT_OPEN = 298
+from .. import arch as arches
+from ..arch import Arch
+
 PERF_TYPE_TRACEPOINT = 2
 #: _IOW('$', 6, char *) (include/uapi/linux/perf_event.h)
 PERF_EVENT_IOC_SET_FILTER = 0x40082406
@@ -50,6 +51,20 @@ _ATTR_VER0 = struct.Struct("IIQQQQQIIQ")
 
 class CounterUnavailable(Exception):
     """perf_event_open or the filter was refused; the reason says which and why."""
+
+
+def perf_event_open_number(machine: Optional[Arch]) -> int:
+    """perf_event_open's system call number on this machine, from its architecture's
+    record; CounterUnavailable on a machine tlbprobe has no record of, or whose record
+    lacks it (then the run counts with the ring buffer, as without the counter)."""
+    if machine is None:
+        raise CounterUnavailable(f"no perf_event_open system call number: machine {os.uname().machine} has no "
+                                 f"record in tlbprobe/arch/")
+    try:
+        return machine.syscall("perf_event_open")
+    except KeyError:
+        raise CounterUnavailable(f"no perf_event_open system call number in the {machine.name} record "
+                                 f"(tlbprobe/arch/)") from None
 
 
 def _libc() -> ctypes.CDLL:
@@ -83,8 +98,13 @@ class TracepointCounter:
         self.filter_text = filter_text
 
     @classmethod
-    def open(cls, tracefs: Path, event: str, filter_text: str, cpus: Sequence[int]) -> "TracepointCounter":
-        """Open the counters (raises CounterUnavailable, leaving nothing open)."""
+    def open(cls, tracefs: Path, event: str, filter_text: str, cpus: Sequence[int],
+             machine: Optional[Arch] = None) -> "TracepointCounter":
+        """Open the counters (raises CounterUnavailable, leaving nothing open).
+        ``machine``: the running machine's architecture record, whose system call number
+        of perf_event_open is used (x86_64 298, arm64 241: tlbprobe/arch/); found from
+        os.uname() unless given."""
+        nr = perf_event_open_number(machine or arches.running())
         try:
             tp_id = int((tracefs / "events" / event / "id").read_text())
         except (OSError, ValueError) as e:
@@ -96,7 +116,7 @@ class TracepointCounter:
         fds: List[int] = []
         try:
             for cpu in cpus:
-                fd = libc.syscall(NR_PERF_EVENT_OPEN, attr, -1, cpu, -1, 0)
+                fd = libc.syscall(nr, attr, -1, cpu, -1, 0)
                 if fd < 0:
                     err = ctypes.get_errno()
                     raise CounterUnavailable(f"perf_event_open({event}, cpu {cpu}): {os.strerror(err)}")
