@@ -11,10 +11,13 @@ In short (the rules, in analysis/model.yaml, name the kernel code):
   every online CPU except the caller;
 * the patch under test makes it return early when ``tlb_table_flush_implies_ipi_broadcast()``,
   which x86 sets only when the TLB flush is ``native_flush_tlb_multi()`` and there is no
-  INVLPGB. Under PV flush (``kvm_flush_tlb_multi()``) or INVLPGB the sync stays;
+  INVLPGB. Under PV flush (``kvm_flush_tlb_multi()``) or INVLPGB the sync stays, and so
+  under arm64's broadcast TLBI (``tlbi-broadcast``: arm64 does not define the hook, whose
+  generic answer is false), where a patched kernel sends what a baseline sends;
 * TLB shootdowns go to the other CPUs of ``mm_cpumask`` (``native_flush_tlb_multi()``):
-  exact for native flush, an upper bound under PV flush, unknown under INVLPGB; a
-  workload whose flushes follow another rule says so in its spec's ``tlb_ipis()``.
+  exact for native flush, an upper bound under PV flush, unknown under INVLPGB, none
+  under broadcast TLBI; a workload whose flushes follow another rule says so in its
+  spec's ``tlb_ipis()``.
 
 No workload's name is written here: what differs between workloads is asked of its spec
 (tlbprobe/workloads/spec.py, WorkloadSpec). Pure: a :class:`Scenario` in, a
@@ -196,6 +199,9 @@ def _mm_cpumask_tlb(
 ) -> Tuple[Optional[float], Optional[float], Tuple[str, ...], str]:
     """TLB-shootdown IPIs on the other CPUs: they follow mm_cpumask, not the online CPUs
     (one flush per operation, as a collapse's pmdp_collapse_flush() does)."""
+    if s.flush_mode == "tlbi-broadcast":  # arm64: the flush is an instruction, no IPI at all
+        r = params.rule("tlb-tlbi-broadcast")
+        return 0.0, 0.0, (r.id,), r.text
     others = s.mm_cpus - 1
     native = params.rule("tlb-native")
     if others == 0:
