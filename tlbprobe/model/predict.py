@@ -129,7 +129,8 @@ def predict(scenario: Scenario, params: ModelParams) -> Prediction:
     else:
         ipis = broadcasts * others
         ipi_why = f"{_n(broadcasts)} broadcasts x {others} other online CPU{'s' if others != 1 else ''}"
-    tlb, tlb_max, tlb_rules, tlb_why = spec.tlb_ipis(s, params, notes) or _mm_cpumask_tlb(s, params, notes)
+    tlb, tlb_max, tlb_rules, tlb_why = (_no_shootdowns(s, params) or spec.tlb_ipis(s, params, notes)
+                                        or _mm_cpumask_tlb(s, params, notes))
     if others == 0:
         notes.append("one online CPU: a broadcast has no target")
     return Prediction(
@@ -194,14 +195,21 @@ def _apply_variant(
     return base, rules, f"{base_why} (either variant: {s.flush_mode} flush keeps the sync)", {}
 
 
+def _no_shootdowns(s: Scenario, params: ModelParams
+                   ) -> Optional[Tuple[Optional[float], Optional[float], Tuple[str, ...], str]]:
+    """Under arm64's broadcast TLBI no flush sends an IPI, whatever the workload's flushes
+    are (so before its spec's tlb_ipis() is asked); None for the other flush modes."""
+    if s.flush_mode != "tlbi-broadcast":
+        return None
+    r = params.rule("tlb-tlbi-broadcast")
+    return 0.0, 0.0, (r.id,), r.text
+
+
 def _mm_cpumask_tlb(
     s: Scenario, params: ModelParams, notes: List[str]
 ) -> Tuple[Optional[float], Optional[float], Tuple[str, ...], str]:
     """TLB-shootdown IPIs on the other CPUs: they follow mm_cpumask, not the online CPUs
     (one flush per operation, as a collapse's pmdp_collapse_flush() does)."""
-    if s.flush_mode == "tlbi-broadcast":  # arm64: the flush is an instruction, no IPI at all
-        r = params.rule("tlb-tlbi-broadcast")
-        return 0.0, 0.0, (r.id,), r.text
     others = s.mm_cpus - 1
     native = params.rule("tlb-native")
     if others == 0:
