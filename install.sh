@@ -16,8 +16,9 @@ fi
 APT_PACKAGES=(python3 python3-venv python3-pip rt-tests util-linux procps)
 # linux-source-6.1 (Debian 12's own kernel version) is for the test of the kprobe attribution
 # that kernels without csd trace events get.
-QEMU_PACKAGES=(qemu-system-x86 linux-source-6.12 linux-source-6.1 build-essential bc flex bison libelf-dev
-               libssl-dev cpio dwarves patch xz-utils)
+# qemu-system-arm has qemu-system-aarch64, for arm64 guests (tlbprobe/arch/arm64.py; about 9 MB).
+QEMU_PACKAGES=(qemu-system-x86 qemu-system-arm linux-source-6.12 linux-source-6.1 build-essential bc flex bison
+               libelf-dev libssl-dev cpio dwarves patch xz-utils)
 LINK=/usr/local/bin/tlbprobe
 case "${1:-}" in
     --with-qemu) APT_PACKAGES+=("${QEMU_PACKAGES[@]}") ;;
