@@ -310,7 +310,7 @@ def test_an_arm64_image_is_recognised_by_its_header(tmp_path):
     assert g.not_an_image(bz) is None and g.not_an_image(bz, ARM) == "no arm64 Image header (magic ARM\\x64 at 0x38)"
     elf = tmp_path / "vmlinux"
     elf.write_bytes(b"\x7fELF" + bytes(100))
-    assert g.not_an_image(elf, ARM) == "an ELF file: a vmlinux, not a Image"
+    assert g.not_an_image(elf, ARM) == "an ELF file: a vmlinux, not an Image"
 
 
 def test_arm64_guest_options_that_cannot_hold_are_refused(tmp_path, monkeypatch):

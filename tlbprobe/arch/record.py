@@ -130,7 +130,8 @@ class KernelImage:
     def not_an_image(self, head: bytes) -> Optional[str]:
         """Why the first bytes of a file are not such an image, or None."""
         if head[:4] == b"\x7fELF":
-            return f"an ELF file: a vmlinux, not a {self.name}"
+            article = "an" if self.name[:1].lower() in "aeiou" else "a"
+            return f"an ELF file: a vmlinux, not {article} {self.name}"
         if any(head[off:off + len(m)] != m for off, m in self.magic):
             return f"no {self.header}"
         return None
