@@ -17,9 +17,10 @@ APT_PACKAGES=(python3 python3-venv python3-pip rt-tests util-linux procps)
 # linux-source-6.1 (Debian 12's own kernel version) is for the test of the kprobe attribution
 # that kernels without csd trace events get; prometheus for the test that scrapes `tlbprobe
 # watch` (tests/test_watch_real.py); systemd for systemd-analyze, which checks the unit file
-# contrib/tlbprobe-watch.service.
-QEMU_PACKAGES=(qemu-system-x86 linux-source-6.12 linux-source-6.1 build-essential bc flex bison libelf-dev
-               libssl-dev cpio dwarves patch xz-utils prometheus systemd)
+# contrib/tlbprobe-watch.service. qemu-system-arm has qemu-system-aarch64, for arm64 guests
+# (tlbprobe/arch/arm64.py; about 9 MB).
+QEMU_PACKAGES=(qemu-system-x86 qemu-system-arm linux-source-6.12 linux-source-6.1 build-essential bc flex bison
+               libelf-dev libssl-dev cpio dwarves patch xz-utils prometheus systemd)
 LINK=/usr/local/bin/tlbprobe
 case "${1:-}" in
     --with-qemu) APT_PACKAGES+=("${QEMU_PACKAGES[@]}") ;;

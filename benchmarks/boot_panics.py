@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO))
 from tlbprobe.vm.guest import START_MARK, GuestSpec, boot_once  # noqa: E402
 from tlbprobe.kernel.build import DEFAULT_FRAGMENT, KernelSpec, build_kernel  # noqa: E402
 
-# tlbprobe's own command line now has lpj= for every TCG guest (vm/guest.py TCG_LPJ); the
+# tlbprobe's own command line now has lpj= for every TCG guest (tlbprobe/arch/x86_64.py TCG_LPJ); the
 # figures in kernels/README.md were measured before, with lpj= given here where named.
 REMEDIES = {
     "default": {"tcg_thread": None},

@@ -39,8 +39,11 @@ KERNEL_VARIANTS: Tuple[str, ...] = ("baseline", "patched")
 #: How the kernel flushes remote TLBs, which decides whether the patch may skip the sync:
 #: native IPIs (arch/x86/mm/tlb.c native_flush_tlb_multi), paravirtual (KVM, Xen, Hyper-V
 #: replace pv_ops.mmu.flush_tlb_multi: arch/x86/kernel/kvm.c "KVM setup pv remote TLB
-#: flush"), or INVLPGB broadcast invalidation (AMD Zen 3+, 6.15+). "unknown": not detected.
-FLUSH_MODES: Tuple[str, ...] = ("native", "pv", "invlpgb", "unknown")
+#: flush"), INVLPGB broadcast invalidation (AMD Zen 3+, 6.15+), or arm64's broadcast TLBI
+#: instructions (arch/arm64/include/asm/tlbflush.h: the flush interrupts nobody, so the
+#: sync is never implied). "unknown": not detected. Which an architecture can have is its
+#: record's (tlbprobe/arch/).
+FLUSH_MODES: Tuple[str, ...] = ("native", "pv", "invlpgb", "tlbi-broadcast", "unknown")
 
 #: hugetlb operations that unshare a shared PMD table (mm/hugetlb.c huge_pmd_unshare()).
 HUGETLB_OPERATIONS: Tuple[str, ...] = ("munmap", "mprotect", "madvise-dontneed", "exit", "partial-munmap")
@@ -72,18 +75,6 @@ PUD_SIZE = 1 << 30
 #: paging, 2^56 bytes (64 PiB; arch/x86/include/asm/page_64_types.h TASK_SIZE_MAX, from
 #: __VIRTUAL_MASK_SHIFT 56 under LA57). `tlbprobe model` refuses a larger --size.
 ADDRESS_SPACE_MAX = 1 << 56
-
-# -- CPUs ----------------------------------------------------------------------------------
-
-#: The most CPUs a kernel of each architecture can be built for (NR_CPUS), read in
-#: Debian's linux-source 6.12.117: x86_64 arch/x86/Kconfig NR_CPUS_RANGE_END "default 8192
-#: if SMP && CPUMASK_OFFSTACK" (MAXSMP selects CPUMASK_OFFSTACK and sets NR_CPUS to 8192);
-#: arm64 arch/arm64/Kconfig NR_CPUS "range 2 4096". The guest config caps a guest at far
-#: fewer (kernels/config/), but the model is for any host.
-NR_CPUS_MAX: Dict[str, int] = {"x86_64": 8192, "arm64": 4096}
-#: The architecture the model's rules are written for (x86's CAL and TLB lines, its flush
-#: modes); `--arch` is reserved for the arm64 work (doc/cli.md).
-MODEL_ARCH = "x86_64"
 
 # -- traced kernel functions ----------------------------------------------------------------
 

@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from .. import arch as arches
 from ..errors import InputError
 from ..kernel.build import (CONFIG_BASES, DEBUG_FRAGMENT, DEFAULT_BASE, DEFAULT_FRAGMENT, KernelSpec, as_dict,
                             variant_patches)
@@ -34,6 +35,17 @@ examples:
   tlbprobe kernel build --debug --variant patched   # KASAN, DEBUG_VM: for repro --race
   tlbprobe kernel build --config-base defconfig     # the configuration older runs were built from
 """
+
+
+def add_arch_option(p: argparse.ArgumentParser) -> None:
+    """--arch, the guest architecture: a name of tlbprobe/arch/ (shared with qemu collect
+    and repro). An architecture whose record says a stage is not done yet is refused by
+    the library, with what is missing."""
+    pending = [a.name for a in arches.registry().values() if a.not_done]
+    p.add_argument("--arch", choices=arches.names(), default=arches.DEFAULT,
+                   help=f"the guest architecture (default: {arches.DEFAULT})"
+                        + (f"; {', '.join(pending)}: refused with what is not done yet (tlbprobe/arch/)"
+                           if pending else ""))
 
 
 def add_kernel_options(p: argparse.ArgumentParser) -> None:
@@ -68,6 +80,7 @@ def register(sub) -> None:
     b.add_argument("--variant", choices=("baseline", "patched"), default=None,
                    help="baseline (no patches; the default) or patched (default with --patch)")
     add_kernel_options(b)
+    add_arch_option(b)
     b.add_argument("--force", action="store_true", help="rebuild even when the cache has it")
     b.add_argument("--dry-run", action="store_true",
                    help="build nothing: print the source, config fragments and patches (a series expanded) it "
@@ -106,7 +119,8 @@ def fragments_from_args(args: argparse.Namespace) -> list:
 
 def spec_from_args(args: argparse.Namespace, variant: str) -> KernelSpec:
     spec = KernelSpec(source=args.source, fragments=fragments_from_args(args),
-                      patches=variant_patches(variant, args.patch), base=args.config_base)
+                      patches=variant_patches(variant, args.patch), base=args.config_base,
+                      arch=getattr(args, "arch", arches.DEFAULT))
     if args.jobs:
         spec.jobs = args.jobs
     return spec
@@ -125,7 +139,7 @@ def main_build(args: argparse.Namespace) -> int:
         if args.format == "json":
             print(json.dumps(info, indent=1))
         elif args.format == "path":
-            print(Path(info["cache_entry"]) / "bzImage")
+            print(Path(info["cache_entry"]) / arches.get(args.arch).image.name)
         else:
             for k, v in info.items():
                 print(f"{k}: {', '.join(v) if isinstance(v, list) else v}")

@@ -26,9 +26,12 @@ examples:
   tlbprobe model --workload hugetlb-db --size 4G --ops 1000 --sharers 1 --cpus 64 --flush-mode native
   tlbprobe model --workload hugetlb-unshare --size 4G --hugetlb-unshare per-table --cpus 8 --format json
   tlbprobe model --workload hugetlb-unshare --size 1G --ops 300 --sharers 4 --cpus 2 --flush-mode pv
+  tlbprobe model --workload collapse --size 1G --cpus 16 --variant patched --flush-mode tlbi-broadcast
 
---cpus is the host's online CPU count (any x86_64 kernel: at most 8192, NR_CPUS with
-MAXSMP); --size must be a whole number of the workload's operations (2M per collapse,
+--flush-mode tlbi-broadcast is arm64's: its broadcast TLBI instructions interrupt nobody,
+so the patched kernel keeps every broadcast (patched = baseline) and no TLB-shootdown IPI
+is expected. --cpus is the host's online CPU count (at most NR_CPUS with MAXSMP: 8192 for
+x86_64, 4096 for arm64's tlbi-broadcast); --size must be a whole number of the workload's operations (2M per collapse,
 1G per shared hugetlb PMD table); --threads needs a CPU each besides the driver's.
 
 The rules and their kernel sources are in analysis/model.yaml.
@@ -60,7 +63,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="kernel variant (default baseline)")
     p.add_argument("--kernel", dest="variant", choices=variants, help=argparse.SUPPRESS)  # the old spelling
     p.add_argument("--flush-mode", dest="flush_mode", choices=FLUSH_MODES, default="native",
-                   help="TLB flush mode of the host (default native)")
+                   help="TLB flush mode of the host (default native; tlbi-broadcast: arm64)")
     p.add_argument("--flush", dest="flush_mode", choices=FLUSH_MODES, help=argparse.SUPPRESS)  # the old spelling
     add_workload_flags(p, specs)
     p.add_argument("--tables-per-op", type=int, metavar="N", help="PMD tables one unsharing operation covers (default size/1G)")

@@ -11,6 +11,7 @@ from ..run.job import Job, find_job_file
 from ..units import parse_size
 from ..vm.guest import GuestError, GuestSpec
 from .collect import add_collect_options, job_from_args
+from .kernel import add_arch_option
 
 EPILOG = """\
 The guest boots KERNEL with this host's root file system mounted read-only over
@@ -67,6 +68,7 @@ def add_guest_options(p: argparse.ArgumentParser, sweep: bool = False) -> None:
                         "really run at once; its boots panicked now and then at 16 vCPUs (kernels/README.md)")
     p.add_argument("--timeout", type=float, default=1800.0, metavar="S",
                    help="kill a guest that has not finished after S seconds (default: 1800)")
+    add_arch_option(p)
 
 
 def register(sub) -> None:
@@ -131,7 +133,7 @@ def guest_spec_from_args(args: argparse.Namespace, kernel: Optional[Path] = None
     """The GuestSpec the guest options describe (shared with repro)."""
     return GuestSpec(kernel=kernel or args.kernel, smp=args.smp, memory=args.memory, accel=args.accel,
                      pv_tlb_flush=args.pv_tlb_flush, timeout=args.timeout,
-                     tcg_thread=args.tcg_thread or "single")
+                     tcg_thread=args.tcg_thread or "single", arch=args.arch)
 
 
 def main_collect(args: argparse.Namespace) -> int:

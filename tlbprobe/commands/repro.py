@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Dict
 
+from .. import arch as arches
 from ..errors import InputError
 from ..units import format_size, parse_size
 from ..workflows.repro import DEFAULT_JOBS
@@ -115,6 +116,7 @@ def main(args: argparse.Namespace) -> int:
     from ..workflows.repro import default_out, resolve_jobs, run_repro, run_sweep, seed_job, tradeoff
     from ..workflows.results import Case, write_results
 
+    arches.get(args.arch).require(("build", "guest"), f"repro --arch {args.arch}")  # before anything is built
     out = args.out or default_out()
     if len(args.smp) > 1 and args.job_names:
         raise InputError("--job goes with one --smp; a sweep (--smp 4,16,64) runs its own collapse job")
@@ -131,7 +133,7 @@ def main(args: argparse.Namespace) -> int:
     # the series alone, and the guests boot with it switched on
     common = [WRAP_FLUSH_PATCH] if args.pv_tlb_flush == "wrapper" else []
     kspec = KernelSpec(source=args.source, fragments=fragments_from_args(args), patches=common,
-                       base=args.config_base)
+                       base=args.config_base, arch=args.arch)
     if args.jobs:
         kspec.jobs = args.jobs
     if args.repeat is not None and not 1 <= args.repeat <= 1000:

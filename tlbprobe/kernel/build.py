@@ -6,7 +6,8 @@ Layout under the cache (``$TLBPROBE_CACHE`` or ~/.cache/tlbprobe):
   build/<tree key>/            one O= build directory per source + config: baseline and
                                patched builds share it, so the second one only recompiles
                                what the patches touch (under a minute instead of 15)
-  kernels/<key>/bzImage        the result, keyed by source + config + patches
+  kernels/<key>/bzImage        the result, keyed by source + config + patches (+ the
+                               architecture, when it is not x86_64: its image, e.g. Image)
   kernels/<key>/build.log      make's full output
   kernels/<key>/meta.json      what went in: source, config base and fragments, patches, times
 Patches are applied to the source tree for the build and reversed afterwards, whatever
@@ -29,6 +30,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator, List, Optional, Tuple
 
+from .. import arch as arches
+from ..arch import Arch
 from ..datafiles import locate
 from ..errors import InputError, TlbprobeError
 from . import series
@@ -64,6 +67,15 @@ class ConfigBase:
     #: Kconfig dependencies move between releases (6.1's 9P_FS needs INET, its KPROBES
     #: MODULES; 6.12's need neither) and a base must not pay for the old ones in new trees
     older: Tuple[Tuple[Tuple[int, int], Path], ...] = ()
+    #: the target and the tree's fragments are the architecture's defconfig ones
+    #: (tlbprobe/arch/: x86_64_defconfig + kvm_guest.config, arm64's defconfig + ...)
+    arch_defconfig: bool = False
+
+    def for_arch(self, arch: Arch) -> "ConfigBase":
+        """This base for a kernel of ``arch``."""
+        if not self.arch_defconfig:
+            return self
+        return replace(self, target=arch.build.defconfig, tree_fragments=arch.build.defconfig_fragments)
 
     def fragments_for(self, version: Optional[Tuple[int, int]]) -> Tuple[Path, ...]:
         """Our fragments of this base for a tree of this version (None: unknown, taken as new)."""
@@ -81,7 +93,9 @@ class ConfigBase:
 #: those four and turns on what a guest running tlbprobe needs; about half the build
 #: (benchmarks/README.md, "Guest kernel builds": 1,159 objects against 2,280 in 6.12).
 CONFIG_BASES = {
-    "defconfig": ConfigBase("defconfig", "x86_64_defconfig", ("kernel/configs/kvm_guest.config",)),
+    # the default architecture's (x86_64_defconfig + kvm_guest.config); for_arch() another's
+    "defconfig": ConfigBase("defconfig", arches.get(arches.DEFAULT).build.defconfig,
+                            arches.get(arches.DEFAULT).build.defconfig_fragments, arch_defconfig=True),
     "minimal": ConfigBase("minimal", "tinyconfig", (), (MINIMAL_FRAGMENT,), (((6, 12), MINIMAL_OLDER_FRAGMENT),)),
 }
 #: The base of every KernelSpec not told otherwise: switching all builds is this line.
@@ -163,12 +177,14 @@ class KernelSpec:
     patches: List[Path] = field(default_factory=list)
     jobs: int = os.cpu_count() or 2
     base: str = DEFAULT_BASE               # a key of CONFIG_BASES: where the .config starts
+    #: the guest architecture (a name of tlbprobe/arch/); in the cache key when not x86_64
+    arch: str = arches.DEFAULT
 
 
 @dataclass
 class BuiltKernel:
     key: str
-    bzimage: Path
+    bzimage: Path                          # the bootable image: bzImage on x86, Image on arm64
     log: Path
     release: str
     cached: bool
@@ -284,7 +300,9 @@ APPLIED = ".tlbprobe-applied"  # in the source tree: copies of the patches appli
 
 
 def _patch(p: Path, tree: Path, reverse: bool) -> None:
-    args = ["patch", "-p1", "--batch", "--silent", "-i", str(p.resolve())] + (["-R"] if reverse else ["--forward"])
+    # no .orig backups: a hunk that applies with fuzz must not leave files in the cached tree
+    args = ["patch", "-p1", "--batch", "--silent", "--no-backup-if-mismatch", "-i", str(p.resolve())] + \
+        (["-R"] if reverse else ["--forward"])
     subprocess.run(args, cwd=tree, check=True, capture_output=True)
 
 
@@ -334,10 +352,12 @@ def tree_version(tree: Path) -> Optional[Tuple[int, int]]:
     return (int(v.group(1)), int(p.group(1))) if v and p else None
 
 
-def configure(tree: Path, build: Path, fragments: List[Path], base: ConfigBase = CONFIG_BASES["defconfig"]) -> None:
-    """The base's .config (make target, its fragments) + our fragments, then olddefconfig."""
+def configure(tree: Path, build: Path, fragments: List[Path], base: ConfigBase = CONFIG_BASES["defconfig"],
+              make_args: Tuple[str, ...] = ()) -> None:
+    """The base's .config (make target, its fragments) + our fragments, then olddefconfig.
+    ``make_args``: ARCH= and CROSS_COMPILE= of a cross-build (Arch.make_args)."""
     build.mkdir(parents=True, exist_ok=True)
-    make = ["make", "-s", "-C", str(tree), f"O={build}"]
+    make = ["make", "-s", "-C", str(tree), f"O={build}", *make_args]
     merge = [str(tree / "scripts/kconfig/merge_config.sh"), "-m", "-O", str(build), str(build / ".config")]
     ours = (*base.fragments_for(tree_version(tree)), *fragments)
     merge += [str(tree / f) for f in base.tree_fragments] + [str(f.resolve()) for f in ours]
@@ -377,9 +397,11 @@ def check_config(build: Path, required=REQUIRED) -> None:
         raise BuildError(f"the kernel config in {build} lacks {', '.join(missing)}: check the config fragments")
 
 
-def _run_make(tree: Path, build: Path, jobs: int, log_path: Path, status: Callable[[str], None]) -> None:
-    """make bzImage, its output condensed to a status line, all of it kept in log_path."""
-    cmd = ["make", "-C", str(tree), f"O={build}", f"-j{jobs}", "bzImage"]
+def _run_make(tree: Path, build: Path, jobs: int, log_path: Path, status: Callable[[str], None],
+              target: str = "bzImage", make_args: Tuple[str, ...] = ()) -> None:
+    """make the image (the architecture's target: bzImage, Image), its output condensed to
+    a status line, all of it kept in log_path."""
+    cmd = ["make", "-C", str(tree), f"O={build}", *make_args, f"-j{jobs}", target]
     steps = 0
     start = time.monotonic()
     with open(log_path, "w") as logf:
@@ -411,11 +433,24 @@ class BuildPlan:
     entry: Path
 
     @property
+    def arch(self) -> Arch:
+        return arches.get(self.spec.arch)
+
+    @property
+    def image(self) -> Path:
+        """Where the cache keeps the built image (kernels/<key>/bzImage on x86)."""
+        return self.entry / self.arch.image.name
+
+    @property
     def cached(self) -> bool:
-        return (self.entry / "bzImage").exists()
+        return self.image.exists()
 
 
 def plan_build(spec: KernelSpec) -> BuildPlan:
+    """What a build of ``spec`` uses and where the cache keeps it. An architecture whose
+    build is not done yet (its record's not_done) is refused here, before anything."""
+    arch = arches.get(spec.arch)
+    arch.require("build", f"kernel build --arch {arch.name}")
     if spec.source is None or is_tarball(spec.source):
         tarball = spec.source or debian_tarball()
         src_id = f"{tarball.name}:{tarball.stat().st_size}".encode()
@@ -427,7 +462,7 @@ def plan_build(spec: KernelSpec) -> BuildPlan:
         src_id = tree_identity(spec.source)
         tree = spec.source
         tarball = None
-    base = config_base(spec.base)
+    base = config_base(spec.base).for_arch(arch)
     for f in (*base.all_fragments(), *spec.fragments):
         if not f.is_file():
             raise InputError(f"{f}: no such config fragment")
@@ -435,6 +470,8 @@ def plan_build(spec: KernelSpec) -> BuildPlan:
     if base.name != "defconfig":  # the defconfig base keeps the keys it always had
         frag_bytes = [f"base:{base.name}:{base.target}:{':'.join(base.tree_fragments)}".encode()] + \
             [f.read_bytes() for f in base.all_fragments()] + frag_bytes
+    if arch.name != arches.DEFAULT:  # x86_64 keeps the keys it always had; others, their own
+        frag_bytes = [f"arch:{arch.name}".encode()] + frag_bytes    # (and their own build directory)
     spec = replace(spec, patches=series.expand(list(spec.patches), cache_root() / "series"))
     for p in spec.patches:
         if not p.is_file():
@@ -529,17 +566,21 @@ def build_kernel(spec: KernelSpec, log: Callable[[str], None] = print,
         raise InputError("building a kernel needs make and gcc: apt-get install build-essential bc flex bison "
                          "libelf-dev libssl-dev cpio")
     plan = plan_build(spec)
+    cc = plan.arch.compiler(os.uname().machine)
+    if shutil.which(cc) is None:
+        raise InputError(f"a kernel build for {plan.arch.name} needs {cc} here: apt-get install "
+                         f"{plan.arch.build.cross_package}")
     if plan.cached and not force:
-        return _from_cache(plan.key, plan.entry)
+        return _from_cache(plan.key, plan.entry, plan.image)
     with build_lock(log):
         if plan.cached and not force:  # another process built it while we waited
-            return _from_cache(plan.key, plan.entry)
+            return _from_cache(plan.key, plan.entry, plan.image)
         return _build(plan.spec, plan.tree, plan.tarball, plan.tree_key, plan.key, plan.entry, log, status)
 
 
-def _from_cache(key: str, entry: Path) -> BuiltKernel:
+def _from_cache(key: str, entry: Path, image: Optional[Path] = None) -> BuiltKernel:
     meta = json.loads((entry / "meta.json").read_text())
-    return BuiltKernel(key, entry / "bzImage", entry / "build.log", meta.get("release", "?"), True, 0.0)
+    return BuiltKernel(key, image or entry / "bzImage", entry / "build.log", meta.get("release", "?"), True, 0.0)
 
 
 @contextmanager
@@ -557,8 +598,10 @@ def build_lock(log: Callable[[str], None]) -> Iterator[None]:
 
 def _build(spec: KernelSpec, tree: Optional[Path], tarball: Optional[Path], tree_key: str, key: str, entry: Path,
            log: Callable[[str], None], status: Callable[[str], None]) -> BuiltKernel:
-    bzimage = entry / "bzImage"
-    base = config_base(spec.base)
+    arch = arches.get(spec.arch)
+    make_args = arch.make_args(os.uname().machine)
+    bzimage = entry / arch.image.name
+    base = config_base(spec.base).for_arch(arch)
     if tree is None:
         assert tarball is not None
         tree = unpack(tarball, log)
@@ -578,16 +621,16 @@ def _build(spec: KernelSpec, tree: Optional[Path], tarball: Optional[Path], tree
     try:
         apply_series(spec.patches, tree)
         if not (build / ".config").exists():
-            configure(tree, build, spec.fragments, base)
+            configure(tree, build, spec.fragments, base, make_args)
         check_config(build, required_options(spec.fragments))
         log(f"building {key} ({len(spec.patches)} patch(es)) in {build}, log {entry / 'build.log'}")
-        _run_make(tree, build, spec.jobs, entry / "build.log", status)
+        _run_make(tree, build, spec.jobs, entry / "build.log", status, arch.image.target, make_args)
     finally:
         reverse_series(tree)
     seconds = time.monotonic() - start
     release = (build / "include/config/kernel.release").read_text().strip()
-    shutil.copy2(build / "arch/x86/boot/bzImage", bzimage)
-    meta = {"key": key, "release": release, "source": str(tarball or spec.source),
+    shutil.copy2(build / arch.image.path, bzimage)
+    meta = {"key": key, "release": release, "source": str(tarball or spec.source), "arch": arch.name,
             "base": base.name,
             "base_config": [base.target, *base.tree_fragments, *(str(f) for f in base.fragments_for(tree_version(tree)))],
             "fragments": [str(f) for f in spec.fragments], "patches": [str(p) for p in spec.patches],
@@ -637,7 +680,7 @@ def kernel_record(bzimage: Path) -> Optional[dict]:
     patches = [Path(p) for p in meta.get("patches") or [] if isinstance(p, str)]
     return {"key": meta.get("key") or Path(bzimage).parent.name, "release": meta.get("release"),
             "source": meta.get("source"), "fragments": [Path(f).name for f in meta.get("fragments") or []],
-            "series": series_record(patches)}
+            "series": series_record(patches), "arch": meta.get("arch") or arches.DEFAULT}
 
 
 def as_dict(k: BuiltKernel) -> dict:

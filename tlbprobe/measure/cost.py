@@ -43,6 +43,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, DefaultDict, Dict, List, Mapping, Optional, Tuple
 
+from .. import arch as arches
+from ..arch import Arch
 from ..errors import PreflightError
 from ..rundir.schema import COST_COLUMNS
 from ..rundir.sections import COST_KINDS, CostFigures, CostSection
@@ -56,8 +58,6 @@ if TYPE_CHECKING:
     from .sysstate import SystemState
     from ..ui import Console
 
-VECTOR_EVENTS = ("irq_vectors/call_function_entry", "irq_vectors/call_function_exit",
-                 "irq_vectors/call_function_single_entry", "irq_vectors/call_function_single_exit")
 CSD_EVENTS = ("csd/csd_function_entry", "csd/csd_function_exit", "csd/csd_queue_cpu")
 MARK = "tlbprobe-cost"
 KINDS = COST_KINDS
@@ -216,8 +216,13 @@ class CostObserver:
     Writes cost.csv and summary.json ``cost`` (rundir/sections.py CostSection).
     ``ops_per_phase`` (the workload's planned operations) sizes the ring buffers."""
 
-    def __init__(self, ops_per_phase: int = 0, driver_cpu: Optional[int] = None, tracefs: Path = REAL.tracefs):
+    def __init__(self, ops_per_phase: int = 0, driver_cpu: Optional[int] = None, tracefs: Path = REAL.tracefs,
+                 machine: Optional[Arch] = None):
         self.tracefs = tracefs
+        #: the running machine's architecture (os.uname() unless given): its record names
+        #: the events that time a function-call IPI's handler (x86's irq_vectors pairs)
+        self.machine = machine or arches.running()
+        self.vector_events: Tuple[str, ...] = self.machine.cost_events if self.machine else ()
         self.ops_per_phase = ops_per_phase
         self.instance: Optional[Path] = None
         self.parser: Optional[CostParser] = None
@@ -234,7 +239,12 @@ class CostObserver:
     # -- Observer protocol ----------------------------------------------------------------
     def preflight(self, facts: "HostFacts") -> None:
         """Refuse early where tracefs is mounted already; start() checks again after
-        mounting it (a fresh guest has no tracefs mount)."""
+        mounting it (a fresh guest has no tracefs mount). A machine whose architecture
+        record names no handler events is refused with the record's reason."""
+        if not self.vector_events:
+            why = (self.machine.cost_missing if self.machine else
+                   f"machine {os.uname().machine} has no record in tlbprobe/arch/")
+            raise PreflightError(f"--cost cannot time the handlers here: {why}; leave out --cost")
         if (self.tracefs / "events").is_dir():
             self._check_events()
         elif not self.tracefs.is_dir():
@@ -242,7 +252,7 @@ class CostObserver:
         self.cpus = list(facts.online_cpus)
 
     def _check_events(self) -> None:
-        missing = [e for e in VECTOR_EVENTS + CSD_EVENTS if not (self.tracefs / "events" / e).is_dir()]
+        missing = [e for e in self.vector_events + CSD_EVENTS if not (self.tracefs / "events" / e).is_dir()]
         if missing:
             raise PreflightError(f"--cost needs the trace events {', '.join(missing)} (x86 irq_vectors, csd "
                                  f"since Linux 6.4); this kernel lacks them: leave out --cost")
@@ -271,12 +281,12 @@ class CostObserver:
         queue_filter = self.instance / "events" / "csd" / "csd_queue_cpu" / "filter"
         if address:  # only the sync's queue events: the others would only fill the buffer
             queue_filter.write_text(f"func == 0x{address:x}")
-        for ev in VECTOR_EVENTS + CSD_EVENTS:
+        for ev in self.vector_events + CSD_EVENTS:
             (self.instance / "events" / ev / "enable").write_text("1")
             self.enabled.append(ev)
         if self.tsc:
             self._calibrate(console)
-        console.log(f"cost: handler times and the initiator's wait from {len(VECTOR_EVENTS) + len(CSD_EVENTS)} "
+        console.log(f"cost: handler times and the initiator's wait from {len(self.vector_events) + len(CSD_EVENTS)} "
                     f"trace events ({per_cpu_kb * len(self.cpus) / 1024:.0f} MiB of buffers); these events cost "
                     f"time themselves (benchmarks/cost_observer.py)")
 

@@ -19,6 +19,13 @@ How the flush mode is found (first match wins; the evidence is recorded with the
    a QEMU TCG guest, or KVM with -cpu ...,-kvm-pv-tlb-flush);
 5. otherwise ``unknown`` (a long-running guest whose boot messages have rotated away).
 The log is read with ``dmesg`` (root); `--flush-mode` on the command line overrides all this.
+
+Those rules are x86's; what they look for (the log lines, the flags) is the running
+machine's architecture record (tlbprobe/arch/, found from os.uname().machine). An
+architecture with one flush mode says so in its record and gets it without a look: arm64
+is always ``tlbi-broadcast`` (broadcast TLBI instructions, arch/arm64/include/asm/
+tlbflush.h; its /proc/cpuinfo lists "Features", with no flag that tells a guest). A
+machine tlbprobe has no record of gets ``unknown``.
 """
 
 from __future__ import annotations
@@ -31,22 +38,14 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from .. import __version__
+from .. import arch as arches
+from ..arch import Arch
 from .paths import REAL, KernelPaths
 from .procfs import parse_cpulist, read_meminfo, read_text
 from ..vocab import KHUGEPAGED
 
 THP_DIR = REAL.thp_dir
 CPU_DIR = REAL.cpu_dir
-
-
-_PV_FLUSH_PATTERNS = [
-    (re.compile(r"KVM setup pv remote TLB flush"), "kvm"),
-    (re.compile(r"Using hypercall for remote TLB flush", re.I), "hyperv"),
-    # kernels/test-only/: a wrapper of the native flush installed as the paravirtual one,
-    # so a guest without a hypervisor's flush takes the same branches (repro --pv-tlb-flush
-    # wrapper); every flush still goes out as IPIs
-    (re.compile(r"tlbprobe: test-only paravirtual TLB flush[^\n]*"), "tlbprobe's test-only wrapper"),
-]
 
 
 @dataclass
@@ -72,6 +71,10 @@ class HostFacts:
     notes: List[str] = field(default_factory=list)
     #: the machine's name: `tlbprobe report` over a fleet groups runs by it
     hostname: str = ""
+    #: os.uname().machine ('x86_64', 'aarch64'), and the name of tlbprobe's record of
+    #: that architecture (tlbprobe/arch/; None: a machine it has no record of)
+    machine: str = ""
+    arch: Optional[str] = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -154,23 +157,37 @@ def read_kernel_log(path: Optional[Path] = None) -> Tuple[str, bool]:
     return text, from_boot
 
 
-def detect_flush_mode(cpu_flags: List[str], log: str, log_from_boot: bool) -> Tuple[str, str]:
-    """(flush mode, evidence) by the rules in this module's docstring."""
-    for pattern, who in _PV_FLUSH_PATTERNS:
-        m = pattern.search(log)
+def detect_flush_mode(cpu_flags: List[str], log: str, log_from_boot: bool,
+                      arch: Optional[Arch] = None) -> Tuple[str, str]:
+    """(flush mode, evidence) by the rules in this module's docstring, with what the
+    architecture's record says to look for (``arch``: the default record, x86_64's,
+    unless given)."""
+    if arch is None:
+        arch = arches.get(arches.DEFAULT)
+    rules = arch.flush
+    if rules.fixed:
+        return rules.fixed, rules.fixed_evidence
+    for pattern, who in rules.pv_log:
+        m = re.search(pattern, log)
         if m:
             return "pv", f"kernel log ({who}): {m.group(0)}"
-    is_guest = "hypervisor" in cpu_flags
-    if "invlpgb" in cpu_flags and not is_guest:
-        return "invlpgb", "cpu flag invlpgb on bare metal"
+    is_guest = rules.guest_flag is not None and rules.guest_flag in cpu_flags
+    flag = rules.broadcast_flag
+    if flag is not None and flag in cpu_flags and not is_guest:
+        return rules.broadcast_mode or flag, f"cpu flag {flag} on bare metal"
     if not is_guest:
-        return "native", "no hypervisor cpu flag: bare metal, native IPIs"
+        told = f"no {rules.guest_flag} cpu flag" if rules.guest_flag else f"no cpu flag of {arch.name} tells a guest"
+        return "native", f"{told}: bare metal, native IPIs"
     if log_from_boot:
         return "native", "guest, and the kernel log from boot has no PV TLB flush line"
     return "unknown", "guest, but the kernel log no longer reaches back to boot"
 
 
-def detect_hypervisor(cpu_flags: List[str], log: str, type_file: Path = REAL.hypervisor_type) -> Optional[str]:
+def detect_hypervisor(cpu_flags: List[str], log: str, type_file: Path = REAL.hypervisor_type,
+                      guest_flag: Optional[str] = None) -> Optional[str]:
+    """The hypervisor's name (/sys/hypervisor/type, the kernel log's "Hypervisor
+    detected"), "unknown" when only the CPUs' ``guest_flag`` says there is one (the
+    architecture's record names it; None: it has none), else None."""
     try:
         return type_file.read_text().strip() or None
     except OSError:
@@ -178,7 +195,7 @@ def detect_hypervisor(cpu_flags: List[str], log: str, type_file: Path = REAL.hyp
     m = re.search(r"Hypervisor detected: (\S+)", log)
     if m:
         return m.group(1).lower()
-    return "unknown" if "hypervisor" in cpu_flags else None
+    return "unknown" if guest_flag is not None and guest_flag in cpu_flags else None
 
 
 def detect_preempt(log: str) -> Optional[str]:
@@ -196,9 +213,14 @@ def gather(flush_mode_override: Optional[str] = None, paths: KernelPaths = REAL)
     """Collect the host facts. Cheap (a few file reads and one dmesg), safe to call often.
     ``paths``: where the kernel's files are (the real ones unless a test says otherwise)."""
     uname = os.uname()
+    here = arches.for_machine(uname.machine)
     model, flags = read_cpuinfo(paths.cpuinfo)
     log, from_boot = read_kernel_log(paths.kernel_log)
-    mode, evidence = detect_flush_mode(flags, log, from_boot)
+    if here is None:
+        mode, evidence = "unknown", f"machine {uname.machine}: tlbprobe has no record of it (tlbprobe/arch/)"
+    else:
+        mode, evidence = detect_flush_mode(flags, log, from_boot, here)
+    rules = here.flush if here is not None else None
     notes = []
     if flush_mode_override:
         notes.append(f"flush mode detected as {mode} ({evidence}); overridden to {flush_mode_override}")
@@ -213,10 +235,10 @@ def gather(flush_mode_override: Optional[str] = None, paths: KernelPaths = REAL)
         kernel_version=uname.version,
         cmdline=cmdline,
         cpu_model=model,
-        cpu_flags={f: f in flags for f in ("invlpgb", "pcid", "invpcid", "hypervisor", "pdpe1gb")},
+        cpu_flags={f: f in flags for f in (rules.recorded_flags if rules else ())},
         online_cpus=read_cpu_list("online", paths.cpu_dir),
         possible_cpus=read_cpu_list("possible", paths.cpu_dir),
-        hypervisor=detect_hypervisor(flags, log, paths.hypervisor_type),
+        hypervisor=detect_hypervisor(flags, log, paths.hypervisor_type, rules.guest_flag if rules else None),
         flush_mode=mode,
         flush_mode_evidence=evidence,
         thp=read_thp_settings(paths.thp_dir),
@@ -226,4 +248,6 @@ def gather(flush_mode_override: Optional[str] = None, paths: KernelPaths = REAL)
         preempt=detect_preempt(log),
         notes=notes,
         hostname=uname.nodename,
+        machine=uname.machine,
+        arch=here.name if here is not None else None,
     )

@@ -37,10 +37,11 @@ import ctypes
 import os
 import struct
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
-#: x86-64 syscall number of perf_event_open (arch/x86/entry/syscalls/syscall_64.tbl).
-NR_PERF_EVENT_OPEN = 298
+from .. import arch as arches
+from ..arch import Arch
+
 PERF_TYPE_TRACEPOINT = 2
 #: _IOW('$', 6, char *) (include/uapi/linux/perf_event.h)
 PERF_EVENT_IOC_SET_FILTER = 0x40082406
@@ -56,6 +57,20 @@ ATTR_INHERIT = 1 << 1
 
 class CounterUnavailable(Exception):
     """perf_event_open or the filter was refused; the reason says which and why."""
+
+
+def perf_event_open_number(machine: Optional[Arch]) -> int:
+    """perf_event_open's system call number on this machine, from its architecture's
+    record; CounterUnavailable on a machine tlbprobe has no record of, or whose record
+    lacks it (then the run counts with the ring buffer, as without the counter)."""
+    if machine is None:
+        raise CounterUnavailable(f"no perf_event_open system call number: machine {os.uname().machine} has no "
+                                 f"record in tlbprobe/arch/")
+    try:
+        return machine.syscall("perf_event_open")
+    except KeyError:
+        raise CounterUnavailable(f"no perf_event_open system call number in the {machine.name} record "
+                                 f"(tlbprobe/arch/)") from None
 
 
 def _libc() -> ctypes.CDLL:
@@ -89,17 +104,21 @@ def tracepoint_id(tracefs: Path, event: str) -> int:
 
 
 def open_event(tp_id: int, filter_text: str, *, pid: int = -1, cpu: int = -1, group_fd: int = -1,
-               read_format: int = 0, inherit: bool = False, what: str = "tracepoint") -> int:
+               read_format: int = 0, inherit: bool = False, what: str = "tracepoint",
+               machine: Optional[Arch] = None) -> int:
     """One counting-mode perf event on a tracepoint, with its ftrace filter; returns the
     file descriptor (raises CounterUnavailable, leaving nothing open). ``pid=-1, cpu=N``
     counts every task on CPU N; ``pid=0, cpu=-1`` counts the calling task wherever it
     runs (with ``inherit``, the threads it starts later too: kernel/events/core.c
-    inherit_event())."""
+    inherit_event()). ``machine``: the running machine's architecture record, whose
+    system call number of perf_event_open is used (x86_64 298, arm64 241: tlbprobe/arch/);
+    found from os.uname() unless given."""
+    nr = perf_event_open_number(machine or arches.running())
     libc = _libc()
     attr = ctypes.create_string_buffer(_ATTR_VER0.pack(PERF_TYPE_TRACEPOINT, _ATTR_VER0.size, tp_id, 0, 0,
                                                        read_format, ATTR_INHERIT if inherit else 0, 0, 0, 0),
                                        _ATTR_VER0.size)
-    fd = libc.syscall(NR_PERF_EVENT_OPEN, attr, pid, cpu, group_fd, 0)
+    fd = libc.syscall(nr, attr, pid, cpu, group_fd, 0)
     if fd < 0:
         err = ctypes.get_errno()
         raise CounterUnavailable(f"perf_event_open({what}, cpu {cpu}): {os.strerror(err)}")
@@ -119,13 +138,15 @@ class TracepointCounter:
         self.filter_text = filter_text
 
     @classmethod
-    def open(cls, tracefs: Path, event: str, filter_text: str, cpus: Sequence[int]) -> "TracepointCounter":
-        """Open the counters (raises CounterUnavailable, leaving nothing open)."""
+    def open(cls, tracefs: Path, event: str, filter_text: str, cpus: Sequence[int],
+             machine: Optional[Arch] = None) -> "TracepointCounter":
+        """Open the counters (raises CounterUnavailable, leaving nothing open); ``machine``
+        as for :func:`open_event`."""
         tp_id = tracepoint_id(tracefs, event)
         fds: List[int] = []
         try:
             for cpu in cpus:
-                fds.append(open_event(tp_id, filter_text, cpu=cpu, what=event))
+                fds.append(open_event(tp_id, filter_text, cpu=cpu, what=event, machine=machine))
         except BaseException:
             for fd in fds:
                 os.close(fd)

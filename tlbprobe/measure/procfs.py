@@ -33,16 +33,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
+from .. import arch
 from ..errors import InputError
 from ..ui.numbers import format_cpulist
-
-#: Canonical names for the IPI lines tlbprobe reasons about, matched by description.
-#: x86: "CAL: Function call interrupts", "TLB: TLB shootdowns"; arm64: "IPI1: ... Function
-#: call interrupts" (arm64 has no TLB-shootdown IPI: it broadcasts TLBI in hardware).
-CANONICAL_BY_DESCRIPTION: Dict[str, str] = {
-    "function call interrupts": "function_call",
-    "tlb shootdowns": "tlb_shootdown",
-}
 
 #: Labels of lines that carry one system-wide count and no description: x86 ``ERR``
 #: (irq_err_count) and ``MIS`` (irq_mis_count) in arch/x86/kernel/irq.c, arm64/arm ``Err``.
@@ -58,8 +51,14 @@ _MAX_NAMED = 8
 
 
 def canonical_name(description: str) -> Optional[str]:
-    """The canonical name of a line from its description, case and spacing ignored."""
-    return CANONICAL_BY_DESCRIPTION.get(" ".join(description.lower().split()))
+    """The canonical name ("function_call", "tlb_shootdown") of an IPI line tlbprobe
+    reasons about, from its description, case and spacing ignored; None for other lines.
+    Each architecture's record names its lines (tlbprobe/arch/: x86 "CAL: Function call
+    interrupts" and "TLB: TLB shootdowns"; arm64 "IPI1: ... Function call interrupts" and
+    no TLB-shootdown line, since it broadcasts TLBI in hardware). Every record's lines are
+    recognised, whatever machine reads the file: `tlbprobe diff` compares copies made on
+    others."""
+    return arch.ipi_descriptions().get(" ".join(description.lower().split()))
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,13 @@ In short (the rules, in analysis/model.yaml, name the kernel code):
   every online CPU except the caller;
 * the patch under test makes it return early when ``tlb_table_flush_implies_ipi_broadcast()``,
   which x86 sets only when the TLB flush is ``native_flush_tlb_multi()`` and there is no
-  INVLPGB. Under PV flush (``kvm_flush_tlb_multi()``) or INVLPGB the sync stays;
+  INVLPGB. Under PV flush (``kvm_flush_tlb_multi()``) or INVLPGB the sync stays, and so
+  under arm64's broadcast TLBI (``tlbi-broadcast``: arm64 does not define the hook, whose
+  generic answer is false), where a patched kernel sends what a baseline sends;
 * TLB shootdowns go to the other CPUs of ``mm_cpumask`` (``native_flush_tlb_multi()``):
-  exact for native flush, an upper bound under PV flush, unknown under INVLPGB; a
-  workload whose flushes follow another rule says so in its spec's ``tlb_ipis()``.
+  exact for native flush, an upper bound under PV flush, unknown under INVLPGB, none
+  under broadcast TLBI; a workload whose flushes follow another rule says so in its
+  spec's ``tlb_ipis()``.
 
 No workload's name is written here: what differs between workloads is asked of its spec
 (tlbprobe/workloads/spec.py, WorkloadSpec). Pure: a :class:`Scenario` in, a
@@ -126,7 +129,8 @@ def predict(scenario: Scenario, params: ModelParams) -> Prediction:
     else:
         ipis = broadcasts * others
         ipi_why = f"{_n(broadcasts)} broadcasts x {others} other online CPU{'s' if others != 1 else ''}"
-    tlb, tlb_max, tlb_rules, tlb_why = spec.tlb_ipis(s, params, notes) or _mm_cpumask_tlb(s, params, notes)
+    tlb, tlb_max, tlb_rules, tlb_why = (_no_shootdowns(s, params) or spec.tlb_ipis(s, params, notes)
+                                        or _mm_cpumask_tlb(s, params, notes))
     if others == 0:
         notes.append("one online CPU: a broadcast has no target")
     return Prediction(
@@ -189,6 +193,16 @@ def _apply_variant(
         why = f"kernel variant unknown: baseline sends {_n(base)}, patched 0 under {s.flush_mode} flush"
         return None, rules, why, {"baseline": base, "patched": 0.0}
     return base, rules, f"{base_why} (either variant: {s.flush_mode} flush keeps the sync)", {}
+
+
+def _no_shootdowns(s: Scenario, params: ModelParams
+                   ) -> Optional[Tuple[Optional[float], Optional[float], Tuple[str, ...], str]]:
+    """Under arm64's broadcast TLBI no flush sends an IPI, whatever the workload's flushes
+    are (so before its spec's tlb_ipis() is asked); None for the other flush modes."""
+    if s.flush_mode != "tlbi-broadcast":
+        return None
+    r = params.rule("tlb-tlbi-broadcast")
+    return 0.0, 0.0, (r.id,), r.text
 
 
 def _mm_cpumask_tlb(

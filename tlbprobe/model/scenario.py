@@ -12,8 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Optional
 
+from .. import arch as arches
 from ..errors import InputError
-from ..vocab import FLUSH_MODES, HUGETLB_ERAS, KERNEL_VARIANTS, MODEL_ARCH, NR_CPUS_MAX, PUD_SIZE
+from ..vocab import FLUSH_MODES, HUGETLB_ERAS, KERNEL_VARIANTS, PUD_SIZE
 
 
 @dataclass(frozen=True)
@@ -53,10 +54,10 @@ class Scenario:
             raise InputError(f"unknown kernel variant {self.variant!r}: use baseline or patched")
         if int(self.online_cpus) < 1:
             raise InputError(f"online CPUs must be at least 1, got {self.online_cpus}")
-        most = NR_CPUS_MAX[MODEL_ARCH]
-        if int(self.online_cpus) > most:
-            raise InputError(f"{self.online_cpus} online CPUs: no {MODEL_ARCH} kernel runs more than {most} "
-                             f"(NR_CPUS at its maximum, MAXSMP: arch/x86/Kconfig NR_CPUS_RANGE_END)")
+        biggest = cpu_limit(self.flush_mode)
+        if int(self.online_cpus) > biggest.nr_cpus_max:
+            raise InputError(f"{self.online_cpus} online CPUs: no {biggest.name} kernel runs more than "
+                             f"{biggest.nr_cpus_max} (NR_CPUS at its maximum: {biggest.nr_cpus_source})")
         if int(self.ops) < 0:
             raise InputError(f"operation count must not be negative, got {self.ops}")
         if not 1 <= int(self.mm_cpus) <= int(self.online_cpus):
@@ -77,6 +78,14 @@ class Scenario:
             control=bool(self.control),
             exclusive_ops=None if self.exclusive_ops is None else int(self.exclusive_ops),
         )
+
+
+def cpu_limit(flush_mode: str) -> arches.Arch:
+    """The architecture whose kernels run the most CPUs among those that can have this
+    flush mode (native: x86_64; tlbi-broadcast: arm64): the scenario's CPU count is
+    checked against its NR_CPUS maximum (tlbprobe/arch/)."""
+    able = [a for a in arches.registry().values() if flush_mode in a.flush.modes]
+    return max(able or arches.registry().values(), key=lambda a: a.nr_cpus_max)
 
 
 def tables_from_size(size: int) -> int:

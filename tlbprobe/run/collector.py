@@ -33,7 +33,7 @@ from ..measure.paths import REAL, KernelPaths
 from ..rundir import (ATTRIBUTION_COLUMNS, FORMAT, INTERRUPTS_COLUMNS, PHASES_COLUMNS, TIMESERIES_COLUMNS,
                      VMSTAT_COLUMNS, RunDir)
 from .observers import observers_for
-from .summary import PhaseRecord, all_repeats, build_summary
+from .summary import PhaseRecord, all_repeats, build_summary, ipi_lines
 from ..rundir.schema import RepeatFigures
 from ..measure.sysstate import Interrupted, SystemState, check_journal, signals_blocked, stop_signals_raise
 from ..measure.observer import Observer, Phase
@@ -157,7 +157,7 @@ class Collector:
                 records: List[List[PhaseRecord]] = []
                 for r in range(self.job.repeat):
                     records.append(self._one_repeat(r, workload, trace, rundir))
-                    repeats[:] = all_repeats(records, counted)
+                    repeats[:] = all_repeats(records, counted, ipi_lines(facts.arch))
                     rundir.write_json("summary.json", self._summary(repeats, meta))
                     self._log_repeat(repeats[-1], workload.ops_unit)
             meta.update(complete=True, status="complete")

@@ -61,7 +61,7 @@ def _record_guest(run: Path, spec: GuestSpec, result: GuestResult, origin: Optio
     run_yaml = run / "run.yaml"
     data = yaml.safe_load(run_yaml.read_text()) if run_yaml.exists() else {}
     data["qemu"] = {
-        "kernel": str(spec.kernel), "accel": result.accel, "smp": spec.smp, "memory": spec.memory,
+        "kernel": str(spec.kernel), "arch": spec.arch, "accel": result.accel, "smp": spec.smp, "memory": spec.memory,
         "pv_tlb_flush": (spec.pv_tlb_flush if result.accel == "kvm" or spec.pv_tlb_flush == "wrapper"
                          else "n/a (tcg)"),
         "tcg_thread": spec.tcg_thread if result.accel == "tcg" else "n/a (kvm)",

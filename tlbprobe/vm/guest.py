@@ -14,6 +14,10 @@ So we launch QEMU ourselves, the way vmtest/virtme do it:
   prints ``TLBPROBE-EXIT=<status>`` on the console after each and powers off;
 * ``panic=-1`` and ``-no-reboot`` turn a panic into QEMU exiting; the console log says
   which; a timeout kills QEMU. The console log is kept beside the results.
+
+What differs between guest architectures (the QEMU binary, its machine and CPU options,
+the console, the image's header) is the GuestSpec's ``arch`` record (tlbprobe/arch/); an
+x86_64 guest's command line is what it always was.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, List, Optional
 
+from .. import arch as arches
+from ..arch import Arch
 from ..datafiles import CHECKOUT
 from ..errors import InputError, TlbprobeError
 from ..kernel.build import WRAP_FLUSH_PARAM
@@ -42,8 +48,6 @@ EXIT_MARK = "TLBPROBE-EXIT="
 #: (the console's EXIT_MARK lines are for people reading the log).
 STATUS_FILE = ".status-"
 START_MARK = "TLBPROBE-INIT-START"
-#: loops_per_jiffy preset for TCG guests (a 4.2 GHz host's BogoMIPS at HZ=1000).
-TCG_LPJ = 2100000
 #: Only a real panic ends a guest: with oops=panic on the command line a BUG or an oops
 #: becomes one, while a "watchdog: BUG: soft lockup" (likely under TCG on a busy host) does not.
 PANIC_PATTERNS = [re.compile(r"Kernel panic - not syncing[^\n]*")]
@@ -78,6 +82,12 @@ class GuestSpec:
     #: under multi-threaded TCG a vCPU can run a stale INT3 after the kernel finished
     #: patching its text, and the guest panics at boot (kernels/README.md, "Boot panics").
     tcg_thread: Optional[str] = "single"
+    #: the guest's architecture, a name of tlbprobe/arch/ (its record says how to boot it)
+    arch: str = arches.DEFAULT
+
+    @property
+    def record(self) -> Arch:
+        return arches.get(self.arch)
 
 
 @dataclass
@@ -96,10 +106,13 @@ class GuestResult:
         return not self.panic and not self.timed_out
 
 
-def qemu_binary() -> str:
-    path = shutil.which("qemu-system-x86_64")
+def qemu_binary(arch: Optional[Arch] = None) -> str:
+    """The QEMU of the guest's architecture (x86_64's unless given), or InputError naming
+    its Debian package."""
+    q = (arch or arches.get(arches.DEFAULT)).qemu
+    path = shutil.which(q.binary)
     if not path:
-        raise InputError("qemu-system-x86_64 not found: apt-get install --no-install-recommends qemu-system-x86")
+        raise InputError(f"{q.binary} not found: apt-get install --no-install-recommends {q.package}")
     return path
 
 
@@ -113,15 +126,20 @@ def kvm_available() -> Optional[str]:
         return f"/dev/kvm: {e.strerror}"
 
 
-def cpu_model(accel: str, pv_tlb_flush: Optional[str]) -> str:
-    """-cpu: TCG 'max'; KVM 'host', with KVM's PV TLB flush switched as asked."""
-    if accel == "tcg":
-        return "max"
-    if pv_tlb_flush in ("off", "wrapper"):  # kvm_guest_init() would replace the wrapper
-        return "host,-kvm-pv-tlb-flush"
-    if pv_tlb_flush == "on":
-        return "host,+kvm-pv-tlb-flush"
-    return "host"
+def kvm_runs(arch: Arch, machine: Optional[str] = None) -> Optional[str]:
+    """None when KVM on this host (``machine``: os.uname().machine unless given) can run a
+    guest of ``arch``, else why not: KVM runs guests of the host's own architecture only."""
+    machine = machine or os.uname().machine
+    if machine in arch.qemu.kvm_hosts:
+        return None
+    return f"KVM on this {machine} host cannot run an {arch.name} guest"
+
+
+def cpu_model(accel: str, pv_tlb_flush: Optional[str], arch: Optional[Arch] = None) -> str:
+    """-cpu of the guest's architecture (x86_64's unless given): x86 TCG 'max', KVM 'host'
+    with KVM's PV TLB flush switched as asked (off for tlbprobe's wrapper, which
+    kvm_guest_init() would replace); arm64 TCG 'max,pauth-impdef=on'."""
+    return (arch or arches.get(arches.DEFAULT)).qemu.cpu(accel, pv_tlb_flush)
 
 
 def init_script(commands: List[List[str]], cwd: Path = CHECKOUT) -> str:
@@ -158,16 +176,21 @@ def accel_option(accel: str, tcg_thread: Optional[str]) -> str:
 
 def qemu_command(spec: GuestSpec, accel: str, init: Path, outdir: Path) -> List[str]:
     """The QEMU command line (public so tests and run records can show it)."""
-    # lpj= under TCG: without constant_tsc every vCPU calibrates its delay loop at boot
+    arch = spec.record
+    q = arch.qemu
+    # lpj= under TCG: without constant_tsc every x86 vCPU calibrates its delay loop at boot
     # (calibrate_delay_direct()), 80 s of a 64-vCPU boot; x86 delays by the TSC anyway,
-    # so the preset only skips the calibration (kernels/README.md).
-    lpj = f"lpj={TCG_LPJ} " if accel == "tcg" else ""
+    # so the preset only skips the calibration (kernels/README.md). arm64 takes lpj from
+    # its timer and delays by it: its record has no preset (tlbprobe/arch/arm64.py).
+    lpj = f"lpj={q.tcg_lpj} " if accel == "tcg" and q.tcg_lpj else ""
     wrap = f"{WRAP_FLUSH_PARAM} " if spec.pv_tlb_flush == "wrapper" else ""
+    words = "".join(f"{w} " for w in q.append)
     append = (f"root=/dev/root rootfstype=9p rootflags=trans=virtio,version=9p2000.L,msize=262144 ro "
-              f"init={init} console=ttyS0 panic=-1 oops=panic loglevel=6 tsc=reliable {lpj}{wrap}"
+              f"init={init} console={q.console} panic=-1 oops=panic loglevel=6 {words}{lpj}{wrap}"
               f"transparent_hugepage=madvise {spec.extra_append}").strip()
     return [
-        qemu_binary(), "-accel", accel_option(accel, spec.tcg_thread), "-cpu", cpu_model(accel, spec.pv_tlb_flush),
+        qemu_binary(arch), *q.machine, "-accel", accel_option(accel, spec.tcg_thread),
+        "-cpu", cpu_model(accel, spec.pv_tlb_flush, arch),
         "-smp", str(spec.smp), "-m", spec.memory,
         "-nographic", "-no-reboot", "-nodefaults", "-serial", "stdio", "-display", "none",
         "-kernel", str(spec.kernel), "-append", append,
@@ -259,30 +282,32 @@ def boot_once(spec: GuestSpec, accel: str, commands: List[List[str]], outdir: Pa
                        panic=find_panic(text), timed_out=timed_out)
 
 
-def not_a_bzimage(path: Path) -> Optional[str]:
-    """Why a file is not an x86 boot image QEMU's -kernel boots, or None. The boot
-    protocol (Documentation/arch/x86/boot.rst): the setup header's magic "HdrS" at 0x202
-    and 0xAA55 at 0x1FE; a vmlinux (ELF) or a compressed blob has neither."""
+def not_an_image(path: Path, arch: Optional[Arch] = None) -> Optional[str]:
+    """Why a file is not a kernel image QEMU's -kernel boots for the architecture (x86_64
+    unless given), or None: the header its record names (x86's boot protocol,
+    Documentation/arch/x86/boot.rst: "HdrS" at 0x202 and 0xAA55 at 0x1FE; arm64's Image,
+    Documentation/arch/arm64/booting.rst: "ARM\\x64" at 0x38). A vmlinux (ELF) or a
+    compressed blob has none."""
+    image = (arch or arches.get(arches.DEFAULT)).image
     try:
         with open(path, "rb") as f:
-            head = f.read(0x206)
+            head = f.read(image.header_size)
     except OSError as e:
         return f"cannot read it: {e.strerror}"
-    if head[:4] == b"\x7fELF":
-        return "an ELF file: a vmlinux, not a bzImage"
-    if len(head) < 0x206 or head[0x1FE:0x200] != b"\x55\xaa" or head[0x202:0x206] != b"HdrS":
-        return "no x86 boot protocol header (HdrS at 0x202)"
-    return None
+    return image.not_an_image(head)
 
 
 def check_spec(spec: GuestSpec) -> None:
-    """Refuse what QEMU would refuse (or hang on) before anything is created or booted."""
+    """Refuse what QEMU would refuse (or hang on) before anything is created or booted.
+    An architecture whose guests are not done yet (its record's not_done) first."""
+    arch = arches.get(spec.arch)
+    arch.require("guest", f"an {arch.name} guest (--arch {arch.name})")
     if not spec.kernel.is_file():
         raise InputError(f"{spec.kernel}: no such kernel image (build one with `tlbprobe kernel build`)")
-    why = not_a_bzimage(spec.kernel)
+    why = not_an_image(spec.kernel, arch)
     if why:
-        raise InputError(f"{spec.kernel}: not a bootable x86 kernel image ({why}); give the bzImage, e.g. "
-                         f"arch/x86/boot/bzImage or what `tlbprobe kernel build` prints")
+        raise InputError(f"{spec.kernel}: not a bootable {arch.build.srcarch} kernel image ({why}); give the "
+                         f"{arch.image.name}, e.g. {arch.image.path} or what `tlbprobe kernel build` prints")
     if spec.accel not in ("auto", "kvm", "tcg"):
         raise InputError(f"--accel {spec.accel}: choose auto, kvm or tcg")
     if not 1 <= spec.smp <= 256:
@@ -291,8 +316,14 @@ def check_spec(spec: GuestSpec) -> None:
         raise InputError(f"--memory {spec.memory!r}: give a size like 4G or 2048M")
     if spec.timeout <= 0:
         raise InputError(f"--timeout {spec.timeout:g}: must be positive (seconds)")
-    if spec.pv_tlb_flush not in (None, "on", "off", "wrapper"):
-        raise InputError(f"--pv-tlb-flush {spec.pv_tlb_flush}: choose on, off or wrapper")
+    choices = tuple(arch.qemu.kvm_pv_flush)
+    if spec.pv_tlb_flush is not None and not choices:
+        raise InputError(f"--pv-tlb-flush {spec.pv_tlb_flush}: {arch.name} guests have no paravirtual TLB flush "
+                         f"to switch; leave it out")
+    if spec.pv_tlb_flush not in (None, *choices):
+        raise InputError(f"--pv-tlb-flush {spec.pv_tlb_flush}: choose {', '.join(choices[:-1])} or {choices[-1]}")
+    if spec.accel == "kvm" and kvm_runs(arch):
+        raise InputError(f"--accel kvm: {kvm_runs(arch)}; use --accel tcg (or auto)")
     if spec.accel == "tcg" and spec.pv_tlb_flush == "on":
         raise InputError("--pv-tlb-flush on needs KVM (a TCG guest has no paravirtual TLB flush; "
                          "--pv-tlb-flush wrapper gives it tlbprobe's test-only one)")
@@ -323,7 +354,7 @@ def run_guest(spec: GuestSpec, commands: List[List[str]], outdir: Path,
     accel = spec.accel
     notes: List[str] = []
     if accel == "auto":
-        why = kvm_available()
+        why = kvm_runs(spec.record) or kvm_available()
         accel = "tcg" if why else "kvm"
         if why:
             notes.append(f"KVM not usable ({why}); using TCG")

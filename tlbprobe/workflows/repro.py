@@ -131,7 +131,7 @@ def run_repro(kernel_spec: KernelSpec, guest: GuestSpec, out: Path, patches: Seq
         log(f"{variant}: booting a {guest.smp}-vCPU guest for {len(jobs)} job(s): {', '.join(n for n, _ in jobs)}")
         t = time.monotonic()
         spec = GuestSpec(kernels[variant].bzimage, guest.smp, guest.memory, guest.accel, guest.pv_tlb_flush,
-                         guest.timeout, guest.extra_append, guest.tcg_thread)
+                         guest.timeout, guest.extra_append, guest.tcg_thread, guest.arch)
         statuses, result = run_jobs(spec, vjobs, outs, log=log, status=status,
                                     origin=GuestOrigin("repro", list(argv)))
         timings[f"guest_{variant}_s"] = round(time.monotonic() - t, 1)
@@ -257,7 +257,7 @@ def run_sweep(kernel_spec: KernelSpec, guest: GuestSpec, smps: Sequence[int], si
         runs[n] = {}
         for variant in VARIANTS:
             spec = GuestSpec(kernels[variant].bzimage, n, memory or guest.memory, guest.accel, guest.pv_tlb_flush,
-                             guest.timeout, guest.extra_append, guest.tcg_thread)
+                             guest.timeout, guest.extra_append, guest.tcg_thread, guest.arch)
             o = out / f"smp{n}" / variant
             log(f"{n} vCPUs, {variant}: collapse of {size}")
             t = time.monotonic()
