@@ -485,6 +485,38 @@ def test_repro_with_the_wrapper_keeps_every_broadcast_on_the_patched_kernel(tmp_
     assert json.loads((tmp_path / "repro.json").read_text())["ok"] is True
 
 
+@needs_qemu
+@needs_source
+@pytest.mark.slow
+def test_repro_audit_sees_every_skip_covered_on_a_small_collapse(tmp_path, capsys):
+    """repro --audit end to end on the smallest job: both kernels with the check
+    instrumentation, the check in both guests, the static audit of the patched tree, and
+    the per-caller join: the baseline skips nothing, the patched kernel skips every sync
+    of the collapse and sees each covered, nothing violates, nothing is unaudited."""
+    from tlbprobe.cli import main
+
+    out = tmp_path / "audit"
+    rc = main(["repro", "--audit", "--accel", "tcg", "--smp", "4", "--job", "audit-collapse", "--out", str(out),
+               "--json", str(tmp_path / "repro.json")])
+    printed = capsys.readouterr().out
+    assert rc == 0, printed
+    checks = {v: json.loads((out / v / "audit-collapse" / "summary.json").read_text())["check"]
+              for v in ("baseline", "patched")}
+    assert checks["baseline"]["hook"] == "absent" and checks["patched"]["hook"] == "present"
+    [(fn, base)] = checks["baseline"]["callers"].items()
+    patched = checks["patched"]["callers"][fn]
+    assert base["calls"] == 32 and base["skipped"] == 0
+    assert patched["skipped"] == patched["calls"] == 32 and patched["covered"] == patched["skipped"]
+    assert patched["violations"] == 0 == base["violations"]
+    audit = json.loads((out / "repro.json").read_text())["audit"]
+    assert audit["ok"] is True and audit["unaudited"] == [] and audit["violations"] == 0
+    row = next(r for r in audit["callers"] if r["caller"] == "collapse_huge_page")
+    assert row["sent_baseline"] == 32 and row["skipped_patched"] == 32
+    assert json.loads((tmp_path / "repro.json").read_text())["audit"]["ok"] is True
+    table = printed.split("===== audit =====")[1].split("===== verdict")[0]
+    assert "collapse_huge_page" in table and max(len(line) for line in table.splitlines()) <= 72
+
+
 @pytest.mark.parametrize("name", ["/etc/passwd", "a/../../etc/passwd", "a/mm/../../../x"])
 def test_a_patch_that_writes_outside_the_tree_is_refused_before_patch_runs(tmp_path, name):
     from tlbprobe.kernel.build import check_patch

@@ -14,7 +14,7 @@ same task on the same CPU). /sys/kernel/debug/tlbprobe_table_sync prints, since 
 
 The caller is the kernel's %pS of the call-site address, so it names the function the
 call was compiled into: collapse_huge_page() is inlined into hpage_collapse_scan_pmd()
-in the 6.12 minimal build (mm/khugepaged.c:1248 calls it from there), and the line says
+in the 6.12 minimal build (mm/khugepaged.c:1424 calls it from there), and the line says
 the parent. Callers are keyed here by that function name (offsets differ between builds);
 the raw symbols are kept beside. The static audit's table (kernels/audit/callers.yaml)
 maps a name back to its callers (workflows/audit_check.py).

@@ -10,7 +10,7 @@ could be walking (a violation). This module joins the two by caller.
 The join is by function name, and it has to allow for inlining: the kernel names a call
 site by the function it was compiled into (%pS), so collapse_huge_page()'s sync reads
 ``hpage_collapse_scan_pmd+0x...`` in a build where it is inlined into its only caller
-(mm/khugepaged.c:1248 in the 6.12 tree). A run-time caller that is no audited function
+(mm/khugepaged.c:1424 in the 6.12 tree). A run-time caller that is no audited function
 but is one of an entry's ``paths`` (the functions that call it) is counted for that entry,
 and the row says it was seen through that inlining parent. One that matches neither is a
 caller the audit does not know: it fails, as an unaudited call site does.
