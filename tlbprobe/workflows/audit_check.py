@@ -140,7 +140,7 @@ def join(audit: Any, sync_targets: Sequence[str], checks: Mapping[str, Mapping[s
                 if c.calls and job not in row.jobs:
                     row.jobs += (job,)
     unaudited = [a.id for a in audit.unaudited]
-    unsupported = [a.id for a in audit.unsupported]
+    unsupported = [f"{a.id} (fact {', '.join(f.id for f in a.failed_facts)})" for a in audit.unsupported]
     return AuditCheck(list(rows.values()), unaudited, unsupported, flush_mode, audit.label)
 
 
