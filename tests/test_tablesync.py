@@ -165,3 +165,20 @@ def test_observer_reads_around_phases_and_refuses_a_kernel_without_it(tmp_path):
     sec = obs.section({})
     assert sec.callers["hpage_collapse_scan_pmd"].calls == 32 and sec.hook == "absent"
     assert sec.phases["r0-workload"]["hpage_collapse_scan_pmd"].sent == 32
+
+
+def test_ab_reports_carry_the_per_caller_table(tmp_path):
+    from tlbprobe.report import render_lkml
+    from tlbprobe.report.render_text import render as render_text
+
+    base = _with_check(make_run(tmp_path, "base", kernel_variant="baseline", sync_per_op=1.0, seed=1, **NATIVE),
+                       CheckSection(hook="absent", callers={"hpage_collapse_scan_pmd": CheckCounts(96, 0)}))
+    patched = _with_check(make_run(tmp_path, "patched", kernel_variant="patched", sync_per_op=0.0, seed=2, **NATIVE),
+                          CheckSection(hook="present", callers={"hpage_collapse_scan_pmd": CheckCounts(96, 96, 96)}))
+    report = _report([base, patched])
+    lkml = render_lkml.render(report)
+    table = lkml.split("Table syncs per caller")[1].split("\n\n")[0].splitlines()
+    assert table[1].split() == ["caller", "sent", "A", "skip", "B", "cover", "B", "viol", "B", "unver", "B"]
+    assert table[2].split() == ["hpage_collapse_scan_pmd", "96", "96", "96", "0", "0"]
+    assert max(len(line) for line in lkml.splitlines()) <= 72
+    assert "skip B" in render_text(report)

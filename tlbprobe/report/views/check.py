@@ -59,7 +59,7 @@ def ab_rows(baseline: Optional[CheckSection], patched: Optional[CheckSection]) -
     return rows
 
 
-AB_HEADERS = ("caller", "sent (A)", "skipped (B)", "covered (B)", "violations", "unverified")
+AB_HEADERS = ("caller", "sent A", "skip B", "cover B", "viol B", "unver B")
 
 
 class CheckView(View):
@@ -82,6 +82,14 @@ class CheckView(View):
     def summary_lines(self, summary: Mapping[str, Any]) -> List[str]:
         return check_lines(CheckSection.of(summary))
 
+    def ab_table(self, a: "Analysed", b: "Analysed") -> Optional[Table]:
+        """Per caller: the broadcasts A (the baseline) sent against what B skipped and saw
+        covered, when both runs have the check."""
+        sa, sb = a.run.section(CheckSection), b.run.section(CheckSection)
+        if sa is None or sb is None:
+            return None
+        return Table("table syncs per caller (collect --check)", AB_HEADERS, ab_rows(sa, sb), "lrrrrr")
+
     def per_repeat(self, run: "Run") -> Dict[str, List[float]]:
         """The syncs actually broadcast (calls - skipped) in each repeat's workload phase."""
         out: Dict[str, List[float]] = {"check_sent": []}
@@ -95,11 +103,3 @@ class CheckView(View):
         return out
 
 
-def ab_table(runs: Sequence["Analysed"]) -> Optional[Table]:
-    """The A/B's per-caller table, when both runs have the check."""
-    if len(runs) != 2:
-        return None
-    b, p = (a.run.section(CheckSection) for a in runs)
-    if b is None or p is None:
-        return None
-    return Table("table syncs per caller, baseline (A) vs patched (B)", AB_HEADERS, ab_rows(b, p), "lrrrrr")
