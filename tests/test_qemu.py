@@ -91,6 +91,31 @@ def test_the_wrapper_patch_applies_with_and_without_the_series(tmp_path):
     check_patch(WRAP_FLUSH_PATCH, copy)
 
 
+@needs_source
+@pytest.mark.parametrize("extra", [[], ["wrapper"], ["fault"]])
+def test_the_check_patch_goes_under_the_series_the_wrapper_and_the_fault(tmp_path, extra):
+    """repro --audit applies the instrumentation first, then the wrapper (--pv-tlb-flush
+    wrapper), then the series, then a --patch such as the 0003 fault injection."""
+    import subprocess
+    from tlbprobe.kernel.build import CHECK_PATCH, WRAP_FLUSH_PATCH, debian_tarball, unpacked
+
+    tree = unpacked(debian_tarball())
+    if tree is None:
+        pytest.skip(f"{STRICT_SKIP_TAG} the Debian tree is not unpacked yet (a kernel build unpacks it)")
+    fault = sorted((CHECK_PATCH.parents[1] / "fault-injection").glob("0003-*.patch"))
+    chain = [CHECK_PATCH] + ([WRAP_FLUSH_PATCH] if "wrapper" in extra else []) + list(OUR_PATCHES) + \
+        (fault if "fault" in extra else [])
+    copy = tmp_path / "tree"
+    for rel in ("arch/x86/mm/tlb.c", "arch/x86/include/asm/tlb.h", "arch/x86/include/asm/paravirt.h",
+                "arch/x86/kernel/paravirt.c", "include/asm-generic/tlb.h", "mm/mmu_gather.c"):
+        if (tree / rel).exists():
+            (copy / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(tree / rel, copy / rel)
+    for p in chain:
+        check_patch(p, copy)
+        subprocess.run(["patch", "-s", "-p1", "-i", str(p)], cwd=copy, check=True)
+
+
 def test_console_parsing_finds_statuses_and_panics():
     console = ("[    0.1] Linux version 6.12.117\nTLBPROBE-INIT-START\nhello\nTLBPROBE-EXIT=0:0\n"
                "TLBPROBE-EXIT=1:3\n")
