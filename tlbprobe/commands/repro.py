@@ -37,6 +37,13 @@ tlbprobe_wrap_flush; the guest's kernel log says so, the run records flush mode 
 that line as evidence, and the patched kernel must keep every broadcast (traced patched
 = traced baseline).
 
+With --audit both kernels carry kernels/instrumentation/ (every table sync recorded with
+the CPUs its preceding flush interrupted), the guests run the audit jobs
+(workloads/audit-*.yaml) with collect --check, and a table per caller joins their counts
+with the static audit of the patched tree (tlbprobe audit): reachable, calls, sent on the
+baseline, skipped on the patched kernel, covered, unverified, violations. Any violation,
+unaudited call site or caller the audit table does not know fails it (doc/audit.md).
+
 With --smp 4,16,64 (a list) it runs a sweep instead: one collapse (--size, default
 256M) at each vCPU count on both kernels, and prints a table across N (sync IPIs per
 operation per other CPU, traced and CAL-TLB, the total CAL on the other CPUs, the
@@ -61,6 +68,8 @@ examples:
   tlbprobe repro --job khugepaged-fast --job hugetlb-db-churn   # real triggers
   tlbprobe repro --job default --job my-job.yaml
   tlbprobe repro --race                   # KASAN builds of both kernels, walkers racing collapse and unshare
+  tlbprobe repro --audit                  # every sync recorded in both kernels, joined with the static audit
+  tlbprobe repro --audit --job audit-collapse   # the smallest run-time check: one 64M collapse (about 1 min)
   tlbprobe repro --smp 64 --size 20G      # the seed's experiment at its size (streamed, 4G guests)
   tlbprobe repro --smp 64 --size 20G --repeat 3   # the same with a test: about 20 min more
   tlbprobe repro --patch 0001-a.patch --patch 0002-b.patch --source ~/linux
