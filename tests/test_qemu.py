@@ -91,6 +91,31 @@ def test_the_wrapper_patch_applies_with_and_without_the_series(tmp_path):
     check_patch(WRAP_FLUSH_PATCH, copy)
 
 
+@needs_source
+@pytest.mark.parametrize("extra", [[], ["wrapper"], ["fault"]])
+def test_the_check_patch_goes_under_the_series_the_wrapper_and_the_fault(tmp_path, extra):
+    """repro --audit applies the instrumentation first, then the wrapper (--pv-tlb-flush
+    wrapper), then the series, then a --patch such as the 0003 fault injection."""
+    import subprocess
+    from tlbprobe.kernel.build import CHECK_PATCH, WRAP_FLUSH_PATCH, debian_tarball, unpacked
+
+    tree = unpacked(debian_tarball())
+    if tree is None:
+        pytest.skip(f"{STRICT_SKIP_TAG} the Debian tree is not unpacked yet (a kernel build unpacks it)")
+    fault = sorted((CHECK_PATCH.parents[1] / "fault-injection").glob("0003-*.patch"))
+    chain = [CHECK_PATCH] + ([WRAP_FLUSH_PATCH] if "wrapper" in extra else []) + list(OUR_PATCHES) + \
+        (fault if "fault" in extra else [])
+    copy = tmp_path / "tree"
+    for rel in ("arch/x86/mm/tlb.c", "arch/x86/include/asm/tlb.h", "arch/x86/include/asm/paravirt.h",
+                "arch/x86/kernel/paravirt.c", "include/asm-generic/tlb.h", "mm/mmu_gather.c"):
+        if (tree / rel).exists():
+            (copy / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(tree / rel, copy / rel)
+    for p in chain:
+        check_patch(p, copy)
+        subprocess.run(["patch", "-s", "-p1", "-i", str(p)], cwd=copy, check=True)
+
+
 def test_console_parsing_finds_statuses_and_panics():
     console = ("[    0.1] Linux version 6.12.117\nTLBPROBE-INIT-START\nhello\nTLBPROBE-EXIT=0:0\n"
                "TLBPROBE-EXIT=1:3\n")
@@ -483,6 +508,38 @@ def test_repro_with_the_wrapper_keeps_every_broadcast_on_the_patched_kernel(tmp_
         traced[variant] = s["queued"]["tlb_remove_table_smp_sync"]
     assert traced["baseline"] == traced["patched"] == 3 * 32 * 3, traced
     assert json.loads((tmp_path / "repro.json").read_text())["ok"] is True
+
+
+@needs_qemu
+@needs_source
+@pytest.mark.slow
+def test_repro_audit_sees_every_skip_covered_on_a_small_collapse(tmp_path, capsys):
+    """repro --audit end to end on the smallest job: both kernels with the check
+    instrumentation, the check in both guests, the static audit of the patched tree, and
+    the per-caller join: the baseline skips nothing, the patched kernel skips every sync
+    of the collapse and sees each covered, nothing violates, nothing is unaudited."""
+    from tlbprobe.cli import main
+
+    out = tmp_path / "audit"
+    rc = main(["repro", "--audit", "--accel", "tcg", "--smp", "4", "--job", "audit-collapse", "--out", str(out),
+               "--json", str(tmp_path / "repro.json")])
+    printed = capsys.readouterr().out
+    assert rc == 0, printed
+    checks = {v: json.loads((out / v / "audit-collapse" / "summary.json").read_text())["check"]
+              for v in ("baseline", "patched")}
+    assert checks["baseline"]["hook"] == "absent" and checks["patched"]["hook"] == "present"
+    [(fn, base)] = checks["baseline"]["callers"].items()
+    patched = checks["patched"]["callers"][fn]
+    assert base["calls"] == 32 and base["skipped"] == 0
+    assert patched["skipped"] == patched["calls"] == 32 and patched["covered"] == patched["skipped"]
+    assert patched["violations"] == 0 == base["violations"]
+    audit = json.loads((out / "repro.json").read_text())["audit"]
+    assert audit["ok"] is True and audit["unaudited"] == [] and audit["violations"] == 0
+    row = next(r for r in audit["callers"] if r["caller"] == "collapse_huge_page")
+    assert row["sent_baseline"] == 32 and row["skipped_patched"] == 32
+    assert json.loads((tmp_path / "repro.json").read_text())["audit"]["ok"] is True
+    table = printed.split("===== audit =====")[1].split("===== verdict")[0]
+    assert "collapse_huge_page" in table and max(len(line) for line in table.splitlines()) <= 72
 
 
 @pytest.mark.parametrize("name", ["/etc/passwd", "a/../../etc/passwd", "a/mm/../../../x"])

@@ -12,7 +12,7 @@ from typing import Dict
 from .. import arch as arches
 from ..errors import InputError
 from ..units import format_size, parse_size
-from ..workflows.repro import DEFAULT_JOBS
+from ..workflows.repro import AUDIT_JOBS, DEFAULT_JOBS
 from .kernel import add_kernel_options, fragments_from_args, resolve_commits
 from .qemu import add_guest_options, check_host_memory, guest_memory_for_jobs, guest_spec_from_args
 
@@ -36,6 +36,13 @@ page tables are freed through tlb_remove_table() as under KVM) and boots them wi
 tlbprobe_wrap_flush; the guest's kernel log says so, the run records flush mode pv with
 that line as evidence, and the patched kernel must keep every broadcast (traced patched
 = traced baseline).
+
+With --audit both kernels carry kernels/instrumentation/ (every table sync recorded with
+the CPUs its preceding flush interrupted), the guests run the audit jobs
+(workloads/audit-*.yaml) with collect --check, and a table per caller joins their counts
+with the static audit of the patched tree (tlbprobe audit): reachable, calls, sent on the
+baseline, skipped on the patched kernel, covered, unverified, violations. Any violation,
+unaudited call site or caller the audit table does not know fails it (doc/audit.md).
 
 With --smp 4,16,64 (a list) it runs a sweep instead: one collapse (--size, default
 256M) at each vCPU count on both kernels, and prints a table across N (sync IPIs per
@@ -61,6 +68,8 @@ examples:
   tlbprobe repro --job khugepaged-fast --job hugetlb-db-churn   # real triggers
   tlbprobe repro --job default --job my-job.yaml
   tlbprobe repro --race                   # KASAN builds of both kernels, walkers racing collapse and unshare
+  tlbprobe repro --audit                  # every sync recorded in both kernels, joined with the static audit
+  tlbprobe repro --audit --job audit-collapse   # the smallest run-time check: one 64M collapse (about 1 min)
   tlbprobe repro --smp 64 --size 20G      # the seed's experiment at its size (streamed, 4G guests)
   tlbprobe repro --smp 64 --size 20G --repeat 3   # the same with a test: about 20 min more
   tlbprobe repro --patch 0001-a.patch --patch 0002-b.patch --source ~/linux
@@ -92,6 +101,12 @@ def register(sub) -> None:
                         "PAGE_TABLE_CHECK) and run the race jobs (collapse-race and hugetlb-db-race, or the --job ones) in "
                         "both; fails when either reports corrupted bytes, lost writes or a kernel splat "
                         "(kernels/README.md: the fault injection that shows it catches a broken skip)")
+    p.add_argument("--audit", action="store_true",
+                   help="the run-time check: build both kernels with kernels/instrumentation/ (every table sync "
+                        "recorded with the flush before it), run the audit jobs (" + ", ".join(AUDIT_JOBS) + ", "
+                        "or the --job ones) with collect --check, run the static audit on the patched tree and "
+                        "print per caller: reachable, calls, sent (baseline), skipped (patched), violations; fails "
+                        "on any violation or unaudited call site (doc/audit.md)")
     p.add_argument("--out", type=Path, metavar="DIR",
                    help="results (default: runs/<time>-repro)")
     p.add_argument("--junit", type=Path, metavar="FILE",
@@ -111,9 +126,9 @@ def format_timings(timings: Dict[str, float]) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..kernel.build import WRAP_FLUSH_PATCH, KernelSpec
+    from ..kernel.build import CHECK_PATCH, WRAP_FLUSH_PATCH, KernelSpec
     from ..ui import terminal_status
-    from ..workflows.repro import default_out, resolve_jobs, run_repro, run_sweep, seed_job, tradeoff
+    from ..workflows.repro import default_out, resolve_jobs, run_repro, run_sweep, seed_job, tradeoff, with_check
     from ..workflows.results import Case, write_results
 
     arches.get(args.arch).require(("build", "guest"), f"repro --arch {args.arch}")  # before anything is built
@@ -132,6 +147,12 @@ def main(args: argparse.Namespace) -> int:
     # --pv-tlb-flush wrapper: both kernels carry the test-only wrapper, so they differ by
     # the series alone, and the guests boot with it switched on
     common = [WRAP_FLUSH_PATCH] if args.pv_tlb_flush == "wrapper" else []
+    if args.audit:
+        if len(args.smp) > 1 or args.size:
+            raise InputError("--audit runs its own jobs (or the --job ones): leave out the sweep's --smp list and --size")
+        # the instrumentation first: it is written against the unpatched tree, as the series is
+        common = [CHECK_PATCH] + common
+        args.job_names = args.job_names or list(AUDIT_JOBS)
     kspec = KernelSpec(source=args.source, fragments=fragments_from_args(args), patches=common,
                        base=args.config_base, arch=args.arch)
     if args.jobs:
@@ -146,6 +167,8 @@ def main(args: argparse.Namespace) -> int:
     # the jobs the guests run, resolved here (job files included): the largest sizes the guests
     jobs = ([seed_job(size or "256M", args.repeat)] if sweep else [seed_job(size, args.repeat)] if size
             else resolve_jobs(args.job_names, args.repeat))
+    if args.audit:
+        jobs = with_check(jobs)
     memory = args.memory or guest_memory_for_jobs([j.job for j in jobs])
     check_host_memory(memory)
     # the kernel is filled in per variant by run_repro
@@ -170,18 +193,33 @@ def main(args: argparse.Namespace) -> int:
     cases = [Case(f"{job}[{variant}]", res.oks[job][variant], f"{job}, {variant} kernel: {v}", res.reports[job],
                   res.timings.get(f"guest_{variant}_s", 0.0))
              for job, d in res.verdicts.items() for variant, v in d.items()]
-    write_results(args.junit, args.json_out, "tlbprobe repro", cases,
-                  {"ok": res.ok, "timings": res.timings, "verdicts": res.verdicts, "reports": res.report_data})
+    data = {"ok": res.ok, "timings": res.timings, "verdicts": res.verdicts, "reports": res.report_data}
+    ac = None
+    if args.audit:  # the static audit of the patched tree, joined with both guests' checks per caller
+        from ..workflows.audit_check import audit_runs
+
+        ac = audit_runs(res, args.source, args.patch)
+        cases.append(Case("audit", ac.ok, "; ".join(ac.failures()) or "every skip covered, every call site audited",
+                          ac.text))
+        data["ok"] = res.ok and ac.ok
+        data["audit"] = ac.to_dict()
+    write_results(args.junit, args.json_out, "tlbprobe repro", cases, data)
     for job, text in res.reports.items():
         print(f"===== {job} =====")
         print(text)
     trade = tradeoff(res.report_data)
     if trade:
         print(trade)
+    audit_ok = ac is None or ac.ok
+    if ac is not None:
+        print("===== audit =====")
+        print(ac.text)
     print("===== verdict =====")
     for job, d in res.verdicts.items():
         for variant, v in d.items():
             print(f"{job:<22} {variant:<9} {v}")
     print(f"timings: {format_timings(res.timings)}")
-    print(f"results: {out}   ({'the patch does what the model predicts' if res.ok else 'MISMATCH: see above'})")
-    return 0 if res.ok else 1
+    ok = res.ok and audit_ok
+    print(f"results: {out}   ({'the patch does what the model predicts' if res.ok else 'MISMATCH: see above'}"
+          + ("" if not args.audit else "; audit OK" if audit_ok else "; AUDIT FAILED: see above") + ")")
+    return 0 if ok else 1

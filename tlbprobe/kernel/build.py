@@ -53,6 +53,9 @@ OUR_PATCHES = sorted((KERNELS_DIR / "patches").glob("*.patch"))
 #: takes the paravirtual branch of the series (repro --pv-tlb-flush wrapper)
 WRAP_FLUSH_PATCH = KERNELS_DIR / "test-only" / "0001-TEST-ONLY-x86-tlb-wrap-native-flush_tlb_multi.patch"
 WRAP_FLUSH_PARAM = "tlbprobe_wrap_flush"
+#: the check flavour's instrumentation (repro --audit: both kernels carry it, so they still
+#: differ by the series alone; measure/tablesync.py reads what it records)
+CHECK_PATCH = KERNELS_DIR / "instrumentation" / "0001-tlbprobe-check-record-every-table-sync-and-its-flush.patch"
 DEBIAN_TARBALLS = "/usr/src/linux-source-*.tar.xz"
 
 

@@ -31,6 +31,10 @@ class KernelPaths:
     thp_dir: Path = Path("/sys/kernel/mm/transparent_hugepage")
     hypervisor_type: Path = Path("/sys/hypervisor/type")
     tracefs: Path = Path("/sys/kernel/tracing")
+    #: the check flavour's file is in debugfs (measure/tablesync.py); kallsyms says
+    #: whether the kernel has its recorder while debugfs is not mounted
+    debugfs: Path = Path("/sys/kernel/debug")
+    kallsyms: Path = Path("/proc/kallsyms")
     state_dir: Path = DEFAULT_STATE_DIR
     #: None: the kernel log is read with dmesg; a file: read from it (a recorded log)
     kernel_log: Optional[Path] = None

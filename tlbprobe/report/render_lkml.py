@@ -227,6 +227,8 @@ def _comparison(c: Comparison) -> List[str]:
                           fmt_num(r.other, 1), change, ""))
         if lbody:
             lines += [""] + _table(lhead, lbody, "lrrrl")
+    for t in views.ab_tables(a, b):  # the observers' A/B tables (report/views/)
+        lines += ["", f"{t.title[0].upper()}{t.title[1:]}:"] + _table(t.headers, t.rows, t.align)
     return lines
 
 

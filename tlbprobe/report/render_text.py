@@ -177,4 +177,7 @@ def comparison_lines(c: Comparison) -> List[str]:
                       fmt_pct((r.other - r.base) / r.base * 100) if r.base and r.other is not None else "-")
             lbody.append((r.phase, r.role, r.metric.replace("_us", ""), fmt_num(r.base, 1), fmt_num(r.other, 1), change))
         out.extend("    " + line for line in table_lines(lhead, lbody, "lllrrr"))
+    for t in views.ab_tables(a, b):
+        out.append(f"  {t.title}:")
+        out.extend("    " + line for line in table_lines(t.headers, t.rows, t.align))
     return out

@@ -33,6 +33,7 @@ from typing import Callable, List, Optional, Tuple
 
 from ..model import ModelParams, Prediction, Scenario, predict
 from ..rundir.reader import Run
+from ..rundir.sections import CheckSection
 from ..vocab import SYNC_FUNCTION
 from ..workloads import spec as workload_spec
 from .figures import (counted_in_kernel, other_functions, ring_lost, trace_lost, traced_sync,
@@ -121,6 +122,15 @@ def race_failure(run: Run) -> Optional[str]:
     return workload_spec(run.workload).check_failure(figs)
 
 
+def check_failure(run: Run) -> Optional[str]:
+    """Why the run failed the table-sync check (collect --check, rundir/sections.py
+    CheckSection.failures: a skip whose flush missed a CPU that could be walking, named by
+    caller and CPU; a baseline kernel that skipped at all), or None."""
+    sec = run.section(CheckSection)
+    why = sec.failures(run.job.get("kernel_variant")) if sec is not None else []
+    return "; ".join(why) or None
+
+
 def judge(run: Run, scen: Scenario, pred: Prediction, params: ModelParams, bg_rate: Optional[Spread]) -> Verdict:
     warnings: List[str] = []
     if not run.repeats:
@@ -129,7 +139,8 @@ def judge(run: Run, scen: Scenario, pred: Prediction, params: ModelParams, bg_ra
         # The model is fed the counted operations: 0 done would "match" 0 expected.
         return Verdict("no data", None, pred.sync_ipis.value, None, None,
                        f"no operation happened (0 of {run.ops_expected}: {_partial_note(run) or 'the run records no reason'})", ())
-    race = race_failure(run)  # corruption or a kernel splat fails the run, whatever the counts say
+    # corruption, a kernel splat or a skip the check saw uncovered fails the run, whatever the counts say
+    race = "; ".join(w for w in (race_failure(run), check_failure(run)) if w) or None
     if run.ops < run.ops_expected:
         warnings.append(
             f"partial: {run.ops} of {run.ops_expected} operations done "
@@ -155,6 +166,9 @@ def judge(run: Run, scen: Scenario, pred: Prediction, params: ModelParams, bg_ra
         return bounds.admits(value, slack(value, params))
 
     if expected is None:
+        if race:  # no model figure to compare, but a failed safety check fails the run all the same
+            return Verdict("differs", measured, None, None, None, race, tuple(warnings), basis, estimate, bounds,
+                           failed_check=race)
         fitting = [k for k, v in pred.alternatives.items() if fits(v)]
         reason = pred.sync_broadcasts.why
         if len(fitting) == 1:

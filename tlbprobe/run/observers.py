@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, List, Tuple, Type
 
 from ..measure.paths import REAL, KernelPaths
-from ..rundir.sections import CostSection, LatencySection, Section, VictimSection
+from ..rundir.sections import CheckSection, CostSection, LatencySection, Section, VictimSection
 from .job import Job
 
 if TYPE_CHECKING:
@@ -55,11 +55,18 @@ def _victim(plan: ObserverPlan) -> "Observer":
     return VictimObserver(plan.job.cpu)
 
 
+def _check(plan: ObserverPlan) -> "Observer":
+    from ..measure.tablesync import CheckObserver
+
+    return CheckObserver(plan.paths.debugfs, plan.paths.kallsyms)
+
+
 #: (its section: KEY = the job switch, builder), in the order the observers run
 OBSERVERS: Tuple[Tuple[Type[Section], Callable[[ObserverPlan], "Observer"]], ...] = (
     (LatencySection, _latency),
     (CostSection, _cost),
     (VictimSection, _victim),
+    (CheckSection, _check),
 )
 
 

@@ -1,6 +1,7 @@
 """The observers' sections of summary.json, as typed records: ``latency`` (collect
---latency, tlbprobe/measure/latency.py), ``cost`` (--cost, measure/cost.py) and ``victim``
-(--victim, measure/victim.py). doc/run-format.md describes each for people.
+--latency, tlbprobe/measure/latency.py), ``cost`` (--cost, measure/cost.py), ``victim``
+(--victim, measure/victim.py) and ``check`` (--check, measure/tablesync.py).
+doc/run-format.md describes each for people.
 
 An observer builds its section and the collector writes ``to_dict()`` under the
 section's ``KEY``; the reader gives it back with ``Run.section(LatencySection)`` (None
@@ -24,7 +25,7 @@ SECTIONS), its entry in tlbprobe/run/observers.py, its view in tlbprobe/report/v
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Dict, List, Mapping, Optional, Tuple, Type, TypeVar, Union
 
 from ..errors import InputError
@@ -418,9 +419,132 @@ class VictimSection(Section):
                    windows=windows, **{k: _num(w, d, k, None) for k in cls.MEANS})
 
 
+# -- check (collect --check) ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CheckCounts:
+    """One caller's table syncs in a window (a phase, or the run): the calls, the skips
+    the hook allowed, and of those the covered, violating and unverified ones
+    (measure/tablesync.py), the CPUs a violating flush missed, and the kernel's symbols
+    of its call sites ('hpage_collapse_scan_pmd+0xa7f/0x17b0')."""
+
+    calls: int = 0
+    skipped: int = 0
+    covered: int = 0
+    violations: int = 0
+    unverified: int = 0
+    missed_cpus: Tuple[int, ...] = ()
+    symbols: Tuple[str, ...] = ()
+
+    COUNTS: ClassVar[Tuple[str, ...]] = ("calls", "skipped", "covered", "violations", "unverified")
+
+    @property
+    def sent(self) -> int:
+        """The broadcasts actually sent: the calls not skipped."""
+        return self.calls - self.skipped
+
+    def plus(self, o: "CheckCounts") -> "CheckCounts":
+        return CheckCounts(*(getattr(self, k) + getattr(o, k) for k in self.COUNTS),
+                           missed_cpus=tuple(sorted(set(self.missed_cpus) | set(o.missed_cpus))),
+                           symbols=self.symbols + tuple(x for x in o.symbols if x not in self.symbols))
+
+    def to_dict(self) -> Dict[str, Any]:
+        out: Dict[str, Any] = {k: getattr(self, k) for k in self.COUNTS}
+        out["missed_cpus"] = list(self.missed_cpus)
+        out["symbols"] = list(self.symbols)
+        return out
+
+    @classmethod
+    def from_dict(cls, where: str, d: Any) -> "CheckCounts":
+        if not isinstance(d, dict):
+            raise InputError(f"{where}: damaged: expected an object")
+        counts = {k: _num(where, d, k, 0) for k in cls.COUNTS}
+        if any(not isinstance(v, int) or v < 0 for v in counts.values()):
+            raise InputError(f"{where}: damaged: the counts should be whole numbers, none negative")
+        cpus, symbols = d.get("missed_cpus") or [], d.get("symbols") or []
+        if not isinstance(cpus, list) or any(isinstance(c, bool) or not isinstance(c, int) for c in cpus):
+            raise InputError(f"{where}: damaged: 'missed_cpus' should be a list of CPU numbers")
+        if not isinstance(symbols, list) or any(not isinstance(x, str) for x in symbols):
+            raise InputError(f"{where}: damaged: 'symbols' should be a list of strings")
+        return cls(**counts, missed_cpus=tuple(cpus), symbols=tuple(symbols))
+
+
+@dataclass(frozen=True)
+class CheckSection(Section):
+    """summary.json ``check``: the instrumented kernel's own account of every table sync
+    (measure/tablesync.py), per phase and caller (the function a call site is compiled
+    into: an inlined caller is named by its parent)."""
+
+    KEY: ClassVar[str] = "check"
+    SWITCH: ClassVar[Option] = Option(
+        "check", "read the check instrumentation's account of every table sync around each phase (a kernel "
+                 "built with kernels/instrumentation/, e.g. by repro --audit): a skip whose flush missed a "
+                 "CPU that could be walking fails the run", flag=True)
+
+    file: Optional[str] = None
+    format: Optional[int] = None
+    hook: Optional[str] = None          # present | absent: whether the kernel has the series' hook
+    #: phase tag -> caller function -> counts in that phase
+    phases: Dict[str, Dict[str, CheckCounts]] = field(default_factory=dict)
+    #: caller function -> counts over every phase
+    callers: Dict[str, CheckCounts] = field(default_factory=dict)
+    overflow: int = 0                   # calls the recorder could not attribute (its table was full)
+    malformed: int = 0                  # lines of the file not understood, over every read
+    #: phase tag -> why the file could not be read around it
+    unread: Dict[str, str] = field(default_factory=dict)
+
+    def total(self) -> CheckCounts:
+        out = CheckCounts()
+        for c in self.callers.values():
+            out = out.plus(replace(c, symbols=()))
+        return out
+
+    def failures(self, variant: Optional[str]) -> List[str]:
+        """Why this run fails the check: a skip whose flush missed a CPU (the caller, the
+        CPUs), a baseline kernel that skipped at all, calls the recorder lost."""
+        out: List[str] = []
+        for fn, c in sorted(self.callers.items()):
+            if c.violations:
+                cpus = ",".join(str(x) for x in c.missed_cpus) or "unknown"
+                out.append(f"table-sync check: {c.violations} of {c.skipped} skipped syncs at {fn} followed a "
+                           f"flush that missed CPU {cpus}")
+        skipped = self.total().skipped
+        if variant == "baseline" and skipped:
+            out.append(f"table-sync check: the baseline kernel skipped {skipped} syncs (it has no hook to skip with)")
+        if self.overflow:
+            out.append(f"table-sync check: {self.overflow} calls beyond the recorder's table of callers went "
+                       f"unjudged")
+        return out
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"file": self.file, "format": self.format, "hook": self.hook,
+                "phases": {t: {f: c.to_dict() for f, c in per.items()} for t, per in self.phases.items()},
+                "callers": {f: c.to_dict() for f, c in self.callers.items()},
+                "overflow": self.overflow, "malformed": self.malformed, "unread": dict(self.unread)}
+
+    @classmethod
+    def from_dict(cls, where: str, d: Any) -> "CheckSection":
+        if not isinstance(d, dict):
+            raise InputError(f"{where}: damaged: 'check' should be an object")
+        w = f"{where}: check"
+
+        def table(raw: Any, what: str) -> Dict[str, CheckCounts]:
+            return {str(f): CheckCounts.from_dict(f"{w}.{what}.{f}", c) for f, c in _obj(where, raw, f"check.{what}").items()}
+
+        fmt = _num(w, d, "format", None)
+        hook = d.get("hook")
+        return cls(file=d.get("file") if isinstance(d.get("file"), str) else None,
+                   format=None if fmt is None else int(fmt), hook=hook if isinstance(hook, str) else None,
+                   phases={str(t): table(per, f"phases.{t}") for t, per in _obj(where, d.get("phases"),
+                                                                                "check.phases").items()},
+                   callers=table(d.get("callers"), "callers"),
+                   overflow=int(_num(w, d, "overflow", 0)), malformed=int(_num(w, d, "malformed", 0)),
+                   unread=_texts(d.get("unread")))
+
+
 #: Every observer's section, in the order of the observers (run/observers.py): the reader
 #: checks each that a run has when it loads the run.
-SECTIONS: Tuple[Type[Section], ...] = (LatencySection, CostSection, VictimSection)
+SECTIONS: Tuple[Type[Section], ...] = (LatencySection, CostSection, VictimSection, CheckSection)
 
 
 # -- lenient typed reads ------------------------------------------------------------------------
@@ -451,5 +575,5 @@ def _texts(d: Any) -> Dict[str, str]:
     return {str(k): str(v) for k, v in d.items()} if isinstance(d, dict) else {}
 
 
-__all__: List[str] = ["COST_KINDS", "CostFigures", "CostSection", "LatencyCpu", "LatencySection", "SECTIONS",
+__all__: List[str] = ["COST_KINDS", "CheckCounts", "CheckSection", "CostFigures", "CostSection", "LatencyCpu", "LatencySection", "SECTIONS",
                       "Section", "VictimCpu", "VictimFigures", "VictimPhase", "VictimSection"]

@@ -32,6 +32,14 @@ if TYPE_CHECKING:
 #: Each runs 3 repeats, the fewest a significance test takes (report/compare.py MIN_REPEATS).
 DEFAULT_JOBS: Tuple[str, ...] = ("collapse-1G", "collapse-1G-threads", "hugetlb-unshare-1G")
 
+#: The jobs of `repro --audit` (workloads/audit-*.yaml): every caller of the sync a job can
+#: drive (kernels/audit/callers.yaml ``job``), small and one repeat each, run with --check.
+#: The hugetlb jobs first: khugepaged, once woken by a job, went on collapsing in the next
+#: one (3 collapses in the hugetlb unshare job of the first recorded run, 6 sync IPIs more
+#: than its model), and the khugepaged job last.
+AUDIT_JOBS: Tuple[str, ...] = ("audit-hugetlb-unshare", "audit-hugetlb-db-single", "audit-collapse",
+                               "audit-collapse-race", "audit-khugepaged")
+
 #: The job `repro --smp N --size S` runs, with its size replaced by S: the seed's
 #: experiment as its job file says it (one repeat: at 64 vCPUs under TCG one takes minutes).
 SEED_JOB = "seed-20G-64cpu"
@@ -67,6 +75,12 @@ def resolve_jobs(names: Sequence[str] = (), repeat: Optional[int] = None) -> Lis
             raise InputError(f"job {name!r} is named twice")
         jobs.append(ReproJob(name, ["--job", str(path.resolve())] + _repeat_args(repeat), job))
     return jobs
+
+
+def with_check(jobs: Sequence[ReproJob]) -> List[ReproJob]:
+    """The jobs with the check observer on (collect --check), as repro --audit runs them."""
+    flag = COMMON["check"].flag_name
+    return [ReproJob(j.name, j.args + [flag] if flag not in j.args else list(j.args), j.job) for j in jobs]
 
 
 def _repeat(repeat: Optional[int]) -> Dict[str, Any]:

@@ -94,6 +94,11 @@ def tables(a: "Analysed") -> List[Table]:
     return [t for v in VIEWS if (t := v.table(a)) is not None]
 
 
+def ab_tables(a: "Analysed", b: "Analysed") -> List[Table]:
+    """The views' tables of an A/B comparison (A the baseline)."""
+    return [t for v in VIEWS if (t := v.ab_table(a, b)) is not None]
+
+
 def json_parts(a: "Analysed", slot: str) -> Dict[str, Any]:
     """The views' keys of a run's JSON object that go in ``slot`` ("figures", "detail")."""
     out: Dict[str, Any] = {}
@@ -122,5 +127,5 @@ def summary_lines(summary: Mapping[str, Any]) -> List[str]:
     return out + said
 
 
-__all__ = ["FIGURES", "VIEWS", "Figure", "Table", "View", "fact_lines", "fields", "json_parts", "notes",
+__all__ = ["FIGURES", "VIEWS", "Figure", "Table", "View", "ab_tables", "fact_lines", "fields", "json_parts", "notes",
            "per_repeat", "run_lines", "summary_lines", "tables"]

@@ -65,7 +65,9 @@ class View:
     * ``json(a)``: keys of the run's object in the JSON report, placed with the run's
       measured figures (``json_slot = "figures"``) or after its per-CPU table ("detail");
     * ``summary_lines(summary)``: lines of collect's end-of-run summary, from the
-      summary.json object the collector just wrote.
+      summary.json object the collector just wrote;
+    * ``ab_table(a, b)``: a table of the A/B comparison beside its figures (text and
+      LKML reports), e.g. the check's per caller.
     """
 
     section: ClassVar[Type[Section]]
@@ -90,3 +92,6 @@ class View:
 
     def summary_lines(self, summary: Mapping[str, Any]) -> List[str]:
         return []
+
+    def ab_table(self, a: "Analysed", b: "Analysed") -> Optional[Table]:
+        return None
